@@ -1,0 +1,44 @@
+"""The ``veil`` command. One module per command group; each registers itself here."""
+
+from __future__ import annotations
+
+import typer
+
+from veil.cli import common
+
+app = typer.Typer(
+    name="veil",
+    help="Veil: privacy-preserving outsourced deep learning, and the attacks that measure it.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _register() -> None:
+    from veil.cli import data, demo, evaluate, extractor, key, obfuscate, train
+
+    app.add_typer(key.app, name="key")
+    app.add_typer(data.app, name="data")
+    app.add_typer(extractor.app, name="extractor")
+    app.command("obfuscate")(obfuscate.obfuscate)
+    app.command("train")(train.train)
+    app.command("evaluate")(evaluate.evaluate)
+    app.command("identify")(evaluate.identify)
+    app.command("demo")(demo.demo)
+    try:  # optional groups, present once their modules exist
+        from veil.cli import cascade
+
+        app.add_typer(cascade.app, name="cascade")
+    except ImportError:
+        pass
+
+
+_register()
+
+
+def main() -> None:
+    common.run(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""An identity-labelled image set held in memory as uint8 tensors, and the loaders that fill it.
+
+Loaders take a path (never a bundled copy): an image folder with one sub-folder per identity
+(LFW, CASIA-WebFace, FaceScrub and VGGFace2 after alignment share this layout) or an ``.npz``
+with ``images``, ``labels`` and optional ``names``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from veil.errors import VeilError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
+
+
+@dataclass
+class FaceSet:
+    """Images (n, 3, H, W) uint8, integer identity labels, and the identity name of each label.
+
+    ``synthetic`` is carried along so every report made from synthetic data says so.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    names: list[str]
+    synthetic: bool = False
+    source: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise VeilError(f"images must be uint8 (n, 3, H, W), got {tuple(self.images.shape)} "
+                            f"{self.images.dtype}")
+        if len(self.labels) != len(self.images):
+            raise VeilError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if len(self.labels) and int(self.labels.max()) >= len(self.names):
+            raise VeilError(f"label {int(self.labels.max())} has no name ({len(self.names)} names)")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def counts(self) -> dict[str, int]:
+        """Images per identity name."""
+        c = torch.bincount(self.labels, minlength=len(self.names)).tolist()
+        return {n: k for n, k in zip(self.names, c, strict=True) if k > 0}
+
+    def subset(self, identities: Sequence[str]) -> FaceSet:
+        """The images of ``identities`` only, relabelled 0..k-1 in the order given."""
+        index = {n: i for i, n in enumerate(self.names)}
+        missing = [n for n in identities if n not in index]
+        if missing:
+            raise VeilError(f"{len(missing)} identities of the split are not in {self.source or 'the data'}"
+                            f" (first: {missing[0]!r}); was the split made from another dataset?")
+        old_to_new = torch.full((len(self.names),), -1, dtype=torch.long)
+        for new, name in enumerate(identities):
+            old_to_new[index[name]] = new
+        new_labels = old_to_new[self.labels]
+        keep = (new_labels >= 0).nonzero().flatten()
+        files = [self.files[i] for i in keep.tolist()] if self.files else []
+        return FaceSet(self.images[keep], new_labels[keep], list(identities), self.synthetic, self.source, files)
+
+    def take(self, index: torch.Tensor) -> FaceSet:
+        """The rows ``index``, labels and names unchanged."""
+        files = [self.files[i] for i in index.tolist()] if self.files else []
+        return FaceSet(self.images[index], self.labels[index], self.names, self.synthetic, self.source, files)
+
+
+def _read_image(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise VeilError(f"cannot read image {path}: {exc}") from None
+
+
+def load_image_folder(root: str | Path, image_size: int = 64, identities: Sequence[str] | None = None,
+                      workers: int = 4) -> FaceSet:
+    """Read ``root/<identity>/<image>`` into memory at ``image_size`` x ``image_size``.
+
+    ``identities`` restricts reading to those sub-folders (in that label order), so a step that
+    needs one split group never decodes the rest.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise VeilError(f"dataset folder not found: {root}")
+    if identities is None:
+        identities = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files, labels = list_identity_files(root, identities)
+    if not files:
+        raise VeilError(f"no images found under {root} (expected one sub-folder per identity)")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        arrays = list(pool.map(lambda p: _read_image(p, image_size), files))
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return FaceSet(images, torch.tensor(labels, dtype=torch.long), list(identities),
+                   source=str(root), files=[str(f.relative_to(root)) for f in files])
+
+
+def load_npz(path: str | Path, image_size: int | None = None) -> FaceSet:
+    """Read an ``.npz`` with ``images`` (n,H,W,3 or n,3,H,W uint8), ``labels`` and optional ``names``."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+            names = [str(n) for n in z["names"]] if "names" in z.files else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise VeilError(f"cannot read {path} as an image npz (need 'images' and 'labels'): {exc}") from None
+    if images.ndim != 4:
+        raise VeilError(f"{path}: images must be 4-D, got shape {images.shape}")
+    if images.shape[-1] == 3:
+        images = images.transpose(0, 3, 1, 2)
+    if images.dtype != np.uint8:
+        images = np.clip(images * (255.0 if images.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    if image_size is not None and t.shape[-1] != image_size:
+        t = torch.nn.functional.interpolate(t.float(), size=(image_size, image_size), mode="bicubic",
+                                            antialias=True).clamp(0, 255).round().to(torch.uint8)
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    if names is None:
+        names = [f"id{int(u)}" for u in uniq]
+    else:
+        names = [names[int(u)] if len(names) > int(u) else f"id{int(u)}" for u in uniq]
+    return FaceSet(t, torch.from_numpy(inverse.astype(np.int64)), names, source=str(path))
+
+
+def load_faces(path: str | Path, image_size: int = 64, identities: Sequence[str] | None = None) -> FaceSet:
+    """Dispatch on the path: a folder of identity sub-folders, or an ``.npz`` file."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        faces = load_npz(path, image_size)
+        return faces.subset(identities) if identities is not None else faces
+    return load_image_folder(path, image_size, identities)
+
+
+def load_sklearn_lfw(image_size: int = 64, data_home: str | None = None) -> FaceSet:  # pragma: no cover
+    """LFW through scikit-learn's fetcher (downloads on first use; needs internet and scikit-learn)."""
+    try:
+        from sklearn.datasets import fetch_lfw_people
+    except ImportError as exc:
+        raise VeilError("scikit-learn is not installed: pip install scikit-learn") from exc
+    lfw = fetch_lfw_people(color=True, resize=1.0, min_faces_per_person=1, data_home=data_home,
+                           slice_=(slice(61, 189), slice(61, 189)))
+    images = np.clip(lfw.images * (255.0 if lfw.images.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    t = torch.nn.functional.interpolate(t.float(), size=(image_size, image_size), mode="bicubic",
+                                        antialias=True).clamp(0, 255).round().to(torch.uint8)
+    return FaceSet(t, torch.from_numpy(lfw.target.astype(np.int64)), [str(n) for n in lfw.target_names],
+                   source="sklearn:fetch_lfw_people")
+
+
+def list_identity_files(root: str | Path, identities: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """Image files under ``root/<identity>/`` and their label (index in ``identities``), without decoding."""
+    root = Path(root)
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(identities):
+        folder = root / name
+        if not folder.is_dir():
+            raise VeilError(f"identity folder not found: {folder}")
+        for f in sorted(folder.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(label)
+    return files, labels
+
+
+def count_images(root: str | Path) -> dict[str, int]:
+    """Images per identity sub-folder, from directory listings only (no decoding)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise VeilError(f"dataset folder not found: {root}")
+    out = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        n = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if n:
+            out[d.name] = n
+    return out
+
+
+def stream_faces(faces_or_root: FaceSet | str | Path, identities: Sequence[str] | None, image_size: int,
+                 batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images uint8, labels) batches, decoded lazily from a folder so memory stays flat."""
+    if isinstance(faces_or_root, FaceSet):
+        faces = faces_or_root if identities is None else faces_or_root.subset(identities)
+        for i in range(0, len(faces), batch_size):
+            yield faces.images[i:i + batch_size], faces.labels[i:i + batch_size]
+        return
+    root = Path(faces_or_root)
+    if root.suffix == ".npz":
+        yield from stream_faces(load_npz(root, image_size), identities, image_size, batch_size)
+        return
+    if identities is None:
+        identities = sorted(count_images(root))
+    files, labels = list_identity_files(root, identities)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for i in range(0, len(files), batch_size):
+            chunk = files[i:i + batch_size]
+            arrays = list(pool.map(lambda p: _read_image(p, image_size), chunk))
+            yield (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(),
+                   torch.tensor(labels[i:i + batch_size], dtype=torch.long))

@@ -1,0 +1,81 @@
+"""Identification rates with their uncertainty.
+
+Every rate Veil reports carries n and a 95% interval (Wilson score, n = probes). A ratio of two
+rates measured on the same probes gets a percentile bootstrap interval, resampling identities
+(not images), because images of one person are not independent trials.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Rate:
+    """``hits`` successes out of ``n`` trials, with a 95% Wilson interval."""
+
+    hits: int
+    n: int
+
+    @property
+    def value(self) -> float:
+        return self.hits / self.n if self.n else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.hits, self.n)
+
+    def as_dict(self) -> dict:
+        lo, hi = self.interval
+        return {**asdict(self), "rate": self.value, "ci95": [lo, hi]}
+
+    def __str__(self) -> str:
+        lo, hi = self.interval
+        return f"{100 * self.value:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] (n={self.n})"
+
+
+def wilson(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = hits / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@torch.no_grad()
+def identify(gallery: torch.Tensor, gallery_labels: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:
+    """Label of the most cosine-similar gallery embedding for each probe."""
+    sims = F.normalize(probes.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T
+    return gallery_labels[sims.argmax(dim=1)]
+
+
+def top1(gallery: torch.Tensor, gallery_labels: torch.Tensor, probes: torch.Tensor,
+         probe_labels: torch.Tensor) -> tuple[Rate, torch.Tensor]:
+    """Top-1 identification rate and the per-probe hit vector (for paired bootstraps)."""
+    hits = identify(gallery, gallery_labels, probes) == probe_labels
+    return Rate(int(hits.sum()), len(hits)), hits
+
+
+def bootstrap_ratio(hits_a: torch.Tensor, hits_b: torch.Tensor, groups: torch.Tensor, samples: int = 2000,
+                    seed: int = 0) -> dict:
+    """Ratio rate(a) / rate(b) with a 95% percentile interval from resampling identities (paired)."""
+    a, b, g = hits_a.numpy().astype(float), hits_b.numpy().astype(float), groups.numpy()
+    ids, inverse = np.unique(g, return_inverse=True)
+    sum_a = np.bincount(inverse, weights=a, minlength=len(ids))
+    sum_b = np.bincount(inverse, weights=b, minlength=len(ids))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(len(ids), size=(samples, len(ids)))
+    num, den = sum_a[draws].sum(axis=1), sum_b[draws].sum(axis=1)
+    ratios = np.where(den > 0, num / np.maximum(den, 1e-12), np.nan)
+    point = a.sum() / b.sum() if b.sum() else float("nan")
+    lo, hi = np.nanpercentile(ratios, [2.5, 97.5]) if np.isfinite(ratios).any() else (np.nan, np.nan)
+    return {"ratio": float(point), "ci95": [float(lo), float(hi)], "bootstrap": "identities", "samples": samples,
+            "identities": int(len(ids))}

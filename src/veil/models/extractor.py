@@ -1,0 +1,207 @@
+"""ExtNet: the public, frozen feature extractor whose token output the owner obfuscates.
+
+The paper's ExtNet is the first blocks of a pre-trained ViT (patch + position embedding, then
+transformer blocks). On CPU, a ViT trained from scratch on a few thousand faces is weak, so
+Veil's default backbone is a timm ``VisionTransformer`` whose patch embedding is a ResNet-18
+convolutional stem (timm's ``HybridEmbed``): the token interface XNN needs, with the sample
+efficiency of convolutions. Any timm ViT checkpoint (safetensors) also loads as an ExtNet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import timm
+import torch
+import torchvision
+from safetensors import safe_open
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_hybrid import HybridEmbed
+from torch import nn
+
+from veil.errors import VeilError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ExtractorConfig:
+    """Architecture of the pre-training backbone and how many of its blocks form ExtNet.
+
+    ``kind='hybrid'``: ResNet-18 stem (``stem_stages`` residual stages) feeding ViT blocks.
+    ``kind='timm'``: any timm ViT built by ``timm_name`` (weights from a local safetensors file).
+    """
+
+    kind: str = "hybrid"
+    img_size: int = 64
+    stem_stages: int = 3
+    embed_dim: int = 256
+    num_heads: int = 4
+    depth: int = 4
+    ext_depth: int = 2
+    timm_name: str = ""
+    drop_path: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("hybrid", "timm"):
+            raise VeilError(f"extractor kind must be 'hybrid' or 'timm', got {self.kind!r}")
+        if not 1 <= self.ext_depth <= self.depth:
+            raise VeilError(f"ext_depth must be in 1..depth={self.depth}, got {self.ext_depth}")
+        if self.kind == "hybrid" and not 1 <= self.stem_stages <= 4:
+            raise VeilError(f"stem_stages must be 1..4, got {self.stem_stages}")
+
+
+def _resnet18_stem(stages: int) -> nn.Module:
+    r = torchvision.models.resnet18(weights=None)
+    layers = [r.layer1, r.layer2, r.layer3, r.layer4][:stages]
+    return nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, *layers)
+
+
+def build_backbone(cfg: ExtractorConfig) -> VisionTransformer:
+    """The whole ViT (all ``cfg.depth`` blocks); ExtNet keeps the first ``cfg.ext_depth``."""
+    if cfg.kind == "timm":
+        if not cfg.timm_name:
+            raise VeilError("extractor kind 'timm' needs timm_name (e.g. vit_tiny_patch16_224)")
+        model = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0, img_size=cfg.img_size)
+        if not isinstance(model, VisionTransformer):
+            raise VeilError(f"{cfg.timm_name} is not a timm VisionTransformer; ExtNet needs its token blocks")
+        cfg.depth = len(model.blocks)
+        cfg.embed_dim = model.embed_dim
+        if cfg.ext_depth > cfg.depth:
+            raise VeilError(f"ext_depth {cfg.ext_depth} exceeds {cfg.timm_name}'s {cfg.depth} blocks")
+        return model
+    embed = partial(HybridEmbed, backbone=_resnet18_stem(cfg.stem_stages))
+    return VisionTransformer(img_size=cfg.img_size, patch_size=1, embed_layer=embed, embed_dim=cfg.embed_dim,
+                             depth=cfg.depth, num_heads=cfg.num_heads, num_classes=0, global_pool="avg",
+                             drop_path_rate=cfg.drop_path)
+
+
+class ExtNet(nn.Module):
+    """Images (uint8 or float in [0, 1]) -> tokens (B, N, D) after ``ext_depth`` blocks of the backbone.
+
+    Frozen and in eval mode: the owner never trains it, and its output must not depend on batch.
+    """
+
+    def __init__(self, backbone: VisionTransformer, cfg: ExtractorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = backbone.patch_embed
+        self.cls_token = backbone.cls_token
+        self.pos_embed = backbone.pos_embed
+        self.reg_token = getattr(backbone, "reg_token", None)
+        self.no_embed_class = bool(getattr(backbone, "no_embed_class", False))
+        self.norm_pre = backbone.norm_pre
+        self.blocks = nn.Sequential(*list(backbone.blocks)[: cfg.ext_depth])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> ExtNet:  # noqa: ARG002 - frozen by design
+        return super().train(False)
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """(tokens, dim) of the output, CLS token included."""
+        prefix = sum(t.shape[1] for t in (self.cls_token, self.reg_token) if t is not None)
+        n = self.patch_embed.num_patches + prefix
+        return n, self.cfg.embed_dim
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        if images.shape[-1] != self.cfg.img_size or images.shape[-2] != self.cfg.img_size:
+            raise VeilError(f"ExtNet expects {self.cfg.img_size}x{self.cfg.img_size} images, "
+                            f"got {tuple(images.shape[-2:])}")
+        return (images - self.mean) / self.std
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(self.normalize(images))
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        if self.no_embed_class:
+            x = torch.cat(prefix + [x + self.pos_embed], dim=1)
+        else:
+            x = torch.cat(prefix + [x], dim=1) + self.pos_embed
+        return self.blocks(self.norm_pre(x))
+
+
+def config_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short public digest of weights, recorded in stores so owner and cloud agree on ExtNet."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_backbone(backbone: VisionTransformer, cfg: ExtractorConfig, path: str | Path,
+                  extra: dict | None = None) -> Path:
+    """Weights as safetensors, the config (and any provenance) as JSON metadata inside the same file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    meta = {"format": "veil-extractor", "config": json.dumps(asdict(cfg)), "extra": json.dumps(extra or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except FileNotFoundError:
+        raise VeilError(f"checkpoint not found: {path}") from None
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+        raise VeilError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise VeilError(f"checkpoint not found: {path}") from None
+    except Exception as exc:
+        raise VeilError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def load_backbone(path: str | Path, cfg: ExtractorConfig | None = None) -> tuple[VisionTransformer,
+                                                                                  ExtractorConfig]:
+    """Rebuild the backbone from a Veil extractor file, or from a plain timm checkpoint plus ``cfg``."""
+    meta = read_metadata(path)
+    if meta.get("format") == "veil-extractor":
+        cfg = ExtractorConfig(**json.loads(meta["config"]))
+    elif cfg is None:
+        raise VeilError(f"{path} carries no Veil config; pass the timm model name and image size")
+    backbone = build_backbone(cfg)
+    state = _load_state(path)
+    state = {k: v for k, v in state.items() if not k.startswith("head")}
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    needed = [k for k in missing if k.startswith(("patch_embed", "cls_token", "pos_embed", "blocks."))
+              and (not k.startswith("blocks.") or int(k.split(".")[1]) < cfg.ext_depth)]
+    if needed or unexpected:
+        raise VeilError(f"{path} does not fit a {cfg.kind} extractor ({cfg.timm_name or 'hybrid'}, "
+                        f"img {cfg.img_size}): missing {needed[:3]}, unexpected {unexpected[:3]}")
+    return backbone, cfg
+
+
+def load_extnet(path: str | Path, cfg: ExtractorConfig | None = None) -> ExtNet:
+    """ExtNet from a checkpoint file (see :func:`load_backbone`)."""
+    backbone, cfg = load_backbone(path, cfg)
+    return ExtNet(backbone, cfg)
+
+
+def extnet_digest(ext: ExtNet) -> str:
+    return config_digest(ext.state_dict())

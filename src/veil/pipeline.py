@@ -1,0 +1,118 @@
+"""The XNN flow as one function per step: each is one CLI command and one API call.
+
+owner:     split -> key -> (public) pretrain ExtNet -> obfuscate -> [store to cloud]
+cloud:     store -> train RecNet -> [recnet.safetensors back to owner]
+owner:     recnet + key -> evaluate / identify
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from veil.data.faceset import FaceSet, count_images, load_faces, stream_faces
+from veil.data.splits import Split, SplitSpec, make_split
+from veil.errors import VeilError
+from veil.keys import OwnerKey
+from veil.metrics import bootstrap_ratio
+from veil.models.extractor import ExtNet, ExtractorConfig, load_extnet, save_backbone
+from veil.models.recnet import load_recnet
+from veil.obfuscation.base import NoObfuscation, Obfuscation
+from veil.obfuscation.keyed import label_map, xnn_from_key
+from veil.owner import OwnerModel, evaluate_identification, obfuscate_to_store
+from veil.train.pretrain import PretrainConfig, pretrain_backbone
+
+
+def dataset_counts(data: str | Path) -> dict[str, int]:
+    data = Path(data)
+    if data.suffix == ".npz":
+        return load_faces(data).counts()
+    return count_images(data)
+
+
+def prepare_split(data: str | Path, out: str | Path, spec: SplitSpec | None = None) -> Split:
+    """Make and save the identity-disjoint split of ``data``."""
+    split = make_split(dataset_counts(data), spec or SplitSpec(), dataset=str(data))
+    split.save(out)
+    return split
+
+
+def load_group(data: str | Path, split: Split, group: str, image_size: int) -> FaceSet:
+    if group not in split.groups:
+        raise VeilError(f"split has no group {group!r} (groups: {', '.join(split.groups)})")
+    return load_faces(data, image_size, split.groups[group])
+
+
+def pretrain_extractor(data: str | Path, split: Split, out: str | Path, ext_cfg: ExtractorConfig | None = None,
+                       cfg: PretrainConfig | None = None, device: str | torch.device = "cpu",
+                       show_progress: bool = True) -> dict:
+    """Pre-train on the split's public identities and save the backbone (ExtNet = its first blocks)."""
+    ext_cfg = ext_cfg or ExtractorConfig()
+    cfg = cfg or PretrainConfig()
+    faces = load_group(data, split, "public", ext_cfg.img_size)
+    backbone, history = pretrain_backbone(faces, ext_cfg, cfg, device, show_progress)
+    save_backbone(backbone, ext_cfg, out, extra={"trained_on": "public split group", "images": len(faces),
+                                                  "identities": len(faces.names), "history": history})
+    return history
+
+
+def make_obfuscation(ext: ExtNet, key: OwnerKey | None, matrix: str = "orthogonal") -> Obfuscation:
+    """XNN under ``key``, or no obfuscation (vanilla) when ``key`` is None."""
+    if key is None:
+        return NoObfuscation()
+    tokens, dim = ext.token_shape
+    return xnn_from_key(key, tokens, dim, matrix)
+
+
+def obfuscate(data: str | Path, split: Split, extractor: str | Path, out: str | Path, key: OwnerKey | None,
+              group: str = "owner_train", matrix: str = "orthogonal", flip_copies: bool = True,
+              overwrite: bool = False, device: str | torch.device = "cpu", show_progress: bool = True,
+              batch_size: int = 256) -> dict:
+    """Owner: images of ``group`` -> ExtNet -> ObfNet(key) -> store at ``out``.
+
+    Labels are the keyed anonymous map for XNN; for vanilla (no key) a public sorted index.
+    """
+    ext = load_extnet(extractor)
+    obf = make_obfuscation(ext, key, matrix)
+    names = split.groups[group]
+    labels = label_map(key, names) if key is not None else {n: i for i, n in enumerate(sorted(names))}
+    counts = dataset_counts(data)
+    total = sum(counts.get(n, 0) for n in names)
+    batches = stream_faces(data, names, ext.cfg.img_size, batch_size)
+    return obfuscate_to_store(ext, obf, batches, names, labels, out, total=total, flip_copies=flip_copies,
+                              overwrite=overwrite, device=device, show_progress=show_progress,
+                              synthetic=False)
+
+
+def owner_model(extractor: str | Path, recnet: str | Path, key: OwnerKey | None,
+                matrix: str | None = None) -> OwnerModel:
+    """Assemble ExtNet -> ObfNet(key) -> RecNet, checking the key and ExtNet against RecNet's provenance."""
+    ext = load_extnet(extractor)
+    rec, info = load_recnet(recnet)
+    kind = matrix or ((info.get("obfuscation") or {}).get("matrix")) or "orthogonal"
+    return OwnerModel(ext, make_obfuscation(ext, key, kind), rec, info)
+
+
+def evaluate(data: str | Path, split: Split, extractor: str | Path, recnet: str | Path, key: OwnerKey | None,
+             group: str = "owner_test", device: str | torch.device = "cpu", flip_tta: bool = True) -> dict:
+    """Utility of the owner's chain on ``group`` (persons never seen in training)."""
+    model = owner_model(extractor, recnet, key)
+    faces = load_group(data, split, group, model.ext.cfg.img_size)
+    return evaluate_identification(model, faces, split.gallery_seed, device, flip_tta)
+
+
+def compare(results: dict[str, dict], numerator: str, denominator: str) -> dict:
+    """Ratio of two methods' utility on the same probes, bootstrap CI over identities."""
+    a, b = results[numerator], results[denominator]
+    return bootstrap_ratio(a["hits"], b["hits"], a["probe_labels"])
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,159 @@
+"""The obfuscated dataset the owner sends to the cloud: safetensors shards plus a JSON manifest.
+
+What is inside: obfuscated token features, anonymous integer labels, and public facts (shapes,
+dtype, method name and public hyper-parameters, a one-way fingerprint of the owner's key and of
+ExtNet, per-shard SHA-256). What is never inside: identity names, the key or any parameter derived
+from it, raw images, file names. A test scans a store for each of these.
+
+Writing streams shard by shard, so peak memory stays flat however large the dataset. A store is
+written into a fresh directory and its manifest is written last (atomically), so a crash leaves
+no store that looks complete, and an existing store is never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from veil.errors import VeilError
+
+STORE_FORMAT = "veil-store"
+STORE_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class StoreWriter:
+    """Append (features, labels) batches; every ``shard_size`` rows become one safetensors shard."""
+
+    def __init__(self, directory: str | Path, info: dict, shard_size: int = 4096,
+                 dtype: torch.dtype = torch.float16, overwrite: bool = False) -> None:
+        self.dir = Path(directory)
+        if self.dir.exists() and any(self.dir.iterdir()):
+            if not overwrite:
+                raise VeilError(f"{self.dir} already exists and is not empty; refusing to overwrite a store "
+                                "(pass --force to replace it)")
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.info = dict(info)
+        self.shard_size = shard_size
+        self.dtype = dtype
+        self._feats: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._buffered = 0
+        self._shards: list[dict] = []
+        self._shape: tuple[int, int] | None = None
+        self.count = 0
+
+    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if features.ndim != 3 or len(features) != len(labels):
+            raise VeilError(f"store rows must be (n, tokens, dim) with n labels, got {tuple(features.shape)} "
+                            f"and {len(labels)} labels")
+        shape = tuple(features.shape[1:])
+        if self._shape is None:
+            self._shape = shape  # type: ignore[assignment]
+        elif shape != self._shape:
+            raise VeilError(f"feature shape changed inside a store: {self._shape} then {shape}")
+        self._feats.append(features.detach().to("cpu", self.dtype))
+        self._labels.append(labels.detach().to("cpu", torch.int64))
+        self._buffered += len(features)
+        while self._buffered >= self.shard_size:
+            self._flush(self.shard_size)
+
+    def _flush(self, rows: int) -> None:
+        feats, labels = torch.cat(self._feats), torch.cat(self._labels)
+        name = f"shard-{len(self._shards):05d}.safetensors"
+        path = self.dir / name
+        save_file({"features": feats[:rows].contiguous(), "labels": labels[:rows].contiguous()}, str(path))
+        self._shards.append({"file": name, "rows": rows, "sha256": _sha256(path)})
+        self.count += rows
+        rest_f, rest_l = feats[rows:], labels[rows:]
+        self._feats, self._labels = ([rest_f], [rest_l]) if len(rest_f) else ([], [])
+        self._buffered = len(rest_f)
+
+    def close(self) -> Path:
+        """Write the last shard and then the manifest; returns the manifest path."""
+        if self._buffered:
+            self._flush(self._buffered)
+        if self._shape is None:
+            raise VeilError("no rows were written to the store")
+        manifest = {"format": STORE_FORMAT, "version": STORE_VERSION, **self.info,
+                    "tokens": self._shape[0], "dim": self._shape[1], "dtype": str(self.dtype).split(".")[-1],
+                    "rows": self.count, "shards": self._shards}
+        tmp = self.dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(self.dir / MANIFEST)
+        return self.dir / MANIFEST
+
+
+@dataclass
+class Store:
+    """A store opened for reading: its manifest, and tensors loaded on demand."""
+
+    dir: Path
+    manifest: dict
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["num_classes"])
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return int(self.manifest["tokens"]), int(self.manifest["dim"])
+
+    def shards(self, verify: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for entry in self.manifest["shards"]:
+            path = self.dir / entry["file"]
+            if not path.is_file():
+                raise VeilError(f"store shard missing: {path}")
+            if verify and _sha256(path) != entry["sha256"]:
+                raise VeilError(f"store shard {path} is corrupt or truncated (SHA-256 does not match the "
+                                "manifest)")
+            try:
+                tensors = load_file(str(path))
+            except Exception as exc:
+                raise VeilError(f"cannot read store shard {path}: {exc}") from None
+            feats, labels = tensors.get("features"), tensors.get("labels")
+            if feats is None or labels is None or len(feats) != entry["rows"] or len(labels) != entry["rows"]:
+                raise VeilError(f"store shard {path} does not hold the {entry['rows']} rows its manifest lists")
+            if tuple(feats.shape[1:]) != self.token_shape:
+                raise VeilError(f"store shard {path} has features {tuple(feats.shape[1:])}, manifest says "
+                                f"{self.token_shape}")
+            yield feats, labels
+
+    def load_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = list(self.shards())
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def open_store(directory: str | Path) -> Store:
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise VeilError(f"no store at {directory} (missing {MANIFEST}; was `veil obfuscate` interrupted?)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise VeilError(f"{path} is not valid JSON ({exc})") from None
+    if manifest.get("format") != STORE_FORMAT:
+        raise VeilError(f"{path} is not a Veil store manifest")
+    if manifest.get("version") != STORE_VERSION:
+        raise VeilError(f"{path}: store version {manifest.get('version')} is not supported ({STORE_VERSION})")
+    for field in ("tokens", "dim", "num_classes", "shards", "rows"):
+        if field not in manifest:
+            raise VeilError(f"{path} lacks the field {field!r}")
+    return Store(directory, manifest)

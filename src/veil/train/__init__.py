@@ -1,0 +1,1 @@
+"""Training loops: ExtNet pre-training (public side), RecNet training (cloud side)."""

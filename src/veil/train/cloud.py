@@ -1,0 +1,142 @@
+"""Cloud side: train RecNet from an obfuscated store alone.
+
+This is the code an untrusted cloud runs. It reads the store (features + anonymous labels +
+public manifest), never the owner's key (a test checks this module's imports), and returns
+RecNet weights as safetensors. It runs in one process or under ``torchrun`` with DDP (gloo on
+CPU, NCCL on CUDA); the global batch size is the same either way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
+
+from veil.errors import VeilError
+from veil.models.recnet import RecNet, RecNetConfig, save_recnet
+from veil.store import Store, open_store
+from veil.train.losses import cosface
+from veil.train.progress import progress_bar
+from veil.train.schedule import warmup_cosine
+
+
+@dataclass
+class CloudTrainConfig:
+    """The paper's recipe: SGD with Nesterov momentum, lr 0.05, weight decay 4e-5, cosine, batch 256."""
+
+    epochs: int = 40
+    batch_size: int = 256
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    warmup_epochs: float = 3.0
+    margin: float = 0.35
+    scale: float = 32.0
+    seed: int = 0
+    dim: int = 256
+    depth: int = 2
+    num_heads: int = 4
+    emb_dim: int = 128
+
+
+class _Trainee(nn.Module):
+    """RecNet and the CosFace class weights in one module, so DDP synchronises both."""
+
+    def __init__(self, recnet: RecNet, loss: nn.Module) -> None:
+        super().__init__()
+        self.recnet = recnet
+        self.loss = loss
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss(self.recnet(x), y)
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return world, rank
+
+
+def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
+                 device: torch.device | str | None = None, show_progress: bool = True) -> tuple[RecNet, dict]:
+    """Train RecNet on a store. Under torchrun (WORLD_SIZE > 1) this joins the process group itself."""
+    cfg = cfg or CloudTrainConfig()
+    store = store if isinstance(store, Store) else open_store(store)
+    world, rank = _dist_info()
+    distributed = world > 1
+    if device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.batch_size % world:
+        raise VeilError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
+    torch.manual_seed(cfg.seed)
+    feats, labels = store.load_all()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= store.num_classes):
+        raise VeilError(f"store labels fall outside 0..{store.num_classes - 1}")
+    tokens, dim = store.token_shape
+    recnet = RecNet(RecNetConfig(tokens, dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.emb_dim))
+    trainee = _Trainee(recnet, cosface(store.num_classes, cfg.emb_dim, cfg.margin, cfg.scale)).to(device)
+    model: nn.Module = DistributedDataParallel(trainee) if distributed else trainee
+    data = TensorDataset(feats, labels)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sampler = (DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if distributed
+               else RandomSampler(data, generator=gen))
+    loader = DataLoader(data, batch_size=cfg.batch_size // world, sampler=sampler, drop_last=True)
+    if len(loader) == 0:
+        raise VeilError(f"store has {len(data)} rows, fewer than one batch of {cfg.batch_size}")
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, cfg.epochs * len(loader), int(cfg.warmup_epochs * len(loader)))
+    history: dict = {"loss": [], "config": asdict(cfg), "rows": len(data), "world_size": world,
+                     "classes": store.num_classes}
+    start = time.time()
+    model.train()
+    with progress_bar(show_progress and rank == 0) as bar:
+        task = bar.add_task("cloud: train RecNet", total=cfg.epochs * len(loader), status="")
+        for epoch in range(cfg.epochs):
+            if distributed:
+                sampler.set_epoch(epoch)  # type: ignore[union-attr]
+            total, seen = 0.0, 0
+            for x, y in loader:
+                loss = model(x.to(device).float(), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(y)
+                seen += len(y)
+                bar.update(task, advance=1, status=f"epoch {epoch + 1} loss {total / seen:.3f}")
+            mean_loss = torch.tensor([total, seen], dtype=torch.float64)
+            if distributed:
+                dist.all_reduce(mean_loss)
+            history["loss"].append(float(mean_loss[0] / mean_loss[1]))
+    history["seconds"] = time.time() - start
+    history["samples_per_second"] = cfg.epochs * len(loader) * cfg.batch_size / history["seconds"]
+    return recnet.cpu().eval(), history
+
+
+def train_to_file(store_dir: str | Path, out: str | Path, cfg: CloudTrainConfig | None = None,
+                  device: str | None = None, show_progress: bool = True) -> dict:
+    """Train and write ``out`` (rank 0 only under torchrun). Returns the history."""
+    store = open_store(store_dir)
+    recnet, history = train_recnet(store, cfg, device, show_progress)
+    _, rank = _dist_info()
+    if rank == 0:
+        info = {"key_fingerprint": store.manifest.get("key_fingerprint"),
+                "extractor": store.manifest.get("extractor"), "obfuscation": store.manifest.get("obfuscation"),
+                "num_classes": store.num_classes, "synthetic": store.manifest.get("synthetic", False),
+                "final_loss": history["loss"][-1], "world_size": history["world_size"]}
+        save_recnet(recnet, out, info)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return history
