@@ -23,7 +23,7 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except VeilError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -54,5 +54,5 @@ def identify(images: list[Path] = typer.Argument(..., help="Probe image files.")
     table = Table("image", "identity", "cosine")
     for path, row in zip(images, sims, strict=True):
         best = int(row.argmax())
-        table.add_row(str(path), enrolled.names[best], f"{float(row[best]):.3f}")
+        table.add_row(path.name, enrolled.names[best], f"{float(row[best]):.3f}")
     console.print(table)

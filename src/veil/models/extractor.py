@@ -188,7 +188,12 @@ def load_backbone(path: str | Path, cfg: ExtractorConfig | None = None) -> tuple
     backbone = build_backbone(cfg)
     state = _load_state(path)
     state = {k: v for k, v in state.items() if not k.startswith("head")}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc)[:200])
+        raise VeilError(f"{path} does not fit a {cfg.kind} extractor ({cfg.timm_name or 'hybrid'}, "
+                        f"img {cfg.img_size}): {detail}") from None
     needed = [k for k in missing if k.startswith(("patch_embed", "cls_token", "pos_embed", "blocks."))
               and (not k.startswith("blocks.") or int(k.split(".")[1]) < cfg.ext_depth)]
     if needed or unexpected:

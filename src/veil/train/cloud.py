@@ -134,7 +134,8 @@ def train_to_file(store_dir: str | Path, out: str | Path, cfg: CloudTrainConfig 
         info = {"key_fingerprint": store.manifest.get("key_fingerprint"),
                 "extractor": store.manifest.get("extractor"), "obfuscation": store.manifest.get("obfuscation"),
                 "num_classes": store.num_classes, "synthetic": store.manifest.get("synthetic", False),
-                "final_loss": history["loss"][-1], "world_size": history["world_size"]}
+                "first_epoch_loss": history["loss"][0], "final_loss": history["loss"][-1],
+                "world_size": history["world_size"]}
         save_recnet(recnet, out, info)
     if dist.is_initialized():
         dist.barrier()

@@ -1,0 +1,74 @@
+"""The layout's rule, checked: code that runs on an untrusted party never imports the owner's key module.
+
+Imports are followed transitively inside the ``veil`` package, so a helper that pulls in
+``veil.keys`` indirectly is caught too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+UNTRUSTED = ["veil.train.cloud", "veil.store", "veil.obfuscation.xnn", "veil.models.recnet"]
+UNTRUSTED_PACKAGES = ["veil.attacks", "veil.serve"]
+
+
+def module_file(name: str) -> Path | None:
+    base = SRC / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imports_of(name: str) -> set[str]:
+    path = module_file(name)
+    if path is None:
+        return set()
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.level:
+                pkg = name.split(".")[: -node.level] if path.name != "__init__.py" else name.split(".")
+                mod = ".".join(pkg[: len(pkg) - node.level + 1] + [node.module])
+            else:
+                mod = node.module
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)
+    return {m for m in found if m.startswith("veil") and module_file(m) is not None}
+
+
+def closure(name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        todo.extend(imports_of(mod))
+        parts = mod.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))  # parent packages run too
+    return seen
+
+
+def untrusted_modules() -> list[str]:
+    mods = list(UNTRUSTED)
+    for pkg in UNTRUSTED_PACKAGES:
+        folder = SRC / Path(*pkg.split("."))
+        mods.extend(f"{pkg}.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__")
+    return mods
+
+
+@pytest.mark.parametrize("module", untrusted_modules())
+def test_untrusted_code_never_imports_keys(module):
+    assert module_file(module) is not None, f"{module} moved: update this test"
+    assert "veil.keys" not in closure(module), f"{module} reaches veil.keys"
+
+
+def test_the_checker_sees_the_owner_side_import():
+    assert "veil.keys" in closure("veil.obfuscation.keyed")  # the rule can fail
