@@ -52,7 +52,7 @@ class Preset:
 
 
 PRESETS = {
-    "demo": Preset("demo", pretrain=PretrainConfig(epochs=8), cloud=CloudTrainConfig(epochs=30)),
+    "demo": Preset("demo", pretrain=PretrainConfig(epochs=8), cloud=CloudTrainConfig(epochs=30, dim=128)),
     "bench": Preset("bench", pretrain=PretrainConfig(epochs=30), cloud=CloudTrainConfig(epochs=60)),
 }
 
@@ -77,7 +77,7 @@ def environment(device: torch.device) -> dict:
     return info
 
 
-def _extractor_cache_path(split: Split, preset: Preset) -> Path:
+def extractor_cache_path(split: Split, preset: Preset) -> Path:
     ident = json.dumps({"split": split.dataset_digest, "public": split.groups["public"],
                         "ext": asdict(preset.extractor), "pre": asdict(preset.pretrain)}, sort_keys=True)
     return cache_dir() / "extractors" / f"extnet-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.safetensors"
@@ -107,7 +107,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     timings["split_key_s"] = time.time() - t
 
     t = time.time()
-    ext_path = _extractor_cache_path(split, preset)
+    ext_path = extractor_cache_path(split, preset)
     if ext_path.exists():
         log(f"extractor: cached {ext_path}")
         pre_history = None
@@ -142,6 +142,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     summary = {
         "preset": preset.name, "data": str(data), "synthetic": False, "device": str(device),
         "split": {g: len(v) for g, v in split.groups.items()}, "key_fingerprint": key.fingerprint,
+        "extractor": str(ext_path),
         "config": {"split": asdict(preset.split), "extractor": asdict(preset.extractor),
                    "pretrain": asdict(preset.pretrain), "cloud": asdict(preset.cloud), "matrix": preset.matrix},
         "utility": {n: {**r["rate"].as_dict(), "gallery": r["gallery_size"], "chance": r["chance"]}
