@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-UNTRUSTED = ["veil.train.cloud", "veil.store", "veil.obfuscation.xnn", "veil.models.recnet"]
+UNTRUSTED = ["veil.train.cloud", "veil.store", "veil.obfuscation.xnn", "veil.models.recnet", "veil.cascade.node"]
 UNTRUSTED_PACKAGES = ["veil.attacks", "veil.serve"]
 
 

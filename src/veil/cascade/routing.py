@@ -1,0 +1,54 @@
+"""The routing information one hop finds in its header slot, and its fixed-size encoding."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from veil.cascade import constants as C
+from veil.errors import VeilError
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Everything a hop learns about the packet's route: its op and the *next* hop only."""
+
+    op: int
+    flags: int = 0
+    tag: bytes = bytes(C.STEP_TAG_SIZE)  # links this hop's forward and backward, meaningless elsewhere
+    next_address: str = ""  # empty for the final hop
+    next_payload_key: bytes = bytes(C.KEY_SIZE)  # seals the payload this hop sends on
+    frag: int = 0  # STATE: which fragment of the target's state to return
+    extra: bytes = b""  # labels for the loss layer
+
+    @property
+    def is_target(self) -> bool:
+        return bool(self.flags & C.FLAG_TARGET)
+
+    @property
+    def is_final(self) -> bool:
+        return bool(self.flags & C.FLAG_FINAL)
+
+    def encode(self) -> bytes:
+        """Fixed ``ROUTING_SIZE`` bytes; raises VeilError when a field does not fit."""
+        if self.op not in C.OPS:
+            raise VeilError(f"unknown op {self.op}")
+        addr = self.next_address.encode()
+        if len(addr) > C.ADDRESS_SIZE:
+            raise VeilError(f"address {self.next_address!r} is longer than {C.ADDRESS_SIZE} bytes")
+        if len(self.extra) > C.EXTRA_SIZE:
+            raise VeilError(f"routing extra of {len(self.extra)} bytes exceeds {C.EXTRA_SIZE} (batch too large)")
+        if len(self.tag) != C.STEP_TAG_SIZE or len(self.next_payload_key) != C.KEY_SIZE:
+            raise VeilError("routing tag or next payload key has the wrong length")
+        return struct.pack(C.ROUTING_FORMAT, self.op, self.flags, self.tag, addr, self.next_payload_key,
+                           self.frag, len(self.extra), self.extra)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Routing:
+        if len(raw) != C.ROUTING_SIZE:
+            raise VeilError(f"routing information must be {C.ROUTING_SIZE} bytes, got {len(raw)}")
+        op, flags, tag, addr, key, frag, n_extra, extra = struct.unpack(C.ROUTING_FORMAT, raw)
+        if op not in C.OPS or n_extra > C.EXTRA_SIZE:
+            raise VeilError("routing information is malformed")
+        return cls(op=op, flags=flags, tag=tag, next_address=addr.rstrip(b"\0").decode(),
+                   next_payload_key=key, frag=frag, extra=extra[:n_extra])
