@@ -52,8 +52,8 @@ class Preset:
 
 
 PRESETS = {
-    "demo": Preset("demo", pretrain=PretrainConfig(epochs=8), cloud=CloudTrainConfig(epochs=30, dim=128)),
-    "bench": Preset("bench", pretrain=PretrainConfig(epochs=30), cloud=CloudTrainConfig(epochs=60)),
+    "demo": Preset("demo", pretrain=PretrainConfig(epochs=12), cloud=CloudTrainConfig(epochs=20, dim=128)),
+    "bench": Preset("bench", pretrain=PretrainConfig(epochs=30), cloud=CloudTrainConfig(epochs=40, dim=128)),
 }
 
 
@@ -78,7 +78,8 @@ def environment(device: torch.device) -> dict:
 
 
 def extractor_cache_path(split: Split, preset: Preset) -> Path:
-    ident = json.dumps({"split": split.dataset_digest, "public": split.groups["public"],
+    ident = json.dumps({"split": split.dataset_digest,
+                        "identities": sorted(n for g in preset.pretrain.groups for n in split.groups[g]),
                         "ext": asdict(preset.extractor), "pre": asdict(preset.pretrain)}, sort_keys=True)
     return cache_dir() / "extractors" / f"extnet-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.safetensors"
 

@@ -48,12 +48,20 @@ def load_group(data: str | Path, split: Split, group: str, image_size: int) -> F
 def pretrain_extractor(data: str | Path, split: Split, out: str | Path, ext_cfg: ExtractorConfig | None = None,
                        cfg: PretrainConfig | None = None, device: str | torch.device = "cpu",
                        show_progress: bool = True) -> dict:
-    """Pre-train on the split's public identities and save the backbone (ExtNet = its first blocks)."""
+    """Pre-train on the split's non-owner identities and save the backbone (ExtNet = its first blocks).
+
+    Uses the groups in ``cfg.groups`` (never an owner group), identities with >= ``cfg.min_images`` images.
+    """
     ext_cfg = ext_cfg or ExtractorConfig()
     cfg = cfg or PretrainConfig()
-    faces = load_group(data, split, "public", ext_cfg.img_size)
+    owner = [g for g in cfg.groups if g.startswith("owner")]
+    if owner:
+        raise VeilError(f"pre-training must not see the owner's identities (groups {owner})")
+    counts = dataset_counts(data)
+    names = sorted(n for g in cfg.groups for n in split.groups[g] if counts.get(n, 0) >= cfg.min_images)
+    faces = load_faces(data, ext_cfg.img_size, names)
     backbone, history = pretrain_backbone(faces, ext_cfg, cfg, device, show_progress)
-    save_backbone(backbone, ext_cfg, out, extra={"trained_on": "public split group", "images": len(faces),
+    save_backbone(backbone, ext_cfg, out, extra={"trained_on": list(cfg.groups), "images": len(faces),
                                                   "identities": len(faces.names), "history": history})
     return history
 

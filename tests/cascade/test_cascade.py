@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from veil.cascade import constants as C
 from veil.cascade import data as D
 from veil.cascade import local
 from veil.cascade import pool as pool_mod
@@ -26,6 +27,10 @@ def test_four_phases_match_local_training(cluster) -> None:
     nodes = cluster.alive()[:6]
     pool = cluster.sub_pool("phases", nodes)
     with Designer(pool, spec, dummies=1, seed=0, select_seed=3, loop_rate=2) as des:
+        sent, received = [], []  # every packet the designer puts on the wire or gets back, every op
+        push, peel = des._client.push, des._peeler.peel
+        des._client.push = lambda a, pkt, timeout=C.SEND_TIMEOUT_S: (sent.append(len(pkt)), push(a, pkt, timeout))[1]
+        des._peeler.peel = lambda pkt: (received.append(len(pkt)), peel(pkt))[1]
         res = des.train(ds, epochs=2)
         layer_of = des.cascade.layer_of
         assert layer_of.count(None) == 1 and [i for i in layer_of if i is not None] == [0, 1, 2, 3, 4]
@@ -34,6 +39,9 @@ def test_four_phases_match_local_training(cluster) -> None:
         while des.loops_returned < des.loops_sent and time.monotonic() < deadline:
             time.sleep(0.05)
         assert des.loops_returned == des.loops_sent
+        # one packet length for the whole run (init, loop, forward, backward, state, test), chosen from the model
+        assert des.cell == 64 * 1024 and set(sent) == set(received) == {C.packet_size(des.cell)}
+        assert len(sent) > 4 * D.steps_per_epoch(len(ds.x_train), spec.batch)
         # the test phase (op 3) through the cascade gives the same outputs as the local model
         ref = local.train_local(spec, ds, 2, seed=0)
         out = des.predict(ds.x_test[:50])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from veil.cascade import constants as C
-from veil.cascade.packet import Hop, PacketRejected, Peeler, build_packet, open_e2e, reseal, seal_e2e
+from veil.cascade.designer import largest_message
+from veil.cascade.models import load_spec
+from veil.cascade.packet import Hop, PacketRejected, Peeler, build_packet, open_e2e, reseal, seal_e2e, seal_packet
 from veil.cascade.routing import Routing
 from veil.errors import VeilError
 
@@ -137,3 +139,37 @@ def test_routing_roundtrip() -> None:
     raw = r.encode()
     assert len(raw) == C.ROUTING_SIZE
     assert Routing.decode(raw) == r
+
+
+@pytest.mark.parametrize("cell", C.CELL_SIZES[:3])
+def test_a_run_cell_keeps_one_length_at_every_hop(cell: int) -> None:
+    peelers, hops, routes = _route(4)
+    pkt, _ = build_packet(hops, routes, b"x" * 100, cell)
+    for i, p in enumerate(peelers):
+        assert len(pkt) == C.packet_size(cell)
+        peeled = p.peel(pkt)
+        assert peeled.routing.cell == cell
+        if i < 3:
+            pkt = reseal(peeled, peeled.body + b"y" * 1000)  # any body gives the same length
+
+
+def test_a_payload_resized_in_transit_is_rejected() -> None:
+    # a relay knows the next payload key, so it could reseal into another size class; the next hop refuses
+    # any payload whose size is not the cell the designer announced in that hop's own routing slot
+    peelers, hops, routes = _route(2)
+    pkt, _ = build_packet(hops, routes, b"x", C.CELL_SIZES[1])
+    peeled = peelers[0].peel(pkt)
+    resized = seal_packet(peeled.routing.next_payload_key, peeled.next_header, peeled.body, C.CELL_SIZES[0])
+    with pytest.raises(PacketRejected, match="resized in transit"):
+        peelers[1].peel(resized)
+
+
+def test_the_run_cell_is_the_smallest_class_for_the_largest_message() -> None:
+    digits, mnist = largest_message(load_spec("mlp", 64)), largest_message(load_spec("mlp", 784))
+    assert digits > 64 * 128 * 4 and mnist > 64 * 784 * 4  # widest activation (digits) / input (MNIST)
+    assert C.cell_for(digits) == 64 * 1024 and C.cell_for(mnist) == 256 * 1024
+    assert C.body_capacity(C.cell_for(digits) // 2) < digits
+    with pytest.raises(VeilError, match="largest packet class"):
+        C.cell_for(C.MAX_CELL)
+    with pytest.raises(VeilError, match="size classes"):
+        build_packet(_route(1)[1], [Routing(op=C.OP_LOOP)], b"", 12345)

@@ -1,11 +1,16 @@
 """Every size and label of the cascade packet format, in one place, so no module invents its own.
 
-A packet is ``header || payload`` and always exactly ``PACKET_SIZE`` bytes, whatever its op or hop.
-The header holds ``MAX_HOPS`` slots; each slot is an ephemeral X25519 key plus the AEAD-sealed
-routing information for one hop. The payload is one AEAD ciphertext of a zero-padded body.
+A packet is ``header || payload``. The header is always ``HEADER_SIZE`` bytes. The payload size (the
+"cell") is one of a few size classes (``CELL_SIZES``), chosen once per run by the designer from the model's
+largest message and announced in every hop's routing information, so within a run every packet on the
+wire has exactly the same length whatever its op or hop. The header holds ``MAX_HOPS`` slots; each slot is
+an ephemeral X25519 key plus the AEAD-sealed routing information for one hop. The payload is one AEAD
+ciphertext of a zero-padded body.
 """
 
 from __future__ import annotations
+
+from veil.errors import VeilError
 
 # --- operations (the paper's op codes 0-3, plus cover traffic and checkpoint fetch) -------------------
 OP_INIT = 0  # model initialisation: a hop learns its own layer spec, state and optimiser
@@ -33,26 +38,56 @@ NONCE_FROM_HOP = b"\x01" + bytes(NONCE_SIZE - 1)  # hop -> designer, end-to-end 
 ADDRESS_SIZE = 64  # "host:port", UTF-8, zero padded
 STEP_TAG_SIZE = 8  # per-hop random tag linking a forward to its backward at that hop only
 EXTRA_SIZE = 256  # labels for the loss layer (uint8 per sample): the largest batch is 256
-ROUTING_FORMAT = f"<BB{STEP_TAG_SIZE}s{ADDRESS_SIZE}s{KEY_SIZE}sHH{EXTRA_SIZE}s"
-ROUTING_SIZE = 1 + 1 + STEP_TAG_SIZE + ADDRESS_SIZE + KEY_SIZE + 2 + 2 + EXTRA_SIZE  # 366
+CELL_FIELD_SIZE = 4  # u32: the run's payload size, announced to every hop; it checks and keeps it
+ROUTING_FORMAT = f"<BB{STEP_TAG_SIZE}s{ADDRESS_SIZE}s{KEY_SIZE}sIHH{EXTRA_SIZE}s"
+ROUTING_SIZE = 1 + 1 + STEP_TAG_SIZE + ADDRESS_SIZE + KEY_SIZE + CELL_FIELD_SIZE + 2 + 2 + EXTRA_SIZE  # 370
 
 # --- header ---------------------------------------------------------------------------------------------
 MAX_HOPS = 12  # cascade nodes plus the designer's own final slot
-SLOT_SIZE = KEY_SIZE + ROUTING_SIZE + TAG_SIZE  # 414
-HEADER_SIZE = MAX_HOPS * SLOT_SIZE  # 4,968
+SLOT_SIZE = KEY_SIZE + ROUTING_SIZE + TAG_SIZE  # 418
+HEADER_SIZE = MAX_HOPS * SLOT_SIZE  # 5,016
 
-# --- payload --------------------------------------------------------------------------------------------
-# One cell size for every packet: large enough for an MNIST batch of 64 (200,704 bytes of float32) plus its
-# framing. Per-position size classes would leak the hop position, so everything pads to this one size;
-# larger messages (layer state) are split into fragments of whole packets.
-PAYLOAD_SIZE = 256 * 1024  # ciphertext, tag included
+# --- payload (the "cell") -------------------------------------------------------------------------------
+# Size classes, Nym-style: powers of two from 8 KiB to 1 MiB. The designer picks ONE class per run, the
+# smallest that holds the run's largest forward/backward/test message (``cell_for``), and uses it for every
+# packet of that run: init, forward, backward, test, loop and state, at every hop. Per-position or per-op
+# sizes would leak the hop position or phase, so there are none; what the class reveals to an observer is
+# only the order of magnitude (a power of two) of batch x widest layer. Larger messages (layer state, init)
+# are split into fragments of whole packets of the same class.
+CELL_SIZES = tuple(1 << k for k in range(13, 21))  # 8 KiB ... 1 MiB, ciphertext, tag included
+DEFAULT_CELL = 256 * 1024  # what a bare build_packet uses when no run chose a class
+MAX_CELL = CELL_SIZES[-1]
 LENGTH_PREFIX_SIZE = 4
-PAYLOAD_PLAIN_SIZE = PAYLOAD_SIZE - TAG_SIZE  # padded plaintext
-BODY_CAPACITY = PAYLOAD_PLAIN_SIZE - LENGTH_PREFIX_SIZE  # the largest body one packet carries
 E2E_OVERHEAD = TAG_SIZE + 1024  # end-to-end AEAD tag + fragment framing (body header, safetensors header)
-FRAGMENT_SIZE = BODY_CAPACITY - E2E_OVERHEAD - 1024  # raw bytes of layer state per INIT/STATE packet
 
-PACKET_SIZE = HEADER_SIZE + PAYLOAD_SIZE  # 267,112: every packet on the wire, every op, every hop
+
+def packet_size(cell: int = DEFAULT_CELL) -> int:
+    """Every packet of a run whose payload class is ``cell``: header + payload."""
+    return HEADER_SIZE + cell
+
+
+def body_capacity(cell: int = DEFAULT_CELL) -> int:
+    """The largest body one packet of class ``cell`` carries (payload minus AEAD tag and length prefix)."""
+    return cell - TAG_SIZE - LENGTH_PREFIX_SIZE
+
+
+def fragment_size(cell: int = DEFAULT_CELL) -> int:
+    """Raw bytes of layer state per INIT/STATE packet of class ``cell``."""
+    return body_capacity(cell) - E2E_OVERHEAD - 1024
+
+
+def cell_for(largest_body: int) -> int:
+    """The smallest size class whose packets carry a body of ``largest_body`` bytes."""
+    for cell in CELL_SIZES:
+        if body_capacity(cell) >= largest_body:
+            return cell
+    raise VeilError(f"a message of {largest_body} bytes exceeds the largest packet class ({MAX_CELL} bytes)")
+
+
+PACKET_SIZES = frozenset(packet_size(c) for c in CELL_SIZES)  # the only lengths a node accepts
+PACKET_SIZE = packet_size(DEFAULT_CELL)  # kept for callers that build packets outside a run
+BODY_CAPACITY = body_capacity(DEFAULT_CELL)
+FRAGMENT_SIZE = fragment_size(DEFAULT_CELL)
 
 # --- key derivation -------------------------------------------------------------------------------------
 HKDF_INFO = b"veil-cascade-v1 hop keys"
@@ -62,7 +97,7 @@ REPLAY_LABEL = b"veil-cascade-v1 replay"
 # --- transport ------------------------------------------------------------------------------------------
 GRPC_SERVICE = "veil.cascade.Relay"
 GRPC_METHOD = "Push"
-GRPC_MAX_MESSAGE = 4 * PACKET_SIZE  # deliberately above gRPC's 4 MiB default only as far as needed
+GRPC_MAX_MESSAGE = 2 * packet_size(MAX_CELL)  # the largest class with room to spare, nothing more
 SEND_TIMEOUT_S = 10.0
 
 # --- behaviour ------------------------------------------------------------------------------------------

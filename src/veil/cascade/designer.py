@@ -42,7 +42,7 @@ from veil.cascade.packet import (
     build_packet,
     open_e2e,
     seal_e2e,
-    seal_payload,
+    seal_packet,
 )
 from veil.cascade.routing import Routing
 from veil.errors import VeilError
@@ -78,6 +78,17 @@ class Cascade:
                 for e, li in zip(self.entries, self.layer_of, strict=True)]
 
 
+@dataclass(frozen=True)
+class _Route:
+    """A trip's header, built ahead of its body: first hop, header, every hop's keys, reply tag, op."""
+
+    first: str
+    header: bytes
+    keys: list[HopKeys]
+    tag: bytes
+    op: int
+
+
 @dataclass
 class TrainResult:
     accuracy: float = 0.0
@@ -94,7 +105,8 @@ class Designer:
     def __init__(self, pool: str | Path, spec: ModelSpec, *, dummies: int = 1, seed: int = 0,
                  listen: str = "127.0.0.1:0", loop_rate: int = 1, checkpoint_every: int | None = None,
                  timeout_floor: float = 2.0, timeout_margin: float = 10.0, min_accuracy: float | None = None,
-                 max_replacements: int = 3, keep_loss: bool = False, select_seed: int | None = None) -> None:
+                 max_replacements: int = 3, keep_loss: bool = False, select_seed: int | None = None,
+                 cell: int | None = None) -> None:
         if dummies < 0 or loop_rate < 0:
             raise VeilError("dummies and loop_rate must be >= 0")
         if spec.batch > C.MAX_LABELS:
@@ -120,6 +132,7 @@ class Designer:
         self._loops: set[bytes] = set()
         self.loops_sent = 0
         self.loops_returned = 0
+        self.loops_lost = 0
         self.rejected: list[str] = []
         self._server = transport.Server(listen, self._on_packet)
         self._server.start()
@@ -132,6 +145,11 @@ class Designer:
         self._max_rtt = 0.0
         self.initial = Checkpoint(step=0, verified=True, states={
             i: layer_state(m, None) for i, m in enumerate(build_all(spec, seed)) if i in self.remote_layers})
+        # the run's one packet size: chosen here, before any packet exists, and used for every packet
+        if cell is not None and cell not in C.CELL_SIZES:
+            raise VeilError(f"cell {cell} is not one of the packet size classes {C.CELL_SIZES}")
+        self.cell = cell or C.cell_for(largest_message(spec))
+        self.packet_size = C.packet_size(self.cell)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> Designer:
@@ -170,29 +188,44 @@ class Designer:
         delta = max(0.0, (self._max_rtt - self._loop_rtt) / n)
         return max(self.timeout_floor, self.timeout_margin * (n * delta + (n + 1) * t))
 
+    def _route(self, path: list[Hop], routes: list[Routing]) -> _Route:
+        """The header of a trip along ``path`` + designer, built before (and apart from) its body."""
+        tag = os.urandom(C.STEP_TAG_SIZE)
+        op = routes[0].op
+        header, keys = build_header(path + [self.hop], routes + [Routing(op=op, tag=tag)], self.cell)
+        return _Route(path[0].address, header, keys, tag, op)
+
     def _trip(self, path: list[Hop], routes: list[Routing], body: bytes,
               timeout: float | None = None) -> tuple[bytes, list[HopKeys], float]:
         """Send one packet along ``path`` + designer and wait for it; CrashDetected past the bound."""
-        tag = os.urandom(C.STEP_TAG_SIZE)
-        op = routes[0].op
-        pkt, keys = build_packet(path + [self.hop], routes + [Routing(op=op, tag=tag)], body)
+        return self._go(self._route(path, routes), body, timeout)
+
+    def _go(self, route: _Route, body: bytes, timeout: float | None = None,
+            during: Callable[[], None] | None = None) -> tuple[bytes, list[HopKeys], float]:
+        """Seal ``body`` under a prepared header, send it, run ``during`` (designer-side work that overlaps the
+        cascade's processing, e.g. the next headers) and wait for the reply; CrashDetected past the bound."""
+        pkt = seal_packet(route.keys[0].payload, route.header, body, self.cell)
+        tag = route.tag
         with self._cv:
             self._awaiting.add(tag)
         bound = timeout if timeout is not None else self.timeout()
         t0 = time.perf_counter()
         try:
             try:
-                self._client.push(path[0].address, pkt)
+                self._client.push(route.first, pkt)
             except VeilError as exc:
                 raise CrashDetected(f"first hop unreachable: {exc}") from None
+            if during is not None:
+                during()
             with self._cv:
-                if not self._cv.wait_for(lambda: tag in self._inbox, timeout=bound):
-                    raise CrashDetected(f"no {C.OPS[op]} response within T = {bound:.2f} s")
+                left = max(0.0, bound - (time.perf_counter() - t0))
+                if not self._cv.wait_for(lambda: tag in self._inbox, timeout=left):
+                    raise CrashDetected(f"no {C.OPS[route.op]} response within T = {bound:.2f} s")
                 _, reply = self._inbox.pop(tag)
         finally:
             with self._cv:
                 self._awaiting.discard(tag)
-        return reply, keys, time.perf_counter() - t0
+        return reply, route.keys, time.perf_counter() - t0
 
     # --- cascade selection and latency ----------------------------------------------------------------------
     def select(self) -> Cascade:
@@ -222,22 +255,39 @@ class Designer:
 
     def send_loops(self, k: int | None = None) -> None:
         """Cover traffic: loop messages over random pool servers back to the designer, not waited for."""
+        self._send_loops(self._build_loops(k))
+
+    def _build_loops(self, k: int | None = None) -> list[tuple[str, bytes, bytes]]:
+        """(first address, packet, tag) of ``k`` (default ``loop_rate``) loop messages over 1-3 random servers."""
+        k = self.loop_rate if k is None else k
+        if not k:
+            return []
         entries = [e for e in pool_mod.load(self.pool_path) if e.address not in self.excluded]
-        for _ in range(self.loop_rate if k is None else k):
-            if not entries:
-                return
+        loops = []
+        for _ in range(k if entries else 0):
             path = [e.hop for e in self._rng.sample(entries, self._rng.randint(1, min(3, len(entries))))]
             tag = os.urandom(C.STEP_TAG_SIZE)
             pkt, _ = build_packet(path + [self.hop], [Routing(op=C.OP_LOOP)] * len(path)
-                                  + [Routing(op=C.OP_LOOP, tag=tag)], os.urandom(64))
+                                  + [Routing(op=C.OP_LOOP, tag=tag)], os.urandom(64), self.cell)
+            loops.append((path[0].address, pkt, tag))
+        return loops
+
+    def _send_loops(self, loops: list[tuple[str, bytes, bytes]]) -> None:
+        """Hand prepared loop packets to gRPC without waiting: cover traffic never blocks a training step."""
+        for first, pkt, tag in loops:
             with self._cv:
                 self._loops.add(tag)
-            try:
-                self._client.push(path[0].address, pkt, timeout=2.0)
-                self.loops_sent += 1
-            except VeilError:
+
+            def lost(_reason: str, tag: bytes = tag) -> None:
                 with self._cv:
                     self._loops.discard(tag)
+                    self.loops_lost += 1
+
+            try:
+                self._client.send(first, pkt, on_error=lost, timeout=2.0)
+                self.loops_sent += 1
+            except (VeilError, ValueError, RuntimeError):
+                lost("")
 
     # --- phase 0: initialisation ----------------------------------------------------------------------------
     def deploy(self, ckpt: Checkpoint) -> None:
@@ -248,7 +298,7 @@ class Designer:
             spec = DUMMY_SPEC if layer is None else self.spec.layers[layer]
             state = {} if layer is None else ckpt.states.get(layer, {})
             blob = message.encode({"layer": spec, "optimizer": self.spec.optimizer}, state)
-            frags = message.fragments(blob)
+            frags = message.fragments(blob, C.fragment_size(self.cell))
             msg = os.urandom(8).hex()
             for i, chunk in enumerate(frags):
                 routes = [Routing(op=C.OP_INIT, flags=C.FLAG_TARGET if k == pos else 0) for k in range(len(hops))]
@@ -258,10 +308,10 @@ class Designer:
                    chunk: bytes) -> None:
         # the e2e key of the target is only known once the header is built: build, seal, then send
         tag = os.urandom(C.STEP_TAG_SIZE)
-        header, keys = build_header(hops + [self.hop], routes + [Routing(op=C.OP_INIT, tag=tag)])
+        header, keys = build_header(hops + [self.hop], routes + [Routing(op=C.OP_INIT, tag=tag)], self.cell)
         inner = message.encode({"msg": msg, "i": i, "n": n},
                                {"chunk": torch.frombuffer(bytearray(chunk), dtype=torch.uint8)})
-        pkt = header + seal_payload(keys[0].payload, header, seal_e2e(keys[pos].e2e, inner, from_hop=False))
+        pkt = seal_packet(keys[0].payload, header, seal_e2e(keys[pos].e2e, inner, from_hop=False), self.cell)
         reply = self._await_packet(hops[0].address, pkt, tag, C.OP_INIT)
         meta, _ = message.decode(open_e2e(keys[pos].e2e, reply, from_hop=True))
         if not meta.get("ok") or meta.get("i") != i:
@@ -320,7 +370,14 @@ class Designer:
         fwd = [Routing(op=C.OP_FORWARD, tag=tags[k],
                        extra=labels if li is not None and self.spec.layers[li]["kind"] == "nll" else b"")
                for k, li in enumerate(layer_of)]
-        reply, _, rtt_f = self._trip(hops, fwd, message.encode({}, {"x": x}))
+        bwd = [Routing(op=C.OP_BACKWARD, tag=tags[k]) for k in range(len(hops))][::-1]
+        ahead: dict[str, Any] = {}
+
+        def prepare() -> None:  # while the forward pass runs in the cascade: the backward header and the loops
+            ahead["bwd"] = self._route(hops[::-1], bwd)
+            ahead["loops"] = self._build_loops()
+
+        reply, _, rtt_f = self._go(self._route(hops, fwd), message.encode({}, {"x": x}), during=prepare)
         out = _tensor(reply, "x")
         if self.keep_loss:
             logp = out.detach().requires_grad_(True)
@@ -329,11 +386,9 @@ class Designer:
             grad, value = logp.grad, float(loss.detach())
         else:
             grad, value = torch.ones_like(out), float(out)
-        bwd = [Routing(op=C.OP_BACKWARD, tag=tags[k]) for k in range(len(hops))][::-1]
-        _, _, rtt_b = self._trip(hops[::-1], bwd, message.encode({}, {"g": grad}))
+        _, _, rtt_b = self._go(ahead["bwd"], message.encode({}, {"g": grad}))
         self._max_rtt = max(self._max_rtt, rtt_f, rtt_b)
-        if self.loop_rate:
-            self.send_loops()
+        self._send_loops(ahead["loops"])
         return value
 
     # --- phase 3: test --------------------------------------------------------------------------------------
@@ -438,6 +493,23 @@ class Designer:
         del res.losses[ckpt.step :]
         del res.epoch_accuracy[done_epochs:]
         return ckpt.step
+
+
+def largest_message(spec: ModelSpec) -> int:
+    """Bytes of the largest body a forward, backward or test packet of this model carries at full batch.
+
+    Walks the layer widths (the input, every layer's output and so every gradient) and encodes a zero batch
+    of each, so the figure is the real framed size, not an estimate; a small margin covers meta variations.
+    """
+    first = next((int(layer["in"]) for layer in spec.layers if layer.get("kind") == "linear"), None)
+    if first is None:  # no layer fixes a width: fall back to the default class
+        return C.body_capacity(C.DEFAULT_CELL)
+    widths, width = [first], first
+    for layer in spec.layers:
+        if layer.get("kind") == "linear":
+            width = int(layer["out"])
+            widths.append(width)
+    return max(len(message.encode({}, {"x": torch.zeros(spec.batch, w)})) for w in set(widths)) + 256
 
 
 def _tensor(body: bytes, name: str) -> torch.Tensor:

@@ -45,14 +45,14 @@ class Layer:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Pay torch's lazy first-use costs (autograd, optimiser step) now, on a throwaway copy, so the
-        first real step is not mistaken for a crash by the designer's time bound."""
-        if self.spec.get("kind") != "linear":
-            return
+        """Pay torch's lazy first-use costs (``torch.autograd.backward``'s first call, ~0.5 s, and the optimiser step)
+        now, on a throwaway copy, for every kind of layer (parameter-free ones too): otherwise the first real
+        backward pays them inside a training step, and could be mistaken for a crash by the time bound."""
         twin = build_layer(self.spec)
         opt = make_optimizer(twin, self.optimizer_spec)
-        x = torch.zeros(2, int(self.spec["in"]), requires_grad=True)
-        twin(x).sum().backward()
+        x = torch.zeros(2, int(self.spec["in"]) if self.spec.get("kind") == "linear" else 4, requires_grad=True)
+        out = twin(x, torch.zeros(2, dtype=torch.long)) if isinstance(twin, NLL) else twin(x)
+        torch.autograd.backward(out, torch.ones_like(out))  # the real path: its first call alone costs ~0.5 s
         if opt is not None:
             opt.step()
 
@@ -130,8 +130,9 @@ class Node:
         log.warning("rejected packet: %s", reason)
 
     def _enqueue(self, packet: bytes, peer: str) -> None:
-        if len(packet) != C.PACKET_SIZE:  # cheap check before queueing: truncated or padded packets
-            self._reject(f"wrong packet length {len(packet)} (every packet is {C.PACKET_SIZE} bytes)")
+        if len(packet) not in C.PACKET_SIZES:  # cheap check before queueing: truncated or padded packets
+            self._reject(f"wrong packet length {len(packet)} (packets are the {C.HEADER_SIZE}-byte header plus one"
+                         " of the payload size classes)")
             return
         self._queue.put(packet)
 
@@ -208,7 +209,7 @@ class Node:
         if self.layer is None:
             raise VeilError("state requested before any layer was initialised")
         if p.routing.frag == 0 or not self._state_cache:
-            self._state_cache = message.fragments(self.layer.state_blob())
+            self._state_cache = message.fragments(self.layer.state_blob(), C.fragment_size(p.routing.cell))
         if p.routing.frag >= len(self._state_cache):
             raise VeilError(f"state fragment {p.routing.frag} of {len(self._state_cache)} requested")
         chunk = torch.frombuffer(bytearray(self._state_cache[p.routing.frag]), dtype=torch.uint8)

@@ -1,4 +1,4 @@
-"""The onion packet: Sphinx-style layered header plus a per-hop AEAD payload, always ``PACKET_SIZE`` bytes.
+"""The onion packet: Sphinx-style layered header plus a per-hop AEAD payload of the run's one size class.
 
 Header: ``MAX_HOPS`` slots of ``SLOT_SIZE`` bytes. Hop *i* sees, at offset 0, its slot
 ``eph_pub(32) || AEAD_{k_header}(routing(366), aad=beta) (382)`` and then ``beta``, the rest of the header.
@@ -8,9 +8,12 @@ length, every byte changes from hop to hop, and the slots of later hops stay sea
 the "filler" that those appended zero slots turn into, so every hop's AEAD checks out (Sphinx, Danezis and
 Goldberg 2009; per-hop independent ephemeral keys instead of blinding, since MixNN needs no reply blocks).
 
-Payload: ``ChaCha20Poly1305_{k_payload}(len(4) || body || zero pad, aad=header)``. A hop's payload key for
-the packet it *sends* is given to it in its routing information, so a hop can seal its output for the next
-hop without learning anything about that hop beyond its address.
+Payload: ``ChaCha20Poly1305_{k_payload}(len(4) || body || zero pad, aad=header)``, exactly ``cell`` bytes.
+A hop's payload key for the packet it *sends* is given to it in its routing information, so a hop can seal
+its output for the next hop without learning anything about that hop beyond its address. The cell (payload
+size class) is in every hop's routing information too: a hop rejects a packet whose payload is not that size
+and sends on exactly that size, so the length stays the same along the whole route (and, because the
+designer uses one cell per run, for every packet of the run).
 """
 
 from __future__ import annotations
@@ -54,21 +57,32 @@ class Peeled:
     keys: HopKeys
 
 
+_STREAM_NONCE = bytes(C.STREAM_NONCE_SIZE)
+_ZERO_SLOT = bytes(C.SLOT_SIZE)
+
+
 def _stream(key: bytes, length: int) -> bytes:
-    enc = Cipher(algorithms.ChaCha20(key, bytes(C.STREAM_NONCE_SIZE)), mode=None).encryptor()
-    return enc.update(bytes(length))
+    return _chacha(key, bytes(length))
+
+
+def _chacha(key: bytes, data: bytes) -> bytes:
+    """``data`` XOR the ChaCha20 key stream of ``key`` (one call: no separate key stream, no big-int XOR)."""
+    return Cipher(algorithms.ChaCha20(key, _STREAM_NONCE), mode=None).encryptor().update(data)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
 
 
-def build_header(path: list[Hop], routes: list[Routing]) -> tuple[bytes, list[HopKeys]]:
+def build_header(path: list[Hop], routes: list[Routing],
+                 cell: int = C.DEFAULT_CELL) -> tuple[bytes, list[HopKeys]]:
     """Seal one routing slot per hop; returns the header for ``path[0]`` and every hop's keys.
 
-    ``routes[i].next_address`` and ``next_payload_key`` are filled in here from ``path[i+1]``, so a caller
-    cannot get them wrong; the last route is marked final.
+    ``routes[i].next_address``, ``next_payload_key`` and ``cell`` are filled in here (from ``path[i+1]`` and
+    the one ``cell`` of the packet), so a caller cannot get them wrong; the last route is marked final.
     """
+    if cell not in C.CELL_SIZES:
+        raise VeilError(f"payload size {cell} is not one of the packet size classes {C.CELL_SIZES}")
     k = len(path)
     if not 1 <= k <= C.MAX_HOPS:
         raise VeilError(f"a route has {k} hops; the packet format allows 1 to {C.MAX_HOPS}")
@@ -88,34 +102,52 @@ def build_header(path: list[Hop], routes: list[Routing]) -> tuple[bytes, list[Ho
         full.append(Routing(op=r.op, flags=(r.flags | C.FLAG_FINAL) if last else r.flags & ~C.FLAG_FINAL,
                             tag=r.tag, next_address="" if last else path[i + 1].address,
                             next_payload_key=bytes(C.KEY_SIZE) if last else keys[i + 1].payload,
-                            frag=r.frag, extra=r.extra))
+                            cell=cell, frag=r.frag, extra=r.extra))
     beta = os.urandom((C.MAX_HOPS - k) * S) + filler  # the last hop's view of the rest of the header
     header = b""
     for i in range(k - 1, -1, -1):
         ct = ChaCha20Poly1305(keys[i].header).encrypt(_ZERO_NONCE, full[i].encode(), beta)
         header = public_bytes(ephs[i]) + ct + beta
         if i:
-            beta = _xor(header, streams[i - 1])[: L - S]
+            beta = _chacha(keys[i - 1].stream, header)[: L - S]
     return header, keys
 
 
-def seal_payload(key: bytes, header: bytes, body: bytes) -> bytes:
-    """Pad ``body`` to the one payload size and seal it, bound to the header it travels with."""
-    if len(body) > C.BODY_CAPACITY:
-        raise VeilError(f"message of {len(body)} bytes exceeds the packet capacity of {C.BODY_CAPACITY}")
-    plain = struct.pack("<I", len(body)) + body + bytes(C.BODY_CAPACITY - len(body))
-    return ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, plain, header)
+def seal_packet(key: bytes, header: bytes, body: bytes, cell: int = C.DEFAULT_CELL) -> bytes:
+    """``header || payload``: ``body`` padded to the cell and sealed (bound to ``header``), in one buffer.
+
+    The plaintext is written once into a zeroed buffer and encrypted in place into the packet buffer, so a
+    hop copies its body once, not three times (prefix + body + padding joins, then header + payload).
+    """
+    cap = C.body_capacity(cell)
+    if len(body) > cap:
+        raise VeilError(f"message of {len(body)} bytes exceeds the packet capacity of {cap}")
+    plain = bytearray(cell - C.TAG_SIZE)
+    struct.pack_into("<I", plain, 0, len(body))
+    plain[C.LENGTH_PREFIX_SIZE : C.LENGTH_PREFIX_SIZE + len(body)] = body
+    out = bytearray(len(header) + cell)
+    out[: len(header)] = header
+    ChaCha20Poly1305(key).encrypt_into(_ZERO_NONCE, plain, header, memoryview(out)[len(header) :])
+    return bytes(out)
 
 
-def build_packet(path: list[Hop], routes: list[Routing], body: bytes) -> tuple[bytes, list[HopKeys]]:
-    """A whole packet for ``path[0]``: the header and the first hop's payload."""
-    header, keys = build_header(path, routes)
-    return header + seal_payload(keys[0].payload, header, body), keys
+def seal_payload(key: bytes, header: bytes, body: bytes, cell: int = C.DEFAULT_CELL) -> bytes:
+    """Pad ``body`` to the cell and seal it, bound to the header it travels with (the payload alone)."""
+    return seal_packet(key, header, body, cell)[len(header) :]
+
+
+def build_packet(path: list[Hop], routes: list[Routing], body: bytes,
+                 cell: int = C.DEFAULT_CELL) -> tuple[bytes, list[HopKeys]]:
+    """A whole packet for ``path[0]``: the header and the first hop's payload, ``packet_size(cell)`` bytes."""
+    header, keys = build_header(path, routes, cell)
+    return seal_packet(keys[0].payload, header, body, cell), keys
 
 
 def reseal(peeled: Peeled, body: bytes) -> bytes:
-    """The packet a hop sends on: the next header and ``body`` sealed with the key its routing gave it."""
-    return peeled.next_header + seal_payload(peeled.routing.next_payload_key, peeled.next_header, body)
+    """The packet a hop sends on: the next header and ``body`` sealed with the key its routing gave it, in
+    the same cell as the packet it received."""
+    r = peeled.routing
+    return seal_packet(r.next_payload_key, peeled.next_header, body, r.cell)
 
 
 class Peeler:
@@ -132,11 +164,13 @@ class Peeler:
 
     def peel(self, packet: bytes) -> Peeled:
         """Remove one layer; raises ``PacketRejected`` naming the reason, and leaves state unchanged then."""
-        if len(packet) != C.PACKET_SIZE:
-            raise PacketRejected(f"wrong packet length {len(packet)} (every packet is {C.PACKET_SIZE} bytes)")
+        if len(packet) not in C.PACKET_SIZES:
+            raise PacketRejected(f"wrong packet length {len(packet)} (packets are the {C.HEADER_SIZE}-byte header"
+                                 " plus one of the payload size classes)")
         S, L = C.SLOT_SIZE, C.HEADER_SIZE
-        header, payload = packet[:L], packet[L:]
-        eph, sealed, beta = header[: C.KEY_SIZE], header[C.KEY_SIZE : S], header[S:]
+        view = memoryview(packet)  # slices of a view: no copies of the payload
+        header, payload = view[:L], view[L:]
+        eph, sealed, beta = bytes(header[: C.KEY_SIZE]), header[C.KEY_SIZE : S], header[S:]
         try:
             keys = derive(self._sk.exchange(load_public(eph)))
         except (ValueError, VeilError) as exc:
@@ -147,15 +181,18 @@ class Peeler:
             routing = Routing.decode(ChaCha20Poly1305(keys.header).decrypt(_ZERO_NONCE, sealed, beta))
         except InvalidTag:
             raise PacketRejected("header authentication failed (tampered, or not addressed to this node)") from None
+        if len(payload) != routing.cell:
+            raise PacketRejected(f"payload of {len(payload)} bytes, but the header announces {routing.cell}"
+                                 " (resized in transit)")
         try:
             plain = ChaCha20Poly1305(keys.payload).decrypt(_ZERO_NONCE, payload, header)
         except InvalidTag:
             raise PacketRejected("payload authentication failed (tampered payload)") from None
         (n,) = struct.unpack_from("<I", plain)
-        if n > C.BODY_CAPACITY:
+        if n > C.body_capacity(routing.cell):
             raise PacketRejected("payload length field out of range")
         self._seen.add(keys.replay)  # only authenticated packets enter the cache: no cache flooding
-        next_header = b"" if routing.is_final else _xor(beta + bytes(S), _stream(keys.stream, L))
+        next_header = b"" if routing.is_final else _chacha(keys.stream, bytes(beta) + _ZERO_SLOT)
         return Peeled(routing=routing, body=plain[4 : 4 + n], next_header=next_header, keys=keys)
 
 

@@ -18,6 +18,7 @@ class Routing:
     tag: bytes = bytes(C.STEP_TAG_SIZE)  # links this hop's forward and backward, meaningless elsewhere
     next_address: str = ""  # empty for the final hop
     next_payload_key: bytes = bytes(C.KEY_SIZE)  # seals the payload this hop sends on
+    cell: int = C.DEFAULT_CELL  # the run's payload size: the hop accepts and sends on only this size
     frag: int = 0  # STATE: which fragment of the target's state to return
     extra: bytes = b""  # labels for the loss layer
 
@@ -40,15 +41,17 @@ class Routing:
             raise VeilError(f"routing extra of {len(self.extra)} bytes exceeds {C.EXTRA_SIZE} (batch too large)")
         if len(self.tag) != C.STEP_TAG_SIZE or len(self.next_payload_key) != C.KEY_SIZE:
             raise VeilError("routing tag or next payload key has the wrong length")
+        if self.cell not in C.CELL_SIZES:
+            raise VeilError(f"payload size {self.cell} is not one of the packet size classes")
         return struct.pack(C.ROUTING_FORMAT, self.op, self.flags, self.tag, addr, self.next_payload_key,
-                           self.frag, len(self.extra), self.extra)
+                           self.cell, self.frag, len(self.extra), self.extra)
 
     @classmethod
     def decode(cls, raw: bytes) -> Routing:
         if len(raw) != C.ROUTING_SIZE:
             raise VeilError(f"routing information must be {C.ROUTING_SIZE} bytes, got {len(raw)}")
-        op, flags, tag, addr, key, frag, n_extra, extra = struct.unpack(C.ROUTING_FORMAT, raw)
-        if op not in C.OPS or n_extra > C.EXTRA_SIZE:
+        op, flags, tag, addr, key, cell, frag, n_extra, extra = struct.unpack(C.ROUTING_FORMAT, raw)
+        if op not in C.OPS or n_extra > C.EXTRA_SIZE or cell not in C.CELL_SIZES:
             raise VeilError("routing information is malformed")
         return cls(op=op, flags=flags, tag=tag, next_address=addr.rstrip(b"\0").decode(),
-                   next_payload_key=key, frag=frag, extra=extra[:n_extra])
+                   next_payload_key=key, cell=cell, frag=frag, extra=extra[:n_extra])

@@ -26,15 +26,18 @@ def pretrain(split: Path = typer.Option(..., help="Split file from `veil data sp
              depth: int = typer.Option(4, help="Transformer blocks trained."),
              ext_depth: int = typer.Option(2, help="Blocks kept in ExtNet (the rest are dropped)."),
              stem_stages: int = typer.Option(3, help="ResNet-18 stages in the convolutional stem."),
-             epochs: int = typer.Option(8), batch_size: int = typer.Option(128), lr: float = typer.Option(2e-3),
+             epochs: int = typer.Option(12), batch_size: int = typer.Option(128), lr: float = typer.Option(2e-3),
+             loss: str = typer.Option("softmax", help="softmax (label-smoothed CE) or cosface."),
+             min_images: int = typer.Option(2, help="Use identities with at least this many images."),
              seed: int = typer.Option(0), device: str = typer.Option(None, help="cpu, cuda, cuda:1 (default: auto)."),
              ) -> None:
-    """Pre-train the backbone on the split's PUBLIC identities; ExtNet = its first --ext-depth blocks."""
+    """Pre-train on the split's NON-OWNER identities (public + aux); ExtNet = its first --ext-depth blocks."""
     configure_threads()
     cfg = ExtractorConfig(img_size=img_size, embed_dim=embed_dim, num_heads=heads, depth=depth,
                           ext_depth=ext_depth, stem_stages=stem_stages)
     hist = pretrain_extractor(data or default_data(), Split.load(split), out, cfg,
-                              PretrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+                              PretrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, loss=loss,
+                                             min_images=min_images),
                               pick_device(device))
     console.print(f"pre-trained on {hist['identities']} public identities ({hist['images']} images) in "
                   f"{hist['seconds']:.0f}s, final loss {hist['loss'][-1]:.3f}; wrote {out}")
