@@ -16,10 +16,10 @@ from torch import nn
 from veil.data.faceset import FaceSet
 from veil.data.splits import gallery_probe
 from veil.errors import VeilError
-from veil.metrics import Rate, top1
+from veil.metrics import top1
 from veil.models.extractor import ExtNet, extnet_digest
 from veil.models.recnet import RecNet
-from veil.obfuscation.base import NoObfuscation, Obfuscation
+from veil.obfuscation.base import Obfuscation
 from veil.store import StoreWriter
 from veil.train.progress import progress_bar
 
@@ -114,10 +114,3 @@ def evaluate_identification(model: OwnerModel, faces: FaceSet, gallery_seed: int
     return {"rate": rate, "hits": hits, "probe_labels": faces.labels[probe], "gallery_size": len(gallery),
             "chance": 1.0 / len(gallery)}
 
-
-def vanilla() -> Obfuscation:
-    return NoObfuscation()
-
-
-def rate_summary(rate: Rate) -> dict:
-    return rate.as_dict()

@@ -15,7 +15,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from veil.cli import data, demo, evaluate, extractor, key, obfuscate, train
+    from veil.cli import cascade, data, demo, evaluate, extractor, key, obfuscate, train
 
     app.add_typer(key.app, name="key")
     app.add_typer(data.app, name="data")
@@ -25,12 +25,7 @@ def _register() -> None:
     app.command("evaluate")(evaluate.evaluate)
     app.command("identify")(evaluate.identify)
     app.command("demo")(demo.demo)
-    try:  # optional groups, present once their modules exist
-        from veil.cli import cascade
-
-        app.add_typer(cascade.app, name="cascade")
-    except ImportError:
-        pass
+    app.add_typer(cascade.app, name="cascade")
 
 
 _register()
