@@ -115,7 +115,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     else:
         pre_history = pretrain_extractor(data, split, ext_path, preset.extractor, preset.pretrain, device,
                                          show_progress)
-        log(f"extractor: pre-trained on public identities in {pre_history['seconds']:.0f}s -> {ext_path}")
+        log(f"extractor: pre-trained on non-owner identities in {pre_history['seconds']:.0f}s -> {ext_path}")
     timings["pretrain_s"] = time.time() - t
 
     methods = {"Vanilla+PE": None, "XNN": key}
