@@ -15,7 +15,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from veil.cli import cascade, data, demo, evaluate, extractor, key, obfuscate, train
+    from veil.cli import attack, cascade, data, demo, evaluate, extractor, key, obfuscate, train
 
     app.add_typer(key.app, name="key")
     app.add_typer(data.app, name="data")
@@ -26,6 +26,7 @@ def _register() -> None:
     app.command("identify")(evaluate.identify)
     app.command("demo")(demo.demo)
     app.add_typer(cascade.app, name="cascade")
+    app.add_typer(attack.app, name="attack")
 
 
 _register()

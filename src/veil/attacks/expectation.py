@@ -1,0 +1,80 @@
+"""Expectation attack (XNN paper, section 5.2).
+
+The adversary holds the public ExtNet and an auxiliary face set of *other* identities. It trains an
+"Expectation-RecNet" on the auxiliary tokens obfuscated with fresh random XNN parameters every batch,
+so the network must learn to recognise faces whatever the permutation and matrix are; it then embeds
+the owner's obfuscated test features and matches probes against the gallery.
+
+Against a store with no obfuscation (Vanilla+PE) the same attack with ``obfuscation='none'`` is plain
+transfer: a RecNet trained on the auxiliary identities, applied to the owner's clean tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from veil.attacks import params
+from veil.attacks.leakage import LeakageResult, Target, identity_leakage
+from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder
+from veil.metrics import Rate
+from veil.obfuscation.xnn import MATRIX_KINDS, XNN
+
+OBFUSCATIONS = ("xnn", "none")
+
+
+@dataclass
+class ExpectationResult:
+    """Leakage of the owner's test persons under the expectation attack."""
+
+    rate: Rate
+    chance: float
+    leakage: LeakageResult
+    obfuscation: str
+    matrix: str
+    aux_rows: int
+    aux_identities: int
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+
+class ExpectationAttack:
+    """Train on randomly obfuscated auxiliary tokens, then identify the owner's obfuscated test persons.
+
+    ``obfuscation`` and ``matrix`` are what the store's public manifest says the owner used; the
+    parameters themselves are redrawn from a public ``torch.Generator`` every batch.
+    """
+
+    def __init__(self, obfuscation: str = "xnn", matrix: str = "orthogonal",
+                 recnet: AttackRecNetConfig | None = None, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        self.obfuscation = params.choice("obfuscation", obfuscation, OBFUSCATIONS)
+        self.matrix = params.choice("matrix", matrix, MATRIX_KINDS)
+        self.recnet_cfg = recnet or AttackRecNetConfig()
+        if not isinstance(self.recnet_cfg, AttackRecNetConfig):
+            raise ValueError(f"recnet must be an AttackRecNetConfig, got {type(recnet).__name__}")
+        self.seed = params.non_negative_int("seed", seed)
+        self.device = torch.device(device)
+
+    def _random_obfuscation(self, tokens: int, dim: int):
+        gen = torch.Generator().manual_seed(self.seed)
+
+        def transform(x: torch.Tensor) -> torch.Tensor:
+            return XNN.random(tokens, dim, self.matrix, gen).to(x.device)(x)
+
+        return transform
+
+    def run(self, aux_tokens: torch.Tensor, aux_labels: torch.Tensor, target: Target) -> ExpectationResult:
+        """``aux_tokens`` (n, N, D): clean ExtNet tokens of the adversary's auxiliary images."""
+        if aux_tokens.ndim != 3 or tuple(aux_tokens.shape[1:]) != target.token_shape:
+            raise ValueError(f"aux_tokens must be (n, {target.token_shape[0]}, {target.token_shape[1]}) like the "
+                             f"target features, got {tuple(aux_tokens.shape)}")
+        start = time.time()
+        transform = self._random_obfuscation(*target.token_shape) if self.obfuscation == "xnn" else None
+        recnet = fit_recnet(aux_tokens, aux_labels, self.recnet_cfg, transform, self.device)
+        leak = identity_leakage(target, recnet_embedder(recnet))
+        return ExpectationResult(leak.rate, leak.chance, leak, self.obfuscation, self.matrix, len(aux_tokens),
+                                 int(torch.unique(aux_labels).numel()), time.time() - start,
+                                 {"recnet": vars(self.recnet_cfg).copy(), "seed": self.seed})

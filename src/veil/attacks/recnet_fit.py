@@ -1,0 +1,108 @@
+"""The adversary's own RecNet: trained with CosFace on tokens it can make itself.
+
+Two attacks need one: the expectation attack trains it on auxiliary tokens under fresh random
+obfuscation every batch; the known-plaintext and alignment attacks train it on clean auxiliary
+tokens and feed it their estimate of the owner's de-obfuscated tokens. Same architecture and loss
+as the cloud's RecNet (``veil.models.recnet``), so leakage is measured with the owner's own tool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+from veil.attacks import params
+from veil.models.extractor import ExtNet
+from veil.models.recnet import RecNet, RecNetConfig
+from veil.train.losses import cosface
+from veil.train.schedule import warmup_cosine
+
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class AttackRecNetConfig:
+    """Training recipe for the adversary's RecNet (the cloud's recipe, shorter by default)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    warmup_epochs: float = 2.0
+    margin: float = 0.35
+    scale: float = 32.0
+    dim: int = 128
+    depth: int = 2
+    num_heads: int = 4
+    emb_dim: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "dim", "depth", "num_heads", "emb_dim"):
+            params.positive_int(name, getattr(self, name))
+        params.non_negative_int("seed", self.seed)
+        for name in ("lr", "scale"):
+            params.positive_float(name, getattr(self, name))
+        for name in ("momentum", "weight_decay", "warmup_epochs", "margin"):
+            params.non_negative_float(name, getattr(self, name))
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+
+
+def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConfig,
+               transform: BatchTransform | None = None, device: torch.device | str = "cpu") -> RecNet:
+    """Train a RecNet on (tokens, labels); ``transform`` is applied to each batch before RecNet sees it."""
+    if tokens.ndim != 3 or len(tokens) != len(labels):
+        raise ValueError(f"tokens must be (n, N, D) with n labels, got {tuple(tokens.shape)} and {len(labels)}")
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    classes = int(labels.max()) + 1
+    _, n_tok, dim = tokens.shape
+    recnet = RecNet(RecNetConfig(n_tok, dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.emb_dim)).to(device)
+    loss_fn = cosface(classes, cfg.emb_dim, cfg.margin, cfg.scale).to(device)
+    data = TensorDataset(tokens, labels)
+    batch = min(cfg.batch_size, len(data))
+    loader = DataLoader(data, batch_size=batch, sampler=RandomSampler(data, generator=torch.Generator().manual_seed(
+        cfg.seed)), drop_last=True)
+    opt = torch.optim.SGD(list(recnet.parameters()) + list(loss_fn.parameters()), lr=cfg.lr,
+                          momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, cfg.epochs * len(loader), int(cfg.warmup_epochs * len(loader)))
+    recnet.train()
+    for _ in range(cfg.epochs):
+        for x, y in loader:
+            x = x.to(device).float()
+            if transform is not None:
+                x = transform(x)
+            loss = loss_fn(recnet(x), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return recnet.cpu().eval()
+
+
+def recnet_embedder(recnet: RecNet, batch_size: int = 512) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Embedding function for :func:`veil.attacks.leakage.identity_leakage`."""
+
+    @torch.no_grad()
+    def embed(tokens: torch.Tensor) -> torch.Tensor:
+        recnet.eval()
+        return torch.cat([recnet(tokens[i:i + batch_size].float()) for i in range(0, len(tokens), batch_size)])
+
+    return embed
+
+
+@torch.no_grad()
+def extract_tokens(ext: ExtNet, images: torch.Tensor, batch_size: int = 256, flip: bool = False,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Public ExtNet tokens of uint8 images (of their mirrors with ``flip``): anyone with ExtNet can do this."""
+    ext = ext.to(device)
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device)
+        out.append(ext(x.flip(-1) if flip else x).cpu())
+    return torch.cat(out)

@@ -1,0 +1,220 @@
+"""Owner side: from a run directory, build exactly what each adversary would hold, and run the attacks.
+
+This module holds the owner's key (it must, to make the obfuscated features an adversary would see)
+and so lives outside ``veil.attacks``. It hands the attacks tensors only: the owner's obfuscated test
+features (float16, as a store carries them), the gallery/probe protocol, public ExtNet tokens of an
+auxiliary group, leaked pairs, the store. With the key it then scores what the attacks estimated
+(permutation accuracy, matrix error), which no attack can see.
+
+A run directory is what ``veil demo`` / ``bench/xnn.py`` write: ``split.json``, ``owner.key``,
+``store_xnn``, ``store_vanilla``, ``results.json`` (with the ``extractor`` and ``data`` paths).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from veil.attacks import (
+    AlignmentAttack,
+    AttackRecNetConfig,
+    CloudModelAttack,
+    ExpectationAttack,
+    KnownPlaintextAttack,
+    Target,
+    extract_tokens,
+)
+from veil.data.faceset import FaceSet, load_faces
+from veil.data.splits import Split, gallery_probe
+from veil.errors import VeilError
+from veil.keys import OwnerKey
+from veil.models.extractor import ExtNet, load_extnet
+from veil.models.recnet import load_recnet
+from veil.obfuscation.base import NoObfuscation, Obfuscation
+from veil.obfuscation.xnn import XNN
+from veil.pipeline import load_group, make_obfuscation
+from veil.store import open_store
+
+METHODS = {"xnn": "XNN", "vanilla": "Vanilla+PE"}
+
+
+def _wire(features: torch.Tensor) -> torch.Tensor:
+    """Features as the store carries them (float16), back in float32 for computation."""
+    return features.to(torch.float16).float()
+
+
+class LeakageHarness:
+    """Builds each adversary's inputs from a run directory and runs the attacks against a method's store."""
+
+    def __init__(self, run_dir: str | Path, data: str | Path | None = None, device: str | torch.device = "cpu",
+                 log=lambda *_: None) -> None:
+        self.run = Path(run_dir)
+        for name in ("split.json", "owner.key", "results.json"):
+            if not (self.run / name).is_file():
+                raise VeilError(f"{self.run} is not a run directory made by `veil demo` (missing {name})")
+        self.results = json.loads((self.run / "results.json").read_text())
+        self.data = Path(data or self.results.get("data", ""))
+        if not self.data.exists():
+            raise VeilError(f"dataset not found: {self.data} (pass --data)")
+        self.extractor = Path(self.results.get("extractor", ""))
+        if not self.extractor.is_file():
+            raise VeilError(f"extractor not found: {self.extractor} (results.json 'extractor')")
+        self.split = Split.load(self.run / "split.json")
+        self.key = OwnerKey.load(self.run / "owner.key")
+        self.device = torch.device(device)
+        self.log = log
+        self._faces: dict[str, FaceSet] = {}
+        self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- owner-side facts --------------------------------------------------------------------------
+    @cached_property
+    def ext(self) -> ExtNet:
+        return load_extnet(self.extractor)
+
+    def store_dir(self, method: str) -> Path:
+        if method not in METHODS:
+            raise VeilError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        return self.run / f"store_{method}"
+
+    def matrix_kind(self, method: str) -> str:
+        info = open_store(self.store_dir(method)).manifest.get("obfuscation") or {}
+        return info.get("matrix", "orthogonal")
+
+    def obfuscation(self, method: str) -> Obfuscation:
+        """The owner's transform for ``method`` (XNN under the owner's key, or none)."""
+        key = self.key if method == "xnn" else None
+        return make_obfuscation(self.ext, key, self.matrix_kind(method))
+
+    def utility(self, method: str) -> dict | None:
+        return (self.results.get("utility") or {}).get(METHODS[method])
+
+    def faces(self, group: str) -> FaceSet:
+        if group not in self._faces:
+            self.log(f"loading {group} images")
+            self._faces[group] = load_group(self.data, self.split, group, self.ext.cfg.img_size)
+        return self._faces[group]
+
+    def clean_tokens(self, group: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, mirrored tokens) of a group's images through the public ExtNet."""
+        if group not in self._tokens:
+            faces = self.faces(group)
+            self.log(f"ExtNet over {len(faces)} {group} images (and mirrors)")
+            self._tokens[group] = (extract_tokens(self.ext, faces.images, device=self.device),
+                                   extract_tokens(self.ext, faces.images, flip=True, device=self.device))
+        return self._tokens[group]
+
+    # -- what each adversary holds ---------------------------------------------------------------------
+    @torch.no_grad()
+    def target(self, method: str) -> Target:
+        """The owner's test persons, obfuscated under ``method``, with the owner's gallery/probe indices."""
+        faces = self.faces("owner_test")
+        tokens, mirrored = self.clean_tokens("owner_test")
+        obf = self.obfuscation(method)
+        gallery, probe = gallery_probe(faces, self.split.gallery_seed)
+        return Target(_wire(obf(tokens)), faces.labels, gallery, probe, _wire(obf(mirrored)))
+
+    def aux(self, group: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Public ExtNet tokens of an auxiliary group (images and mirrors) and their labels."""
+        if not group.startswith("aux"):
+            raise VeilError(f"the adversary's auxiliary set must be an aux group, got {group!r}")
+        tokens, mirrored = self.clean_tokens(group)
+        labels = self.faces(group).labels
+        return torch.cat([tokens, mirrored]), torch.cat([labels, labels])
+
+    @torch.no_grad()
+    def leaked_pairs(self, method: str, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` random owner-training images: clean ExtNet tokens and their obfuscated store rows."""
+        faces = self.faces("owner_train")
+        if count > len(faces):
+            raise VeilError(f"asked for {count} leaked pairs, owner_train has {len(faces)} images")
+        pick = torch.from_numpy(np.random.default_rng(seed).permutation(len(faces))[:count])
+        clean = extract_tokens(self.ext, faces.images[pick], device=self.device)
+        return clean, _wire(self.obfuscation(method)(clean))
+
+    def store_features(self, method: str, max_rows: int | None = None, seed: int = 0) -> torch.Tensor:
+        feats, _ = open_store(self.store_dir(method)).load_all()
+        if max_rows and len(feats) > max_rows:
+            feats = feats[torch.from_numpy(np.random.default_rng(seed).permutation(len(feats))[:max_rows])]
+        return feats.float()
+
+    # -- owner-side scoring of the estimates ---------------------------------------------------------
+    def score_estimate(self, method: str, perm: torch.Tensor, matrix: torch.Tensor) -> dict:
+        """How close an attack's (P, M) is to the owner's: only the key holder can compute this."""
+        obf = self.obfuscation(method)
+        if isinstance(obf, NoObfuscation):
+            true_perm, true_m = torch.arange(len(perm)), torch.eye(matrix.shape[0])
+        else:
+            assert isinstance(obf, XNN)
+            true_perm, true_m = obf.perm, obf.matrix
+        err = float((matrix.float() - true_m).norm() / true_m.norm())
+        return {"permutation_accuracy": float((perm == true_perm).float().mean()), "matrix_rel_error": err}
+
+    # -- the attacks -------------------------------------------------------------------------------------
+    def expectation(self, method: str = "xnn", aux_group: str = "aux_a", recnet: AttackRecNetConfig | None = None,
+                    seed: int = 0) -> dict:
+        obfuscation = "xnn" if method == "xnn" else "none"
+        attack = ExpectationAttack(obfuscation, self.matrix_kind(method) if method == "xnn" else "orthogonal",
+                                   recnet, seed, self.device)
+        aux_tokens, aux_labels = self.aux(aux_group)
+        target = self.target(method)
+        self.log(f"expectation attack on {method}: training on {aux_group} ({len(aux_tokens)} rows)")
+        r = attack.run(aux_tokens, aux_labels, target)
+        return {"attack": "expectation", "method": method, "aux": aux_group, **r.leakage.as_dict(),
+                "seconds": r.seconds, "aux_rows": r.aux_rows, "aux_identities": r.aux_identities,
+                "config": r.config, "utility": self.utility(method)}
+
+    def known_plaintext(self, method: str = "xnn", ks: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64),
+                        identifier: str = "pooled", aux_group: str = "aux_a",
+                        recnet: AttackRecNetConfig | None = None, seed: int = 0) -> dict:
+        kind = self.matrix_kind(method) if method == "xnn" else "orthogonal"
+        attack = KnownPlaintextAttack(ks, kind, identifier, recnet, device=self.device)
+        clean, obf = self.leaked_pairs(method, max(attack.ks), seed)
+        aux_tokens, aux_labels = self.aux(aux_group) if identifier == "recnet" else (None, None)
+        r = attack.run(clean, obf, self.target(method), aux_tokens, aux_labels)
+        points = [{"k": p.k, **p.leakage.as_dict(), "residual": p.residual,
+                   **self.score_estimate(method, p.permutation, p.matrix)} for p in r.points]
+        return {"attack": "known_plaintext", "method": method, "identifier": identifier, "points": points,
+                "seconds": r.seconds, "config": r.config, "utility": self.utility(method)}
+
+    def public_tokens(self, group: str, max_identities: int | None = None, seed: int = 0) -> torch.Tensor:
+        """Unlabelled public ExtNet tokens (images and mirrors) of up to ``max_identities`` persons of ``group``."""
+        if group.startswith("owner"):
+            raise VeilError(f"the adversary's public images cannot be the owner's ({group})")
+        if group.startswith("aux") or not max_identities:
+            tokens, mirrored = self.clean_tokens(group)
+            return torch.cat([tokens, mirrored])
+        names = self.split.groups[group]
+        pick = np.random.default_rng(seed).permutation(len(names))[:max_identities]
+        faces = load_faces(self.data, self.ext.cfg.img_size, [names[i] for i in sorted(pick)])
+        self.log(f"ExtNet over {len(faces)} {group} images (and mirrors)")
+        return torch.cat([extract_tokens(self.ext, faces.images, device=self.device),
+                          extract_tokens(self.ext, faces.images, flip=True, device=self.device)])
+
+    def alignment(self, method: str = "xnn", aux_group: str = "aux_a", identifier: str = "pooled",
+                  axes: int = 4, max_store_rows: int | None = None, recnet: AttackRecNetConfig | None = None,
+                  public_group: str | None = None, max_public_identities: int | None = None) -> dict:
+        attack = AlignmentAttack(axes=axes, identifier=identifier, recnet=recnet, device=self.device)
+        public_group = public_group or aux_group
+        public = self.public_tokens(public_group, max_public_identities)
+        aux_tokens, aux_labels = self.aux(aux_group) if identifier == "recnet" else (None, None)
+        r = attack.run(self.store_features(method, max_store_rows), public, self.target(method), aux_tokens,
+                       aux_labels)
+        return {"attack": "alignment", "method": method, "aux": aux_group, "public": public_group,
+                "public_rows": len(public), "identifier": identifier,
+                **r.leakage.as_dict(), "whitened_pooled": r.whitened.as_dict(), "seconds": r.seconds,
+                "config": r.config, **self.score_estimate(method, r.permutation, r.matrix),
+                "utility": self.utility(method)}
+
+    def cloud_model(self, method: str = "xnn") -> dict:
+        """The cloud's own RecNet, which it trained and holds, applied to the owner's obfuscated test features."""
+        path = self.run / f"recnet_{method}.safetensors"
+        if not path.is_file():
+            raise VeilError(f"no cloud RecNet at {path}")
+        recnet, _ = load_recnet(path)
+        r = CloudModelAttack().run(recnet, self.target(method))
+        return {"attack": "cloud_model", "method": method, **r.leakage.as_dict(), "utility": self.utility(method)}
