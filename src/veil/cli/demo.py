@@ -16,7 +16,7 @@ def results_table(summary: dict) -> Table:
     table = Table(title=f"XNN on {Path(summary['data']).name} ({summary['preset']} preset, "
                         f"{'SYNTHETIC' if summary['synthetic'] else 'real data'})")
     for col in ("method", "utility top-1", "95% CI", "n probes", "gallery", "chance"):
-        table.add_column(col, justify="right" if col != "method" else "left")
+        table.add_column(col, justify="right" if col != "method" else "left", no_wrap=True)
     for name, u in summary["utility"].items():
         table.add_row(name, f"{100 * u['rate']:.2f}%", f"[{100 * u['ci95'][0]:.2f}, {100 * u['ci95'][1]:.2f}]",
                       str(u["n"]), str(u["gallery"]), f"{100 * u['chance']:.2f}%")
