@@ -25,9 +25,9 @@ from veil.obfuscation.keyed import xnn_from_key
 from veil.owner import OwnerModel, evaluate_identification
 from veil.pipeline import (
     compare,
+    evaluate,
     load_group,
     obfuscate,
-    owner_model,
     prepare_split,
     pretrain_extractor,
     write_json,
@@ -131,7 +131,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
         hist = train_to_file(out / f"store_{tag}", out / f"recnet_{tag}.safetensors", preset.cloud,
                              str(device), show_progress)
         timings[f"train_{tag}_s"] = time.time() - t
-        results[name] = evaluate_test(data, split, ext_path, out / f"recnet_{tag}.safetensors", mkey, device)
+        results[name] = evaluate(data, split, ext_path, out / f"recnet_{tag}.safetensors", mkey, device=device)
         stats[name] = {"obfuscate": obf_stats, "train": {k: hist[k] for k in ("seconds", "samples_per_second",
                                                                               "rows", "classes")},
                        "final_loss": hist["loss"][-1]}
@@ -153,12 +153,6 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     }
     write_json(out / "results.json", summary)
     return summary
-
-
-def evaluate_test(data, split: Split, ext_path, recnet_path, key, device) -> dict:
-    model = owner_model(ext_path, recnet_path, key)
-    faces = load_group(data, split, "owner_test", model.ext.cfg.img_size)
-    return evaluate_identification(model, faces, split.gallery_seed, device)
 
 
 def wrong_key_utility(data, split: Split, ext_path, recnet_path, device) -> dict:

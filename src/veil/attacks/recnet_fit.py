@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from veil.attacks import params
 from veil.models.extractor import ExtNet
 from veil.models.recnet import RecNet, RecNetConfig
+from veil.train.cloud import CloudTrainConfig
 from veil.train.losses import cosface
 from veil.train.schedule import warmup_cosine
 
@@ -24,22 +25,13 @@ BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class AttackRecNetConfig:
-    """Training recipe for the adversary's RecNet (the cloud's recipe, shorter by default)."""
+class AttackRecNetConfig(CloudTrainConfig):
+    """Training recipe for the adversary's RecNet: the cloud's recipe and fields, shorter by default."""
 
     epochs: int = 20
     batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
     warmup_epochs: float = 2.0
-    margin: float = 0.35
-    scale: float = 32.0
     dim: int = 128
-    depth: int = 2
-    num_heads: int = 4
-    emb_dim: int = 128
-    seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "dim", "depth", "num_heads", "emb_dim"):

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from veil.cli.common import console, friendly
-from veil.data.faceset import _read_image, load_image_folder
+from veil.data.faceset import load_image_folder, read_images
 from veil.data.splits import Split
 from veil.demo import default_data
 from veil.device import configure_threads, pick_device
@@ -49,8 +49,8 @@ def identify(images: list[Path] = typer.Argument(..., help="Probe image files.")
     emb = F.normalize(model.embed(enrolled.images, device=dev), dim=1)
     centres = F.normalize(torch.stack([emb[enrolled.labels == i].mean(0) for i in range(len(enrolled.names))]),
                           dim=1)
-    probes = torch.from_numpy(__import__("numpy").stack([_read_image(p, size) for p in images])).permute(0, 3, 1, 2)
-    sims = F.normalize(model.embed(probes.contiguous(), device=dev), dim=1) @ centres.T
+    probes = read_images(images, size)
+    sims = F.normalize(model.embed(probes, device=dev), dim=1) @ centres.T
     table = Table("image", "identity", "cosine")
     for path, row in zip(images, sims, strict=True):
         best = int(row.argmax())

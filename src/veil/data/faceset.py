@@ -88,6 +88,13 @@ def _read_image(path: Path, size: int) -> np.ndarray:
         raise VeilError(f"cannot read image {path}: {exc}") from None
 
 
+def read_images(paths: Sequence[Path], size: int, workers: int = 4) -> torch.Tensor:
+    """Decode image files to a uint8 (n, 3, size, size) tensor; a bad file raises a VeilError naming it."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        arrays = list(pool.map(lambda p: _read_image(Path(p), size), paths))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
 def load_image_folder(root: str | Path, image_size: int = 64, identities: Sequence[str] | None = None,
                       workers: int = 4) -> FaceSet:
     """Read ``root/<identity>/<image>`` into memory at ``image_size`` x ``image_size``.
@@ -103,9 +110,7 @@ def load_image_folder(root: str | Path, image_size: int = 64, identities: Sequen
     files, labels = list_identity_files(root, identities)
     if not files:
         raise VeilError(f"no images found under {root} (expected one sub-folder per identity)")
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = list(pool.map(lambda p: _read_image(p, image_size), files))
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    images = read_images(files, image_size, workers)
     return FaceSet(images, torch.tensor(labels, dtype=torch.long), list(identities),
                    source=str(root), files=[str(f.relative_to(root)) for f in files])
 
@@ -206,9 +211,6 @@ def stream_faces(faces_or_root: FaceSet | str | Path, identities: Sequence[str] 
     if identities is None:
         identities = sorted(count_images(root))
     files, labels = list_identity_files(root, identities)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for i in range(0, len(files), batch_size):
-            chunk = files[i:i + batch_size]
-            arrays = list(pool.map(lambda p: _read_image(p, image_size), chunk))
-            yield (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(),
-                   torch.tensor(labels[i:i + batch_size], dtype=torch.long))
+    for i in range(0, len(files), batch_size):
+        yield (read_images(files[i:i + batch_size], image_size),
+               torch.tensor(labels[i:i + batch_size], dtype=torch.long))
