@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned to the pair shipped with this environment; pip uses any newer CUDA build on GPU hosts.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-all lint bench-xnn clean
+.PHONY: setup browser demo test test-all lint bench-xnn bench-table2 clean
 
 $(BIN)/veil: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,13 +16,22 @@ $(BIN)/veil: pyproject.toml
 
 setup: $(BIN)/veil
 
+# Headless Chromium for the report's browser test (Debian packages); skipped quietly where apt is absent.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test will be skipped"; \
+	fi
+
 demo: setup
 	$(BIN)/veil demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest -q -m ''
 
 lint: setup
@@ -30,6 +39,9 @@ lint: setup
 
 bench-xnn: setup
 	$(BIN)/python bench/xnn.py
+
+bench-table2: setup
+	$(BIN)/python bench/table2.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -61,6 +61,24 @@ def default_data() -> Path:
     return Path(os.environ.get("VEIL_DATA", DEFAULT_DATA))
 
 
+def resolve_data(data: str | Path | None) -> Path:
+    """The dataset to use (the default one when None), checked to exist."""
+    data = Path(data) if data else default_data()
+    if not data.exists():
+        raise VeilError(f"dataset not found: {data} (set VEIL_DATA or pass --data)")
+    return data
+
+
+def run_key(out: Path) -> OwnerKey:
+    """The run's owner key: the one saved in the run folder, or a new one saved there (0600)."""
+    path = out / "owner.key"
+    if path.exists():
+        return OwnerKey.load(path)
+    key = OwnerKey.generate()
+    key.save(path)
+    return key
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("VEIL_CACHE", Path.home() / ".cache" / "veil"))
 
@@ -84,13 +102,26 @@ def extractor_cache_path(split: Split, preset: Preset) -> Path:
     return cache_dir() / "extractors" / f"extnet-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.safetensors"
 
 
+def cached_extractor(data: str | Path, split: Split, preset: Preset, device: str | torch.device = "cpu",
+                     show_progress: bool = True, log=print) -> tuple[Path, dict | None]:
+    """The preset's public extractor for this split: from the cache, or pre-trained now and cached.
+
+    Returns the path and the pre-training history (None when it came from the cache).
+    """
+    ext_path = extractor_cache_path(split, preset)
+    if ext_path.exists():
+        log(f"extractor: cached {ext_path}")
+        return ext_path, None
+    history = pretrain_extractor(data, split, ext_path, preset.extractor, preset.pretrain, device, show_progress)
+    log(f"extractor: pre-trained on non-owner identities in {history['seconds']:.0f}s -> {ext_path}")
+    return ext_path, history
+
+
 def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", preset: str | Preset = "demo",
             device: str | torch.device = "cpu", show_progress: bool = True, log=print) -> dict:
     """Split, key, pretrain (cached), obfuscate, cloud-train and evaluate Vanilla+PE and XNN."""
     preset = PRESETS[preset] if isinstance(preset, str) else preset
-    data = Path(data) if data else default_data()
-    if not data.exists():
-        raise VeilError(f"dataset not found: {data} (set VEIL_DATA or pass --data)")
+    data = resolve_data(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -100,22 +131,12 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     t = time.time()
     split = prepare_split(data, out / "split.json", preset.split)
     log(f"split: {', '.join(f'{g} {len(v)}' for g, v in split.groups.items())} identities")
-    key_path = out / "owner.key"
-    key = OwnerKey.load(key_path) if key_path.exists() else OwnerKey.generate()
-    if not key_path.exists():
-        key.save(key_path)
-    log(f"owner key: {key_path} (fingerprint {key.fingerprint})")
+    key = run_key(out)
+    log(f"owner key: {out / 'owner.key'} (fingerprint {key.fingerprint})")
     timings["split_key_s"] = time.time() - t
 
     t = time.time()
-    ext_path = extractor_cache_path(split, preset)
-    if ext_path.exists():
-        log(f"extractor: cached {ext_path}")
-        pre_history = None
-    else:
-        pre_history = pretrain_extractor(data, split, ext_path, preset.extractor, preset.pretrain, device,
-                                         show_progress)
-        log(f"extractor: pre-trained on non-owner identities in {pre_history['seconds']:.0f}s -> {ext_path}")
+    ext_path, pre_history = cached_extractor(data, split, preset, device, show_progress, log)
     timings["pretrain_s"] = time.time() - t
 
     methods = {"Vanilla+PE": None, "XNN": key}
@@ -166,4 +187,4 @@ def wrong_key_utility(data, split: Split, ext_path, recnet_path, device) -> dict
     return evaluate_identification(model, faces, split.gallery_seed, device)
 
 
-__all__ = ["PRESETS", "Preset", "run_xnn", "default_data"]
+__all__ = ["PRESETS", "Preset", "run_xnn", "default_data", "cached_extractor", "environment"]

@@ -12,16 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from veil.attacks import params
 from veil.models.extractor import ExtNet
 from veil.models.recnet import RecNet, RecNetConfig
 from veil.train.cloud import CloudTrainConfig
-from veil.train.losses import cosface
+from veil.train.losses import SoftCosFace, cosface
 from veil.train.schedule import warmup_cosine
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+PairTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -46,16 +48,38 @@ class AttackRecNetConfig(CloudTrainConfig):
 
 
 def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConfig,
-               transform: BatchTransform | None = None, device: torch.device | str = "cpu") -> RecNet:
-    """Train a RecNet on (tokens, labels); ``transform`` is applied to each batch before RecNet sees it."""
-    if tokens.ndim != 3 or len(tokens) != len(labels):
+               transform: BatchTransform | None = None, device: torch.device | str = "cpu",
+               mixer: PairTransform | None = None, classes: int | None = None) -> RecNet:
+    """Train a RecNet on (tokens, labels); ``transform`` is applied to each batch before RecNet sees it.
+
+    ``labels`` are class indices (n,), or soft targets (n, C) for mixed samples (trained with
+    :class:`~veil.train.losses.SoftCosFace`). ``mixer(x, targets)`` replaces each batch and its one-hot
+    targets by new ones (InstaHide's mixing); with a ``transform`` or ``mixer`` the rows of ``tokens`` may
+    be images, and RecNet's input shape is read off the first transformed batch.
+    """
+    if len(tokens) != len(labels) or (transform is None and mixer is None and tokens.ndim != 3):
         raise ValueError(f"tokens must be (n, N, D) with n labels, got {tuple(tokens.shape)} and {len(labels)}")
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
-    classes = int(labels.max()) + 1
-    _, n_tok, dim = tokens.shape
+    soft = labels.ndim == 2 or mixer is not None
+    classes = classes or (labels.shape[1] if labels.ndim == 2 else int(labels.max()) + 1)
+
+    def prepare(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = x.to(device), y.to(device)
+        if soft and y.ndim == 1:
+            y = F.one_hot(y, classes).float()
+        if mixer is not None:
+            x, y = mixer(x, y)
+        if x.is_floating_point():
+            x = x.float()  # tokens may be stored in half precision; uint8 images stay as they are
+        if transform is not None:
+            x = transform(x)
+        return x.float(), y
+
+    with torch.no_grad():
+        _, n_tok, dim = prepare(tokens[:2], labels[:2])[0].shape
     recnet = RecNet(RecNetConfig(n_tok, dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.emb_dim)).to(device)
-    loss_fn = cosface(classes, cfg.emb_dim, cfg.margin, cfg.scale).to(device)
+    loss_fn = (SoftCosFace if soft else cosface)(classes, cfg.emb_dim, cfg.margin, cfg.scale).to(device)
     data = TensorDataset(tokens, labels)
     batch = min(cfg.batch_size, len(data))
     loader = DataLoader(data, batch_size=batch, sampler=RandomSampler(data, generator=torch.Generator().manual_seed(
@@ -66,10 +90,8 @@ def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConf
     recnet.train()
     for _ in range(cfg.epochs):
         for x, y in loader:
-            x = x.to(device).float()
-            if transform is not None:
-                x = transform(x)
-            loss = loss_fn(recnet(x), y.to(device))
+            x, y = prepare(x, y)
+            loss = loss_fn(recnet(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

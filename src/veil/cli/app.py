@@ -27,6 +27,12 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     app.add_typer(cascade.app, name="cascade")
     app.add_typer(attack.app, name="attack")
+    from veil.cli import bench  # own line (paper tables)
+
+    app.add_typer(bench.app, name="bench")
+    from veil.cli import report  # own line: merges cleanly with edits to the import above
+
+    app.command("report")(report.report)
 
 
 _register()

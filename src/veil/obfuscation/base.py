@@ -1,8 +1,13 @@
 """One interface for every feature/instance obfuscation, so every attack runs against every method.
 
-An ``Obfuscation`` maps a batch of tokens (B, N, D) to obfuscated tokens. ``public_info`` is what
-may be written into a store manifest: the method's name and its public hyper-parameters, never a
-secret parameter.
+An ``Obfuscation`` is a module whose ``level`` says where it sits in the owner's pipeline:
+
+- ``"tokens"``: after the public ExtNet, tokens (B, N, D) -> tokens (XNN, none);
+- ``"image"``: before ExtNet, images -> images in [0, 1] (InstaHide);
+- ``"encoder"``: instead of ExtNet, images -> tokens (NeuraCrypt).
+
+``public_info`` is what may be written into a store manifest: the method's name and its public
+hyper-parameters, never a secret parameter.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from torch import nn
 
 class Obfuscation(nn.Module, ABC):
     method: str = "abstract"
+    level: str = "tokens"
 
     @abstractmethod
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Obfuscate a batch of tokens (B, N, D)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Obfuscate a batch: tokens (B, N, D), or images (B, 3, H, W) for image/encoder levels."""
 
     def public_info(self) -> dict:
         """Method name and public hyper-parameters (safe to send to the cloud)."""

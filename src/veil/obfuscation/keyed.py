@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from veil.keys import OwnerKey
+from veil.obfuscation.neuracrypt import NeuraCrypt, scale_gaussians, weight_shapes
 from veil.obfuscation.xnn import XNN, gaussian_to_matrix
 
 
@@ -19,6 +20,15 @@ def xnn_from_key(key: OwnerKey, tokens: int, dim: int, kind: str = "orthogonal")
     perm = key.rng(f"veil/xnn/permutation/{tokens}").permutation(tokens)
     gauss = torch.from_numpy(key.rng(f"veil/xnn/matrix/{dim}").normal((dim, dim))).float()
     return XNN(perm, gaussian_to_matrix(gauss, kind), kind, fingerprint=key.fingerprint)
+
+
+def neuracrypt_from_key(key: OwnerKey, img_size: int, patch: int = 16, dim: int = 256, depth: int = 2) -> NeuraCrypt:
+    """The owner's NeuraCrypt encoder: every weight tensor from its own HKDF label (the shape is bound in)."""
+    gauss = {}
+    for name, shape in weight_shapes(img_size, patch, dim, depth).items():
+        label = f"veil/neuracrypt/{name}/{'x'.join(map(str, shape))}"
+        gauss[name] = torch.from_numpy(key.rng(label).normal(shape)).float()
+    return NeuraCrypt(scale_gaussians(gauss), patch, fingerprint=key.fingerprint)
 
 
 def label_map(key: OwnerKey, names: Sequence[str]) -> dict[str, int]:

@@ -1,0 +1,95 @@
+"""The owner's side of each method in the comparison: what it sends to the cloud, and how it encodes tests.
+
+Every method ends in tokens that the same RecNet architecture is trained on:
+
+==============  ==========================================================================
+Vanilla+PE      public ExtNet tokens, as they are
+XNN             ExtNet tokens -> ObfNet (the owner key's permutation and matrix)
+IH(k)           InstaHide on pixels (one-time CSPRNG mixes and signs) -> public ExtNet
+NC              the owner key's NeuraCrypt encoder (instead of ExtNet), CSPRNG patch shuffles
+==============  ==========================================================================
+
+Training rows are each image and its mirror (independently encoded for the one-time methods), as
+the XNN store does. Test images (gallery and probes) are encoded once each, mirror separately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from veil.attacks.recnet_fit import extract_tokens
+from veil.keys import OwnerKey
+from veil.models.extractor import ExtNet
+from veil.obfuscation.base import Obfuscation
+from veil.obfuscation.instahide import InstaHide
+from veil.obfuscation.keyed import neuracrypt_from_key, xnn_from_key
+
+
+@dataclass
+class TrainingRows:
+    """What the cloud receives: tokens and labels (indices, or soft targets for mixed rows)."""
+
+    tokens: torch.Tensor
+    labels: torch.Tensor
+
+
+class Protection:
+    """One method as the owner runs it. ``obfuscation`` is the method behind Veil's common interface."""
+
+    def __init__(self, name: str, ext: ExtNet, obfuscation: Obfuscation | None = None) -> None:
+        self.name = name
+        self.ext = ext
+        self.obfuscation = obfuscation
+
+    @property
+    def level(self) -> str:
+        return self.obfuscation.level if self.obfuscation is not None else "tokens"
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Tokens of uint8 images as the owner sends them (one fresh draw of any one-time randomness)."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size]
+            if self.level == "encoder":
+                out.append(self.obfuscation(x.to(device)).cpu())
+                continue
+            if self.level == "image":
+                x = self.obfuscation(x)
+            t = extract_tokens(self.ext, x, batch_size, device=device)
+            out.append(self.obfuscation(t) if self.obfuscation is not None and self.level == "tokens" else t)
+        return torch.cat(out)
+
+    def training_rows(self, images: torch.Tensor, labels: torch.Tensor,
+                      device: torch.device | str = "cpu") -> TrainingRows:
+        """Each image and its mirror, encoded for the cloud."""
+        both = torch.cat([images, images.flip(-1)])
+        both_labels = torch.cat([labels, labels])
+        if isinstance(self.obfuscation, InstaHide):
+            onehot = F.one_hot(both_labels, int(labels.max()) + 1).float()
+            chunks, targets = [], []
+            for i in range(0, len(both), 256):
+                mixed, soft = self.obfuscation.mix(both[i:i + 256], onehot[i:i + 256], both, onehot)
+                chunks.append(extract_tokens(self.ext, mixed, device=device))
+                targets.append(soft)
+            return TrainingRows(torch.cat(chunks), torch.cat(targets))
+        return TrainingRows(self.encode(both, device=device), both_labels)
+
+
+def vanilla(ext: ExtNet) -> Protection:
+    return Protection("Vanilla+PE", ext)
+
+
+def xnn(ext: ExtNet, key: OwnerKey, matrix: str = "orthogonal") -> Protection:
+    return Protection("XNN", ext, xnn_from_key(key, *ext.token_shape, matrix))
+
+
+def instahide(ext: ExtNet, k: int, public: torch.Tensor, cap: float = 0.65) -> Protection:
+    return Protection(f"IH(k={k})", ext, InstaHide(k, public, cap))
+
+
+def neuracrypt(ext: ExtNet, key: OwnerKey, patch: int = 16, dim: int = 256, depth: int = 2) -> Protection:
+    return Protection("NC", ext, neuracrypt_from_key(key, ext.cfg.img_size, patch, dim, depth))

@@ -1,0 +1,293 @@
+"""The XNN paper's Table 2 (utility and expectation-attack leakage of every method) and Table 5 (ablations).
+
+One run, one split, one public ExtNet, one RecNet recipe for every row:
+
+- *Utility*: the owner's RecNet, trained on the method's training rows of the ``owner_train``
+  persons, identifies the unseen ``owner_test`` persons (one gallery image each, the rest probes).
+- *Leakage*: the expectation attack. The adversary simulates the method with fresh public randomness
+  on an auxiliary group (``aux_a`` and ``aux_b``, the paper's FaceScrub and IMDb columns), trains the same
+  RecNet on it, and identifies the owner's encoded test persons. Chance is 1 / gallery.
+- *Ablations* (Table 5): a random, untrained ExtNet instead of the pre-trained one; and a RecNet
+  pre-trained on public persons and frozen (the cloud trains nothing), on clean and on XNN tokens.
+
+Everything is in memory; the owner's key is generated for the run and saved 0600 in the run folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from veil.attacks.leakage import Target, identity_leakage
+from veil.attacks.recnet_fit import AttackRecNetConfig, extract_tokens, fit_recnet, recnet_embedder
+from veil.attacks.simulation import (
+    Simulation,
+    simulate_instahide,
+    simulate_neuracrypt,
+    simulate_none,
+    simulate_xnn,
+)
+from veil.data.faceset import FaceSet
+from veil.data.splits import Split
+from veil.demo import PRESETS, cached_extractor, environment, resolve_data, run_key
+from veil.errors import VeilError
+from veil.evaluation import protections
+from veil.keys import OwnerKey
+from veil.metrics import bootstrap_ratio
+from veil.models.extractor import ExtNet, build_backbone, load_extnet
+from veil.models.recnet import RecNet
+from veil.pipeline import load_group, prepare_split, write_json
+from veil.train.progress import progress_bar
+
+METHODS = ("Vanilla+PE", "IH(k=2)", "IH(k=3)", "NC", "XNN")
+
+
+@dataclass
+class Table2Config:
+    """Sizes of the run. ``owner_epochs`` defaults to the preset's cloud recipe (the same as bench/xnn.py)."""
+
+    preset: str = "bench"
+    methods: tuple[str, ...] = METHODS
+    aux_groups: tuple[str, ...] = ("aux_a", "aux_b")
+    owner_epochs: int | None = None
+    attack: AttackRecNetConfig = field(default_factory=AttackRecNetConfig)
+    public_pool: int = 2000
+    ih_cap: float = 0.65
+    ih_encodings: int = 2
+    nc_patch: int = 16
+    nc_depth: int = 2
+    matrix: str = "orthogonal"
+    ablations: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise VeilError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        if self.preset not in PRESETS:
+            raise VeilError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+
+
+def _owner_recipe(cfg: Table2Config) -> AttackRecNetConfig:
+    cloud = asdict(PRESETS[cfg.preset].cloud)
+    if cfg.owner_epochs is not None:
+        cloud["epochs"] = cfg.owner_epochs
+    return AttackRecNetConfig(**cloud)
+
+
+def _target(protection: protections.Protection, faces: FaceSet, gallery_seed: int, device) -> Target:
+    features = protection.encode(faces.images, device=device)
+    flipped = protection.encode(faces.images.flip(-1), device=device)
+    return Target.from_features(features, faces.labels, gallery_seed, flipped)
+
+
+def _rate(result) -> dict:
+    return result.as_dict()
+
+
+def _simulation(name: str, ext: ExtNet, aux: FaceSet, public: torch.Tensor, cfg: Table2Config,
+                device) -> Simulation:
+    if name == "Vanilla+PE":
+        tokens = torch.cat([extract_tokens(ext, aux.images, device=device),
+                            extract_tokens(ext, aux.images, flip=True, device=device)])
+        return simulate_none(tokens, torch.cat([aux.labels, aux.labels]))
+    if name == "XNN":
+        tokens = torch.cat([extract_tokens(ext, aux.images, device=device),
+                            extract_tokens(ext, aux.images, flip=True, device=device)])
+        return simulate_xnn(tokens, torch.cat([aux.labels, aux.labels]), cfg.matrix, cfg.seed)
+    if name.startswith("IH"):
+        k = int(name[len("IH(k="):-1])
+        return simulate_instahide(ext, aux.images, aux.labels, public, k, cfg.ih_cap, cfg.ih_encodings,
+                                  cfg.seed, device)
+    if name == "NC":
+        return simulate_neuracrypt(aux.images, aux.labels, cfg.nc_patch, ext.token_shape[1], cfg.nc_depth,
+                                   cfg.seed)
+    raise VeilError(f"no simulation for {name!r}")
+
+
+def _protection(name: str, ext: ExtNet, key: OwnerKey, public: torch.Tensor, cfg: Table2Config):
+    if name == "Vanilla+PE":
+        return protections.vanilla(ext)
+    if name == "XNN":
+        return protections.xnn(ext, key, cfg.matrix)
+    if name.startswith("IH"):
+        return protections.instahide(ext, int(name[len("IH(k="):-1]), public, cfg.ih_cap)
+    return protections.neuracrypt(ext, key, cfg.nc_patch, ext.token_shape[1], cfg.nc_depth)
+
+
+def _public_pool(data, split: Split, img_size: int, size: int, seed: int) -> torch.Tensor:
+    faces = load_group(data, split, "public", img_size)
+    idx = torch.randperm(len(faces), generator=torch.Generator().manual_seed(seed))[:size]
+    return faces.images[idx]
+
+
+def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", cfg: Table2Config | None = None,
+               device: str | torch.device = "cpu", log: Callable[[str], None] = print,
+               show_progress: bool = True, command: str = "veil bench table2") -> dict:
+    """Train and attack every method; write ``out/table2.json``. Returns the JSON payload."""
+    cfg = cfg or Table2Config()
+    data = resolve_data(data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    wall = time.time()
+    preset = PRESETS[cfg.preset]
+    split = prepare_split(data, out / "split.json", preset.split)
+    ext_path, _ = cached_extractor(data, split, preset, device, show_progress, log)
+    ext = load_extnet(ext_path)
+    key = run_key(out)
+    size = ext.cfg.img_size
+    train = load_group(data, split, "owner_train", size)
+    test = load_group(data, split, "owner_test", size)
+    aux = {g: load_group(data, split, g, size) for g in cfg.aux_groups}
+    public = _public_pool(data, split, size, cfg.public_pool, cfg.seed)
+    recipe = _owner_recipe(cfg)
+    groups = ", ".join(f"{g} {len(f)}" for g, f in aux.items())
+    log(f"owner: {len(train)} training images of {len(train.names)} persons; test {len(test)} images of "
+        f"{len(test.names)} persons; aux {groups}; public pool {len(public)}")
+
+    steps = len(cfg.methods) * (1 + len(aux)) + (3 if cfg.ablations else 0)
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("table 2", total=steps, status="")
+        rows, hits, timings = _methods(cfg, ext, key, train, test, aux, public, split, recipe, device, log,
+                                       lambda s: bar.update(task, advance=1, status=s))
+        probe_labels = test.labels[Target.from_features(torch.zeros(len(test), 1, 1), test.labels,
+                                                        split.gallery_seed).probe]
+        if "Vanilla+PE" in hits:
+            for row in rows:
+                if row["method"] != "Vanilla+PE":
+                    row["utility_ratio_vs_vanilla"] = bootstrap_ratio(hits[row["method"]], hits["Vanilla+PE"],
+                                                                      probe_labels, seed=cfg.seed)
+        ablations = (_ablations(ext, key, train, test, aux, split, recipe, cfg, device, log, rows,
+                                lambda s: bar.update(task, advance=1, status=s)) if cfg.ablations else [])
+    payload = {
+        "command": command, "data": str(data), "synthetic": False, "device": str(device),
+        "split": {g: len(v) for g, v in split.groups.items()}, "extractor": str(ext_path),
+        "rows": rows, "ablations": ablations,
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "attack"}, "owner_recipe": asdict(recipe),
+                   "attack_recipe": asdict(cfg.attack)},
+        "protocol": {"utility": "owner's RecNet, owner_test persons, 1 gallery image each, rest probes, "
+                                "image + mirror embeddings summed",
+                     "leakage": "expectation attack: RecNet trained on the aux group under fresh public "
+                                "randomness of the method, applied to the owner's encoded test persons",
+                     "ratio": "utility / Vanilla+PE utility on the same probes, bootstrap over identities"},
+        "environment": environment(device), "seed": cfg.seed, "wall_seconds": time.time() - wall,
+    }
+    write_json(out / "table2.json", payload)
+    return payload
+
+
+def _methods(cfg: Table2Config, ext: ExtNet, key: OwnerKey, train: FaceSet, test: FaceSet, aux: dict[str, FaceSet],
+             public: torch.Tensor, split: Split, recipe: AttackRecNetConfig, device, log,
+             advance: Callable[[str], None]) -> tuple[list[dict], dict, dict]:
+    """Utility and leakage of every method: one owner RecNet and one attacker RecNet per auxiliary group."""
+    rows, hits, timings = [], {}, {}
+    for name in cfg.methods:
+        t = time.time()
+        protection = _protection(name, ext, key, public, cfg)
+        train_rows = protection.training_rows(train.images, train.labels, device)
+        recnet = fit_recnet(train_rows.tokens, train_rows.labels, recipe, device=device)
+        target = _target(protection, test, split.gallery_seed, device)
+        utility = identity_leakage(target, recnet_embedder(recnet))
+        hits[name] = utility.hits
+        advance(f"{name} owner")
+        leakage = {}
+        for group, faces in aux.items():
+            attacker = _simulation(name, ext, faces, public, cfg, device).fit(cfg.attack, device)
+            leakage[group] = _rate(identity_leakage(target, recnet_embedder(attacker)))
+            advance(f"{name} attack {group}")
+        timings[name] = time.time() - t
+        row = {"method": name, "obfuscation": protection.obfuscation.public_info() if protection.obfuscation
+               else {"method": "none"}, "utility": _rate(utility), "leakage": leakage, "chance": target.chance,
+               "training_rows": len(train_rows.tokens), "token_shape": list(train_rows.tokens.shape[1:]),
+               "seconds": timings[name]}
+        rows.append(row)
+        log(f"{name}: utility {utility.rate}; leakage " + "; ".join(
+            f"{g} {100 * v['rate']:.2f}%" for g, v in leakage.items()) + f"; chance {100 * target.chance:.2f}%")
+
+    return rows, hits, timings
+
+
+def _ablations(ext: ExtNet, key: OwnerKey, train: FaceSet, test: FaceSet, aux: dict[str, FaceSet], split: Split,
+               recipe: AttackRecNetConfig, cfg: Table2Config, device, log, rows: list[dict],
+               advance: Callable[[str], None]) -> list[dict]:
+    """Table 5: which parts matter. Rows already measured above are copied, not re-trained."""
+    out = []
+    by_name = {r["method"]: r for r in rows}
+
+    def record(name: str, pretrained: bool, obf: bool, frozen: bool, utility: dict) -> None:
+        out.append({"name": name, "pretrained_extnet": pretrained, "obfnet": obf, "frozen_recnet": frozen,
+                    "utility": utility})
+        log(f"ablation {name}: utility {100 * utility['rate']:.2f}% (n={utility['n']})")
+
+    torch.manual_seed(cfg.seed)
+    random_ext = ExtNet(build_backbone(ext.cfg), ext.cfg)
+    plain = protections.vanilla(random_ext)
+    train_rows = plain.training_rows(train.images, train.labels, device)
+    recnet = fit_recnet(train_rows.tokens, train_rows.labels, recipe, device=device)
+    record("Vanilla (random, untrained ExtNet)", False, False, False,
+           _rate(identity_leakage(_target(plain, test, split.gallery_seed, device), recnet_embedder(recnet))))
+    advance("ablation: random ExtNet")
+    for name, obf in (("Vanilla+PE", False), ("XNN", True)):
+        if name in by_name:
+            record(name, True, obf, False, by_name[name]["utility"])
+
+    # A RecNet pre-trained on public persons (the auxiliary groups) and frozen: the cloud trains nothing.
+    public_faces = list(aux.values())
+    tokens = torch.cat([extract_tokens(ext, f.images, flip=flip, device=device) for f in public_faces
+                        for flip in (False, True)])
+    offsets, labels = 0, []
+    for f in public_faces:
+        labels += [f.labels + offsets] * 2
+        offsets += len(f.names)
+    frozen: RecNet = fit_recnet(tokens, torch.cat(labels), recipe, device=device)
+    advance("ablation: frozen RecNet")
+    for name, protection, obf in (("Vanilla+PE, frozen pre-trained RecNet", protections.vanilla(ext), False),
+                                  ("XNN, frozen pre-trained RecNet", protections.xnn(ext, key, cfg.matrix), True)):
+        record(name, True, obf, True,
+               _rate(identity_leakage(_target(protection, test, split.gallery_seed, device),
+                                      recnet_embedder(frozen))))
+    advance("ablations done")
+    return out
+
+
+def markdown(payload: dict) -> str:
+    """Table 2 and Table 5 as markdown, every rate with n and its 95% interval."""
+
+    def pct(r: dict) -> str:
+        lo, hi = r["ci95"]
+        return f"{100 * r['rate']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+    groups = list(payload["rows"][0]["leakage"]) if payload["rows"] else []
+    lines = ["| Method | Utility % (n) | " + " | ".join(f"Leakage {g} %" for g in groups)
+             + " | Chance % | Utility / Vanilla |",
+             "|---|---|" + "---|" * len(groups) + "---|---|"]
+    for r in payload["rows"]:
+        ratio = r.get("utility_ratio_vs_vanilla")
+        rtxt = (f"{100 * ratio['ratio']:.1f}% [{100 * ratio['ci95'][0]:.1f}, {100 * ratio['ci95'][1]:.1f}]"
+                if ratio else "—")
+        lines.append(f"| {r['method']} | {pct(r['utility'])} ({r['utility']['n']}) | "
+                     + " | ".join(pct(r["leakage"][g]) for g in groups)
+                     + f" | {100 * r['chance']:.2f} | {rtxt} |")
+    if payload.get("ablations"):
+        lines += ["", "| Ablation | Pre-trained ExtNet | ObfNet | Frozen RecNet | Utility % (n) |",
+                  "|---|---|---|---|---|"]
+        for a in payload["ablations"]:
+            tick = {True: "yes", False: "no"}
+            lines.append(f"| {a['name']} | {tick[a['pretrained_extnet']]} | {tick[a['obfnet']]} | "
+                         f"{tick[a['frozen_recnet']]} | {pct(a['utility'])} ({a['utility']['n']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def publish(payload: dict, results_dir: str | Path, name: str = "table2") -> tuple[Path, Path]:
+    """Write ``NAME.json`` and ``NAME.md`` into ``results_dir`` (the committed benchmark record)."""
+    results_dir = Path(results_dir)
+    js = write_json(results_dir / f"{name}.json", payload)
+    md = results_dir / f"{name}.md"
+    md.write_text(f"Command: `{payload['command']}` ({payload['device']}, seed {payload['seed']}, "
+                  f"wall {payload['wall_seconds']:.0f} s)\n\n" + markdown(payload))
+    return js, md
