@@ -1,0 +1,100 @@
+"""Benchmark: every attack of the suite against the XNN and Vanilla+PE stores of a bench/xnn.py run.
+
+    python bench/attacks.py [--run runs/bench-xnn] [--data PATH] [--epochs 20]
+
+Needs the run folder that ``python bench/xnn.py`` writes (its stores, RecNets and split; the key stays
+with the owner side of the harness and never reaches an attack). Runs, in order: the expectation attack
+with each auxiliary group on XNN and on Vanilla+PE (the sanity check: leakage should be close to the
+owner's utility), the known-plaintext curve over k with the pooled and the RecNet identifier, the
+distribution-alignment attack, and the cloud's own RecNet. Each result goes to RUN/attacks/NAME.json
+(what ``veil report RUN`` reads); the collation goes to bench/results/attacks.json and attacks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from veil.attacks.recnet_fit import AttackRecNetConfig  # noqa: E402
+from veil.demo import environment  # noqa: E402
+from veil.device import configure_threads, pick_device  # noqa: E402
+from veil.evaluation.leakage_harness import LeakageHarness  # noqa: E402
+from veil.pipeline import write_json  # noqa: E402
+
+
+def _pct(r: dict) -> str:
+    return f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=HERE.parent / "runs" / "bench-xnn")
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--epochs", type=int, default=20, help="attacker RecNet epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    if not (args.run / "store_xnn").is_dir():
+        sys.exit(f"error: {args.run} has no XNN store; run `python bench/xnn.py` first")
+    configure_threads()
+    device = pick_device(args.device)
+    wall = time.time()
+    h = LeakageHarness(args.run, args.data, device, log=lambda m: print(f"  {m}", flush=True))
+    cfg = AttackRecNetConfig(epochs=args.epochs, seed=args.seed)
+    jobs = {
+        "expectation_xnn_aux_a": lambda: h.expectation("xnn", "aux_a", cfg, args.seed),
+        "expectation_xnn_aux_b": lambda: h.expectation("xnn", "aux_b", cfg, args.seed),
+        "expectation_vanilla_aux_a": lambda: h.expectation("vanilla", "aux_a", cfg, args.seed),
+        "expectation_vanilla_aux_b": lambda: h.expectation("vanilla", "aux_b", cfg, args.seed),
+        "known_plaintext_xnn_pooled": lambda: h.known_plaintext("xnn", identifier="pooled", seed=args.seed),
+        "known_plaintext_xnn_recnet": lambda: h.known_plaintext("xnn", identifier="recnet", recnet=cfg,
+                                                                seed=args.seed),
+        "alignment_xnn_aux_a": lambda: h.alignment("xnn", "aux_a", "pooled", recnet=cfg),
+        "cloud_xnn": lambda: h.cloud_model("xnn"),
+        "cloud_vanilla": lambda: h.cloud_model("vanilla"),
+    }
+    results: dict[str, dict] = {}
+    for name, job in jobs.items():
+        t = time.time()
+        print(f"{name} ...", flush=True)
+        r = job()
+        r["command"] = f"python bench/attacks.py (job {name})"
+        write_json(args.run / "attacks" / f"{name}.json", r)
+        results[name] = r
+        print(f"{name}: {time.time() - t:.0f}s", flush=True)
+
+    lines = ["| attack | method | leakage top-1 [95% CI] | n | chance | owner's utility |", "|---|---|---|---|---|---|"]
+    for r in results.values():
+        util = _pct(r["utility"]) if r.get("utility") else "—"
+        if r["attack"] == "known_plaintext":
+            for p in r["points"]:
+                est = f"P {100 * p['permutation_accuracy']:.0f}% right, M err {p['matrix_rel_error']:.3f}"
+                lines.append(f"| known-plaintext, {r['identifier']}, k={p['k']} ({est}) | {r['method']} | {_pct(p)} | "
+                             f"{p['n']} | {100 * p['chance']:.2f}% | {util} |")
+            continue
+        label = {"expectation": f"expectation, {r.get('aux')}", "alignment": f"alignment, {r.get('aux')}",
+                 "cloud_model": "cloud's own RecNet"}[r["attack"]]
+        lines.append(f"| {label} | {r['method']} | {_pct(r)} | {r['n']} | {100 * r['chance']:.2f}% | {util} |")
+        if r["attack"] == "alignment":
+            w = r["whitened_pooled"]
+            lines.append(f"| alignment, whitened pooled (no inversion) | {r['method']} | {_pct(w)} | {w['n']} | "
+                         f"{100 * r['chance']:.2f}% | {util} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    payload = {"command": "python bench/attacks.py", "run": str(args.run), "results": results,
+               "environment": environment(device), "seed": args.seed, "attack_epochs": args.epochs,
+               "wall_seconds": time.time() - wall}
+    write_json(HERE / "results" / "attacks.json", payload)
+    (HERE / "results" / "attacks.md").write_text(
+        f"Command: `python bench/attacks.py` on `{args.run.name}` ({device}, seed {args.seed}, "
+        f"wall {payload['wall_seconds']:.0f} s)\n\n" + table)
+    print(f"wrote {HERE / 'results' / 'attacks.json'}")
+
+
+if __name__ == "__main__":
+    main()
