@@ -33,6 +33,7 @@ def _register() -> None:
     from veil.cli import report  # own line: merges cleanly with edits to the import above
 
     app.command("report")(report.report)
+    app.add_typer(__import__("veil.cli.partition", fromlist=["app"]).app, name="partition")  # issue 5, own line
 
 
 _register()

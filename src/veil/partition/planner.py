@@ -1,0 +1,145 @@
+"""``plan(...)``: attack the exposed map and cost the enclave part at every candidate split; pick the cheapest safe one.
+
+Decision rule (stated, so it can be argued with): a split is *safe* when, for every attack tried, the upper end of
+the 95% interval of mean SSIM over the victim images is at or below ``max_ssim`` (0.3 is He et al.'s line for
+"unrecognisable"). Among safe splits the planner picks the least enclave work: fewest enclave FLOPs, then fewest
+enclave parameters. If no split is safe it says so and recommends running the whole model in the enclave.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from veil.errors import VeilError
+from veil.partition.attack import KINDS, ReconstructionResult, query, reconstruction_attack
+from veil.partition.cost_model import SGXCostModel, measure_part
+from veil.partition.models import ModelSpec, preprocess
+from veil.partition.sequence import LayerSequence, SplitPoint, candidate_splits, resolve_split, to_sequence
+from veil.partition.split import Part
+
+
+@dataclass
+class SplitReport:
+    point: SplitPoint
+    attacks: dict[str, ReconstructionResult]
+    enclave_cost: dict
+    accelerator_cost: dict
+    modelled: dict
+    flop_share: float
+    param_share: float
+    safe: bool
+
+    @property
+    def worst_ssim(self) -> float:
+        return max(r.summary()["ssim"]["ci95"][1] for r in self.attacks.values())
+
+    def as_dict(self) -> dict:
+        return {"split": {"index": self.point.index, "label": self.point.label},
+                "attacks": {k: r.summary() for k, r in self.attacks.items()},
+                "worst_ssim_upper95": self.worst_ssim, "safe": self.safe,
+                "enclave": self.enclave_cost, "accelerator": self.accelerator_cost,
+                "enclave_flop_share": self.flop_share, "enclave_param_share": self.param_share,
+                "enclave_modelled_sgx": self.modelled}
+
+
+@dataclass
+class Plan:
+    arch: str
+    max_ssim: float
+    splits: list[SplitReport]
+    choice: SplitReport | None
+    full_model: dict
+    cost_model: dict
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"model": self.arch, "max_ssim": self.max_ssim,
+                "rule": "safe = upper 95% CI of mean SSIM <= max_ssim for every attack; choose least enclave FLOPs",
+                "choice": ({"index": self.choice.point.index, "label": self.choice.point.label}
+                           if self.choice else None),
+                "recommendation": (f"split after {self.choice.point.label} (enclave runs units "
+                                   f"[0, {self.choice.point.index}))" if self.choice else
+                                   "no split keeps reconstruction below the bound: run the whole model in the enclave"),
+                "splits": [s.as_dict() for s in self.splits], "full_model": self.full_model,
+                "sgx_cost_model": self.cost_model, "seconds": self.seconds, **self.extra}
+
+
+def plan(model: nn.Module, spec: ModelSpec, aux_images: torch.Tensor, victim_images: torch.Tensor,
+         max_ssim: float = 0.3, splits: list[int | str] | None = None, attacks: tuple[str, ...] = KINDS,
+         epochs: int = 8, cost_model: SGXCostModel | None = None, seed: int = 0, timing_batch: int = 16,
+         log: Callable[[str], None] | None = None) -> Plan:
+    """Attack and cost every candidate split of ``model`` (block boundaries unless ``splits`` names some)."""
+    if not 0.0 < max_ssim <= 1.0:
+        raise VeilError(f"--max-ssim must be in (0, 1], got {max_ssim}")
+    for a in attacks:
+        if a not in KINDS:
+            raise VeilError(f"unknown attack {a!r}; choose from {', '.join(KINDS)}")
+    cost_model = cost_model or SGXCostModel()
+    model = model.eval()
+    t0 = time.perf_counter()
+    seq: LayerSequence = to_sequence(model, preprocess(victim_images[:2], spec))
+    points = [resolve_split(seq, s) for s in splits] if splits else candidate_splits(seq)
+    if not points:
+        raise VeilError("the model has no candidate split points")
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        return preprocess(x, spec)
+
+    x_time = prep(victim_images[:timing_batch])
+    full = measure_part(seq, x_time)
+    full_modelled = cost_model.modelled_seconds(full.measured_s, full.weight_bytes,
+                                                full.peak_activation_bytes)
+    full_model = {**full.as_dict(), "all_enclave_modelled_sgx": full_modelled,
+                  "all_accelerator_measured_s": full.measured_s}
+    reports = []
+    for p in points:
+        head, tail = Part(seq, 0, p.index).eval(), Part(seq, p.index, len(seq)).eval()
+        with torch.no_grad():
+            victim_features = query(head, victim_images, prep)
+            aux_features = query(head, aux_images, prep)
+        results = {}
+        for kind in attacks:
+            if log:
+                log(f"{spec.arch} split {p.label}: {kind} attack on {tuple(victim_features.shape[1:])}")
+            results[kind] = reconstruction_attack(head, aux_images, victim_features, victim_images, prep, kind=kind,
+                                                  epochs=epochs, seed=seed, aux_features=aux_features)
+        enc = measure_part(head, x_time)
+        acc = measure_part(tail, head(x_time)) if p.index < len(seq) else None
+        modelled = cost_model.modelled_seconds(enc.measured_s, enc.weight_bytes, enc.peak_activation_bytes)
+        rep = SplitReport(p, results, enc.as_dict(), acc.as_dict() if acc else {}, modelled,
+                          enc.flops / max(full.flops, 1), enc.params / max(full.params, 1), False)
+        rep.safe = rep.worst_ssim <= max_ssim
+        reports.append(rep)
+        if log:
+            log(f"{spec.arch} split {p.label}: worst SSIM (upper 95%) {rep.worst_ssim:.3f}, "
+                f"enclave FLOP share {rep.flop_share:.1%}")
+    return Plan(spec.arch, max_ssim, reports, choose(reports, max_ssim), full_model, cost_model.as_dict(),
+                time.perf_counter() - t0, {"prior_baseline": prior_baseline(aux_images, victim_images)})
+
+
+def prior_baseline(aux_images: torch.Tensor, victim_images: torch.Tensor) -> dict:
+    """SSIM/PSNR of the adversary's *mean auxiliary image* against each victim image: what it gets with no features.
+
+    On aligned faces this prior alone scores well above zero, so an SSIM bound should be read against it.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    victims = victim_images.float() / 255.0 if victim_images.dtype == torch.uint8 else victim_images.float()
+    aux = aux_images.float() / 255.0 if aux_images.dtype == torch.uint8 else aux_images.float()
+    mean = aux.mean(0, keepdim=True).expand_as(victims).contiguous()
+    ssim = structural_similarity_index_measure(mean, victims, data_range=1.0, reduction="none")
+    psnr = peak_signal_noise_ratio(mean, victims, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return {"what": "adversary's mean auxiliary image, no features used", "n": len(victims),
+            "ssim_mean": float(ssim.mean()), "psnr_db_mean": float(psnr.mean())}
+
+
+def choose(reports: list[SplitReport], max_ssim: float) -> SplitReport | None:
+    """The safe split (every attack's SSIM upper 95% bound <= ``max_ssim``) with the least enclave work."""
+    safe = [r for r in reports if r.worst_ssim <= max_ssim]
+    return min(safe, key=lambda r: (r.enclave_cost["flops"], r.enclave_cost["params"])) if safe else None
