@@ -72,3 +72,18 @@ def test_untrusted_code_never_imports_keys(module):
 
 def test_the_checker_sees_the_owner_side_import():
     assert "veil.keys" in closure("veil.obfuscation.keyed")  # the rule can fail
+
+
+# XNN-d: the recognition server and the attacks never reach the client's noise encoder (veil.xnnd) or keys.
+SERVER_SIDE = [f"veil.serve.{p.stem}" for p in (SRC / "veil" / "serve").glob("*.py")] + ["veil.attacks.black_box"]
+
+
+@pytest.mark.parametrize("module", SERVER_SIDE)
+def test_server_and_attacker_never_import_the_client_encoder(module):
+    reached = closure(module)
+    assert "veil.keys" not in reached, f"{module} reaches veil.keys"
+    assert not [m for m in reached if m == "veil.xnnd" or m.startswith("veil.xnnd.")], f"{module} reaches veil.xnnd"
+
+
+def test_the_checker_sees_the_client_encoder_import():
+    assert "veil.xnnd.generator" in closure("veil.cli.client")  # the XNN-d rule can fail

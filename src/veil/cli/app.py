@@ -30,6 +30,13 @@ def _register() -> None:
     from veil.cli import bench  # own line (paper tables)
 
     app.add_typer(bench.app, name="bench")
+    from veil.cli import client as xnnd_client  # own line (XNN-d): merges cleanly with edits nearby
+    from veil.cli import serve as xnnd_serve
+    from veil.cli import xnnd
+
+    app.add_typer(xnnd.app, name="xnnd")
+    app.command("serve")(xnnd_serve.serve)
+    app.add_typer(xnnd_client.app, name="client")
     from veil.cli import report  # own line: merges cleanly with edits to the import above
 
     app.command("report")(report.report)

@@ -1,0 +1,145 @@
+"""Benchmark: bounded load on the XNN-d recognition server over loopback.
+
+    python bench/serve.py [--requests 2000] [--concurrency 8] [--recnet PATH]
+
+Starts the real server (``python -m veil.serve``) on a free loopback port, enrols a gallery of 100
+identities, then sends ``--requests`` identify requests (one probe feature + its mirror each, a
+safetensors body of 2 x 17 x 256 float32 = 34.9 KB) from ``--concurrency`` concurrent clients, and
+reports throughput, p50/p99 latency and the error count (target 0) into bench/results/serve.json
+and serve.md. Without ``--recnet`` it uses runs/bench-table4/recnet_server.safetensors when present,
+else a randomly initialised RecNet of the same architecture (timing does not depend on weights).
+Client and server share the machine's cores, so the figures are a floor for a dedicated server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from veil.demo import environment  # noqa: E402
+from veil.models.recnet import RecNet, RecNetConfig, load_recnet, save_recnet  # noqa: E402
+from veil.serve.protocol import CONTENT_TYPE, encode  # noqa: E402
+
+DEFAULT_RECNET = HERE.parent / "runs" / "bench-table4" / "recnet_server.safetensors"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(recnet: Path, gallery: Path, threads: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "veil.serve", "--recnet", str(recnet), "--gallery", str(gallery),
+                             "--port", str(port), "--threads", str(threads)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while True:
+            try:
+                body = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            t = time.perf_counter()
+            try:
+                r = await client.post("/v1/identify", content=body, headers={"Content-Type": CONTENT_TYPE})
+                ok = r.status_code == 200 and len(r.json()["results"]) == 1
+            except (httpx.HTTPError, ValueError, KeyError):
+                ok = False
+            latencies.append(time.perf_counter() - t)
+            errors += not ok
+
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return latencies, errors, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--recnet", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "serve.json")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        recnet_path = args.recnet or (DEFAULT_RECNET if DEFAULT_RECNET.exists() else None)
+        weights = "trained (bench/table4.py)" if recnet_path else "random init, same architecture"
+        if recnet_path is None:
+            recnet_path = save_recnet(RecNet(RecNetConfig(17, 256, 128, 2, 4, 128)), Path(tmp) / "r.safetensors",
+                                      {"synthetic": True})
+        rec, _ = load_recnet(recnet_path)
+        n, d = rec.cfg.in_tokens, rec.cfg.in_dim
+        g = torch.Generator().manual_seed(args.seed)
+        proc, url = start(recnet_path, Path(tmp) / "gallery.safetensors", args.threads)
+        try:
+            with httpx.Client(base_url=url, timeout=60) as c:
+                for i in range(100):
+                    f = torch.randn(2, n, d, generator=g)
+                    c.post("/v1/enrol", params={"name": f"person{i}"}, content=encode(f[:1], f[1:])).raise_for_status()
+            bodies = [encode(*torch.randn(2, 1, n, d, generator=g).unbind(0)) for _ in range(args.requests)]
+            latencies, errors, wall = asyncio.run(load(url, bodies, args.concurrency))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    q = statistics.quantiles(latencies, n=100)
+    result = {"benchmark": "serve", "requests": args.requests, "concurrency": args.concurrency, "errors": errors,
+              "throughput_rps": args.requests / wall, "latency_ms": {"p50": 1000 * q[49], "p99": 1000 * q[98],
+                                                                     "mean": 1000 * statistics.fmean(latencies),
+                                                                     "max": 1000 * max(latencies)},
+              "wall_seconds": wall, "body_bytes": len(bodies[0]), "gallery": 100, "recnet": weights,
+              "server_threads": args.threads, "seed": args.seed, "environment": environment(torch.device("cpu")),
+              "command": "python bench/serve.py " + " ".join(sys.argv[1:])}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    lat = result["latency_ms"]
+    md = ("| requests | concurrency | errors | throughput | p50 | p99 | body |\n|---|---|---|---|---|---|---|\n"
+          f"| {args.requests} | {args.concurrency} | {errors} | {result['throughput_rps']:.1f} req/s | "
+          f"{lat['p50']:.1f} ms | {lat['p99']:.1f} ms | {result['body_bytes']} B |\n\n"
+          f"Loopback, client and server on the same {os.cpu_count()}-core machine; server RecNet {weights}, "
+          f"{args.threads} torch thread(s); gallery of 100; regenerate: `{result['command']}`.\n")
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

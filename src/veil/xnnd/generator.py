@@ -1,0 +1,143 @@
+"""The client's feature generator FG = LayerNorm(ExtNet(x)) + noise_encoder(x).
+
+ExtNet is public and frozen. The paper's baseline adds a LayerNorm after ExtNet; Veil's uses no
+affine parameters, so every clean token has RMS 1. The noise encoder has ExtNet's structure (the
+same stem and first blocks), starts from ExtNet's public weights and is then trained adversarially
+(stage 1); its trained weights are the client's secret. Its output is rescaled per token to RMS
+``eps``: a hard bound on the noise, so the noised feature is never more than ``eps`` away (per
+token, in RMS) from the clean one. BatchNorm layers use their running statistics in training as
+at inference, so a feature depends on its image only, never on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from veil.errors import VeilError
+from veil.models.extractor import ExtNet, ExtractorConfig, _load_state, build_backbone, extnet_digest, read_metadata
+
+FORMAT = "veil-xnnd-fg"
+
+
+class NoiseEncoder(nn.Module):
+    """Images -> noise tokens (B, N, D) with per-token RMS ``eps``; ExtNet's architecture, trainable."""
+
+    def __init__(self, ext: ExtNet, eps: float) -> None:
+        super().__init__()
+        inner = copy.deepcopy(ext)
+        self.patch_embed = inner.patch_embed
+        self.cls_token = inner.cls_token
+        self.pos_embed = inner.pos_embed
+        self.norm_pre = inner.norm_pre
+        self.blocks = inner.blocks
+        self.no_embed_class = inner.no_embed_class
+        self.register_buffer("mean", ext.mean.clone(), persistent=False)
+        self.register_buffer("std", ext.std.clone(), persistent=False)
+        self.img_size = ext.cfg.img_size
+        self.eps = float(eps)
+        self.requires_grad_(True)
+        self._freeze_batchnorm()
+
+    def _freeze_batchnorm(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+                m.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> NoiseEncoder:
+        super().train(mode)
+        self._freeze_batchnorm()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        x = self.patch_embed((x - self.mean) / self.std)
+        prefix = [self.cls_token.expand(x.shape[0], -1, -1)] if self.cls_token is not None else []
+        if self.no_embed_class:
+            x = torch.cat(prefix + [x + self.pos_embed], dim=1)
+        else:
+            x = torch.cat(prefix + [x], dim=1) + self.pos_embed
+        raw = self.blocks(self.norm_pre(x))
+        raw = raw - raw.mean(dim=-1, keepdim=True)
+        rms = raw.pow(2).mean(dim=-1, keepdim=True).add(1e-6).sqrt()
+        return self.eps * raw / rms
+
+
+class FeatureGenerator(nn.Module):
+    """FG: what the client runs before anything leaves the device. ``encoder=None`` is the baseline (no noise)."""
+
+    def __init__(self, ext: ExtNet, encoder: NoiseEncoder | None = None) -> None:
+        super().__init__()
+        self.ext = ext
+        self.encoder = encoder
+        self.norm = nn.LayerNorm(ext.cfg.embed_dim, elementwise_affine=False)
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return self.ext.token_shape
+
+    @property
+    def eps(self) -> float:
+        return self.encoder.eps if self.encoder is not None else 0.0
+
+    def clean(self, images: torch.Tensor) -> torch.Tensor:
+        """The baseline feature: LayerNorm(ExtNet(x)); no gradient (ExtNet is frozen)."""
+        with torch.no_grad():
+            return self.norm(self.ext(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        clean = self.clean(images)
+        return clean if self.encoder is None else clean + self.encoder(images)
+
+
+def save_generator(fg: FeatureGenerator, path: str | Path, info: dict | None = None) -> Path:
+    """The client's secret file (mode 0600): ExtNet weights and the noise encoder, safetensors + JSON metadata."""
+    if fg.encoder is None:
+        raise VeilError("this feature generator has no noise encoder: nothing secret to save")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"ext.{k}": v for k, v in fg.ext.state_dict().items()}
+    state.update({f"enc.{k}": v for k, v in fg.encoder.state_dict().items()})
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta = {"format": FORMAT, "extractor_config": json.dumps(asdict(fg.ext.cfg)), "eps": repr(fg.encoder.eps),
+            "extractor_digest": extnet_digest(fg.ext), "info": json.dumps(info or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    save_file(state, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return path
+
+
+def load_generator(path: str | Path) -> tuple[FeatureGenerator, dict]:
+    """FG (eval mode) from :func:`save_generator`'s file, and its info dict."""
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise VeilError(f"{path} is not a Veil XNN-d feature-generator file")
+    try:
+        cfg = ExtractorConfig(**json.loads(meta["extractor_config"]))
+        eps = float(meta["eps"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VeilError(f"{path}: corrupt metadata ({exc})") from None
+    state = _load_state(path)
+    ext = ExtNet(build_backbone(cfg), cfg)
+    enc = NoiseEncoder(ext, eps)
+    try:
+        ext.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ext.")})
+        enc.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("enc.")})
+    except RuntimeError as exc:
+        raise VeilError(f"{path}: weights do not match its config ({str(exc).splitlines()[0]})") from None
+    if extnet_digest(ext) != meta.get("extractor_digest"):
+        raise VeilError(f"{path}: ExtNet weights do not match the recorded digest")
+    fg = FeatureGenerator(ext, enc).eval()
+    fg.requires_grad_(False)
+    return fg, json.loads(meta.get("info", "{}"))

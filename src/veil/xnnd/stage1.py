@@ -1,0 +1,95 @@
+"""Stage 1 (paper 4.1): train the noise encoder against an adversary recogniser trained alongside it.
+
+Each step: (a) the adversary (a RecNet + CosFace head over the training identities, the
+eavesdropper's stand-in) takes ``adversary_steps`` steps of CosFace cross-entropy on the current
+noised features, detached; (b) the encoder takes one step on
+``adv_weight * max(0, log C - CE(adversary(clean + noise), y))``: it pushes the adversary's loss
+up until the adversary is no better than chance (the authors' ``loss_G = -CE``, capped so that the
+encoder stops spending its bounded noise once recognition is already at chance). The noise bound
+(per-token RMS ``eps``, see :mod:`veil.xnnd.generator`) is what keeps the features usable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+
+import torch
+import torch.nn.functional as F
+
+from veil.errors import VeilError
+from veil.models.recnet import RecNet, RecNetConfig
+from veil.train.progress import progress_bar
+from veil.xnnd.config import AdversarialConfig
+from veil.xnnd.features import generate
+from veil.xnnd.generator import FeatureGenerator, NoiseEncoder
+from veil.xnnd.heads import CosineHead
+
+
+def train_noise_encoder(fg: FeatureGenerator, images: torch.Tensor, labels: torch.Tensor,
+                        cfg: AdversarialConfig | None = None, device: torch.device | str = "cpu",
+                        show_progress: bool = True) -> tuple[NoiseEncoder, dict]:
+    """A trained noise encoder for ``fg``'s ExtNet, from the owner's training images (uint8) and labels."""
+    cfg = cfg or AdversarialConfig()
+    if images.ndim != 4 or images.dtype != torch.uint8 or len(images) != len(labels):
+        raise VeilError(f"images must be uint8 (n, 3, H, W) with n labels, got {tuple(images.shape)} "
+                        f"{images.dtype} and {len(labels)} labels")
+    if len(images) < cfg.batch_size:
+        raise VeilError(f"{len(images)} training images, fewer than one batch of {cfg.batch_size}")
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    classes = int(labels.max()) + 1
+    clean = {False: generate(fg, images, clean=True, device=device),
+             True: generate(fg, images, flip=True, clean=True, device=device)}
+    n_tok, dim = fg.token_shape
+    encoder = NoiseEncoder(fg.ext, cfg.eps).to(device).train()
+    adversary = RecNet(RecNetConfig(n_tok, dim, cfg.adversary_dim, cfg.adversary_depth, 4, 128)).to(device).train()
+    head = CosineHead(128, classes, cfg.scale, cfg.margin).to(device)
+    opt_e = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=cfg.encoder_lr,
+                              weight_decay=cfg.weight_decay)
+    opt_a = torch.optim.AdamW(list(adversary.parameters()) + list(head.parameters()), lr=cfg.adversary_lr,
+                              weight_decay=cfg.weight_decay)
+    chance_ce = math.log(classes)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    steps = len(images) // cfg.batch_size
+    history: dict = {"config": asdict(cfg), "adversary_ce": [], "adversary_acc": [], "encoder_loss": [],
+                     "chance_ce": chance_ce, "classes": classes, "images": len(images)}
+    start = time.time()
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("xnnd stage 1: adversarial noise", total=cfg.epochs * steps, status="")
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(images), generator=gen)
+            sums = {"ce": 0.0, "acc": 0.0, "enc": 0.0}
+            for s in range(steps):
+                idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                x = images[idx]
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x).to(device)
+                c = torch.where(flip.view(-1, 1, 1), clean[True][idx], clean[False][idx]).to(device)
+                y = labels[idx].to(device)
+                noised = c + encoder(x)
+                for _ in range(cfg.adversary_steps):
+                    loss_a = head.margin_loss(adversary(noised.detach()), y)
+                    opt_a.zero_grad(set_to_none=True)
+                    loss_a.backward()
+                    opt_a.step()
+                logits = head.logits(adversary(noised))
+                ce = F.cross_entropy(logits, y)
+                loss_e = cfg.adv_weight * F.relu(chance_ce - ce)
+                opt_e.zero_grad(set_to_none=True)
+                opt_a.zero_grad(set_to_none=True)
+                loss_e.backward()
+                opt_e.step()
+                sums["ce"] += ce.item()
+                sums["acc"] += (logits.argmax(1) == y).float().mean().item()
+                sums["enc"] += loss_e.item()
+                bar.update(task, advance=1, status=f"epoch {epoch + 1} adversary CE {sums['ce'] / (s + 1):.2f}")
+            history["adversary_ce"].append(sums["ce"] / steps)
+            history["adversary_acc"].append(sums["acc"] / steps)
+            history["encoder_loss"].append(sums["enc"] / steps)
+    history["seconds"] = time.time() - start
+    encoder = encoder.cpu().eval()
+    encoder.requires_grad_(False)
+    return encoder, history
