@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -81,20 +80,3 @@ def test_reconstruction_attack_on_real_faces() -> None:
     assert res.n == 24 and res.samples.shape[1:] == (3, 32, 32)
     assert float(res.psnr.mean()) > float(baseline.mean()) + 1.0, (res.psnr.mean(), baseline.mean())
     assert 0 < float(res.ssim.mean()) < 1
-
-
-
-@pytest.fixture(scope="session")
-def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """40 SYNTHETIC identities x 4 images, 32x32 PNG (same as the top-level fixture, kept local)."""
-    from PIL import Image
-
-    from veil.data.synthetic import synthetic_faces
-
-    root = tmp_path_factory.mktemp("synthetic_faces_partition")
-    faces = synthetic_faces(identities=40, per_identity=4, image_size=32, seed=1)
-    for i, (img, label) in enumerate(zip(faces.images, faces.labels, strict=True)):
-        folder = root / faces.names[int(label)]
-        folder.mkdir(exist_ok=True)
-        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{faces.names[int(label)]}_{i:04d}.png")
-    return root
