@@ -41,7 +41,7 @@ bench-xnn: setup
 	$(BIN)/python bench/xnn.py
 
 bench-table2: setup
-	$(BIN)/python bench/table2.py
+	$(BIN)/python bench/table2.py --owner-epochs 20
 
 clean:
 	rm -rf runs .pytest_cache

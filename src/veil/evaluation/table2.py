@@ -32,7 +32,7 @@ from veil.attacks.simulation import (
     simulate_xnn,
 )
 from veil.data.faceset import FaceSet
-from veil.data.splits import Split
+from veil.data.splits import Split, gallery_probe
 from veil.demo import PRESETS, cached_extractor, environment, resolve_data, run_key
 from veil.errors import VeilError
 from veil.evaluation import protections
@@ -85,20 +85,19 @@ def _target(protection: protections.Protection, faces: FaceSet, gallery_seed: in
     return Target.from_features(features, faces.labels, gallery_seed, flipped)
 
 
-def _rate(result) -> dict:
-    return result.as_dict()
+def _clean_tokens(ext: ExtNet, faces: FaceSet, device) -> torch.Tensor:
+    """Public ExtNet tokens of the images, then of their mirrors."""
+    return torch.cat([extract_tokens(ext, faces.images, device=device),
+                      extract_tokens(ext, faces.images, flip=True, device=device)])
 
 
-def _simulation(name: str, ext: ExtNet, aux: FaceSet, public: torch.Tensor, cfg: Table2Config,
-                device) -> Simulation:
+def _simulation(name: str, ext: ExtNet, aux: FaceSet, clean: torch.Tensor, public: torch.Tensor,
+                cfg: Table2Config, device) -> Simulation:
+    """The expectation attack's training set for ``name``; ``clean`` = :func:`_clean_tokens` of ``aux``."""
     if name == "Vanilla+PE":
-        tokens = torch.cat([extract_tokens(ext, aux.images, device=device),
-                            extract_tokens(ext, aux.images, flip=True, device=device)])
-        return simulate_none(tokens, torch.cat([aux.labels, aux.labels]))
+        return simulate_none(clean, torch.cat([aux.labels, aux.labels]))
     if name == "XNN":
-        tokens = torch.cat([extract_tokens(ext, aux.images, device=device),
-                            extract_tokens(ext, aux.images, flip=True, device=device)])
-        return simulate_xnn(tokens, torch.cat([aux.labels, aux.labels]), cfg.matrix, cfg.seed)
+        return simulate_xnn(clean, torch.cat([aux.labels, aux.labels]), cfg.matrix, cfg.seed)
     if name.startswith("IH"):
         k = int(name[len("IH(k="):-1])
         return simulate_instahide(ext, aux.images, aux.labels, public, k, cfg.ih_cap, cfg.ih_encodings,
@@ -125,6 +124,34 @@ def _public_pool(data, split: Split, img_size: int, size: int, seed: int) -> tor
     return faces.images[idx]
 
 
+@dataclass
+class _Context:
+    """Everything the rows share: one split, one ExtNet, one key, the loaded face groups, one recipe."""
+
+    cfg: Table2Config
+    ext: ExtNet
+    key: OwnerKey
+    split: Split
+    train: FaceSet
+    test: FaceSet
+    aux: dict[str, FaceSet]
+    clean: dict[str, torch.Tensor]
+    public: torch.Tensor
+    recipe: AttackRecNetConfig
+    device: torch.device
+    log: Callable[[str], None]
+    advance: Callable[[str], None] = lambda _status: None
+
+    def target(self, protection: protections.Protection) -> Target:
+        return _target(protection, self.test, self.split.gallery_seed, self.device)
+
+    def owner_utility(self, protection: protections.Protection):
+        """Train the owner's RecNet on the method's training rows; its leakage result on the test persons."""
+        rows = protection.training_rows(self.train.images, self.train.labels, self.device)
+        recnet = fit_recnet(rows.tokens, rows.labels, self.recipe, device=self.device)
+        return identity_leakage(self.target(protection), recnet_embedder(recnet)), rows
+
+
 def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", cfg: Table2Config | None = None,
                device: str | torch.device = "cpu", log: Callable[[str], None] = print,
                show_progress: bool = True, command: str = "veil bench table2") -> dict:
@@ -139,36 +166,32 @@ def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", 
     split = prepare_split(data, out / "split.json", preset.split)
     ext_path, _ = cached_extractor(data, split, preset, device, show_progress, log)
     ext = load_extnet(ext_path)
-    key = run_key(out)
     size = ext.cfg.img_size
-    train = load_group(data, split, "owner_train", size)
-    test = load_group(data, split, "owner_test", size)
     aux = {g: load_group(data, split, g, size) for g in cfg.aux_groups}
-    public = _public_pool(data, split, size, cfg.public_pool, cfg.seed)
-    recipe = _owner_recipe(cfg)
+    ctx = _Context(cfg, ext, run_key(out), split, load_group(data, split, "owner_train", size),
+                   load_group(data, split, "owner_test", size), aux,
+                   {g: _clean_tokens(ext, f, device) for g, f in aux.items()},
+                   _public_pool(data, split, size, cfg.public_pool, cfg.seed), _owner_recipe(cfg), device, log)
     groups = ", ".join(f"{g} {len(f)}" for g, f in aux.items())
-    log(f"owner: {len(train)} training images of {len(train.names)} persons; test {len(test)} images of "
-        f"{len(test.names)} persons; aux {groups}; public pool {len(public)}")
+    log(f"owner: {len(ctx.train)} training images of {len(ctx.train.names)} persons; test {len(ctx.test)} images "
+        f"of {len(ctx.test.names)} persons; aux {groups}; public pool {len(ctx.public)}")
 
     steps = len(cfg.methods) * (1 + len(aux)) + (3 if cfg.ablations else 0)
     with progress_bar(show_progress) as bar:
         task = bar.add_task("table 2", total=steps, status="")
-        rows, hits, timings = _methods(cfg, ext, key, train, test, aux, public, split, recipe, device, log,
-                                       lambda s: bar.update(task, advance=1, status=s))
-        probe_labels = test.labels[Target.from_features(torch.zeros(len(test), 1, 1), test.labels,
-                                                        split.gallery_seed).probe]
-        if "Vanilla+PE" in hits:
-            for row in rows:
-                if row["method"] != "Vanilla+PE":
-                    row["utility_ratio_vs_vanilla"] = bootstrap_ratio(hits[row["method"]], hits["Vanilla+PE"],
-                                                                      probe_labels, seed=cfg.seed)
-        ablations = (_ablations(ext, key, train, test, aux, split, recipe, cfg, device, log, rows,
-                                lambda s: bar.update(task, advance=1, status=s)) if cfg.ablations else [])
+        ctx.advance = lambda status: bar.update(task, advance=1, status=status)
+        rows, hits = _methods(ctx)
+        probe_labels = ctx.test.labels[gallery_probe(ctx.test, split.gallery_seed)[1]]
+        for row in rows:
+            if "Vanilla+PE" in hits and row["method"] != "Vanilla+PE":
+                row["utility_ratio_vs_vanilla"] = bootstrap_ratio(hits[row["method"]], hits["Vanilla+PE"],
+                                                                  probe_labels, seed=cfg.seed)
+        ablations = _ablations(ctx, rows) if cfg.ablations else []
     payload = {
         "command": command, "data": str(data), "synthetic": False, "device": str(device),
         "split": {g: len(v) for g, v in split.groups.items()}, "extractor": str(ext_path),
         "rows": rows, "ablations": ablations,
-        "config": {**{k: v for k, v in asdict(cfg).items() if k != "attack"}, "owner_recipe": asdict(recipe),
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "attack"}, "owner_recipe": asdict(ctx.recipe),
                    "attack_recipe": asdict(cfg.attack)},
         "protocol": {"utility": "owner's RecNet, owner_test persons, 1 gallery image each, rest probes, "
                                 "image + mirror embeddings summed",
@@ -181,40 +204,32 @@ def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", 
     return payload
 
 
-def _methods(cfg: Table2Config, ext: ExtNet, key: OwnerKey, train: FaceSet, test: FaceSet, aux: dict[str, FaceSet],
-             public: torch.Tensor, split: Split, recipe: AttackRecNetConfig, device, log,
-             advance: Callable[[str], None]) -> tuple[list[dict], dict, dict]:
+def _methods(ctx: _Context) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """Utility and leakage of every method: one owner RecNet and one attacker RecNet per auxiliary group."""
-    rows, hits, timings = [], {}, {}
-    for name in cfg.methods:
+    rows, hits = [], {}
+    for name in ctx.cfg.methods:
         t = time.time()
-        protection = _protection(name, ext, key, public, cfg)
-        train_rows = protection.training_rows(train.images, train.labels, device)
-        recnet = fit_recnet(train_rows.tokens, train_rows.labels, recipe, device=device)
-        target = _target(protection, test, split.gallery_seed, device)
-        utility = identity_leakage(target, recnet_embedder(recnet))
+        protection = _protection(name, ctx.ext, ctx.key, ctx.public, ctx.cfg)
+        utility, train_rows = ctx.owner_utility(protection)
         hits[name] = utility.hits
-        advance(f"{name} owner")
+        ctx.advance(f"{name} owner")
+        target = ctx.target(protection)
         leakage = {}
-        for group, faces in aux.items():
-            attacker = _simulation(name, ext, faces, public, cfg, device).fit(cfg.attack, device)
-            leakage[group] = _rate(identity_leakage(target, recnet_embedder(attacker)))
-            advance(f"{name} attack {group}")
-        timings[name] = time.time() - t
-        row = {"method": name, "obfuscation": protection.obfuscation.public_info() if protection.obfuscation
-               else {"method": "none"}, "utility": _rate(utility), "leakage": leakage, "chance": target.chance,
-               "training_rows": len(train_rows.tokens), "token_shape": list(train_rows.tokens.shape[1:]),
-               "seconds": timings[name]}
-        rows.append(row)
-        log(f"{name}: utility {utility.rate}; leakage " + "; ".join(
+        for group, faces in ctx.aux.items():
+            sim = _simulation(name, ctx.ext, faces, ctx.clean[group], ctx.public, ctx.cfg, ctx.device)
+            leakage[group] = identity_leakage(target, recnet_embedder(sim.fit(ctx.cfg.attack, ctx.device))).as_dict()
+            ctx.advance(f"{name} attack {group}")
+        obf = protection.obfuscation
+        rows.append({"method": name, "obfuscation": obf.public_info() if obf else {"method": "none"},
+                     "utility": utility.as_dict(), "leakage": leakage, "chance": target.chance,
+                     "training_rows": len(train_rows.tokens), "token_shape": list(train_rows.tokens.shape[1:]),
+                     "seconds": time.time() - t})
+        ctx.log(f"{name}: utility {utility.rate}; leakage " + "; ".join(
             f"{g} {100 * v['rate']:.2f}%" for g, v in leakage.items()) + f"; chance {100 * target.chance:.2f}%")
+    return rows, hits
 
-    return rows, hits, timings
 
-
-def _ablations(ext: ExtNet, key: OwnerKey, train: FaceSet, test: FaceSet, aux: dict[str, FaceSet], split: Split,
-               recipe: AttackRecNetConfig, cfg: Table2Config, device, log, rows: list[dict],
-               advance: Callable[[str], None]) -> list[dict]:
+def _ablations(ctx: _Context, rows: list[dict]) -> list[dict]:
     """Table 5: which parts matter. Rows already measured above are copied, not re-trained."""
     out = []
     by_name = {r["method"]: r for r in rows}
@@ -222,36 +237,30 @@ def _ablations(ext: ExtNet, key: OwnerKey, train: FaceSet, test: FaceSet, aux: d
     def record(name: str, pretrained: bool, obf: bool, frozen: bool, utility: dict) -> None:
         out.append({"name": name, "pretrained_extnet": pretrained, "obfnet": obf, "frozen_recnet": frozen,
                     "utility": utility})
-        log(f"ablation {name}: utility {100 * utility['rate']:.2f}% (n={utility['n']})")
+        ctx.log(f"ablation {name}: utility {100 * utility['rate']:.2f}% (n={utility['n']})")
 
-    torch.manual_seed(cfg.seed)
-    random_ext = ExtNet(build_backbone(ext.cfg), ext.cfg)
-    plain = protections.vanilla(random_ext)
-    train_rows = plain.training_rows(train.images, train.labels, device)
-    recnet = fit_recnet(train_rows.tokens, train_rows.labels, recipe, device=device)
+    torch.manual_seed(ctx.cfg.seed)
+    random_ext = ExtNet(build_backbone(ctx.ext.cfg), ctx.ext.cfg)
     record("Vanilla (random, untrained ExtNet)", False, False, False,
-           _rate(identity_leakage(_target(plain, test, split.gallery_seed, device), recnet_embedder(recnet))))
-    advance("ablation: random ExtNet")
+           ctx.owner_utility(protections.vanilla(random_ext))[0].as_dict())
+    ctx.advance("ablation: random ExtNet")
     for name, obf in (("Vanilla+PE", False), ("XNN", True)):
         if name in by_name:
             record(name, True, obf, False, by_name[name]["utility"])
 
     # A RecNet pre-trained on public persons (the auxiliary groups) and frozen: the cloud trains nothing.
-    public_faces = list(aux.values())
-    tokens = torch.cat([extract_tokens(ext, f.images, flip=flip, device=device) for f in public_faces
-                        for flip in (False, True)])
     offsets, labels = 0, []
-    for f in public_faces:
-        labels += [f.labels + offsets] * 2
-        offsets += len(f.names)
-    frozen: RecNet = fit_recnet(tokens, torch.cat(labels), recipe, device=device)
-    advance("ablation: frozen RecNet")
-    for name, protection, obf in (("Vanilla+PE, frozen pre-trained RecNet", protections.vanilla(ext), False),
-                                  ("XNN, frozen pre-trained RecNet", protections.xnn(ext, key, cfg.matrix), True)):
-        record(name, True, obf, True,
-               _rate(identity_leakage(_target(protection, test, split.gallery_seed, device),
-                                      recnet_embedder(frozen))))
-    advance("ablations done")
+    for faces in ctx.aux.values():
+        labels += [faces.labels + offsets] * 2  # images, then mirrors, as in _clean_tokens
+        offsets += len(faces.names)
+    frozen: RecNet = fit_recnet(torch.cat(list(ctx.clean.values())), torch.cat(labels), ctx.recipe,
+                                device=ctx.device)
+    ctx.advance("ablation: frozen RecNet")
+    for name, protection, obf in (("Vanilla+PE, frozen pre-trained RecNet", protections.vanilla(ctx.ext), False),
+                                  ("XNN, frozen pre-trained RecNet",
+                                   protections.xnn(ctx.ext, ctx.key, ctx.cfg.matrix), True)):
+        record(name, True, obf, True, identity_leakage(ctx.target(protection), recnet_embedder(frozen)).as_dict())
+    ctx.advance("ablations done")
     return out
 
 
