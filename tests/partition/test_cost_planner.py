@@ -73,3 +73,17 @@ def test_planner_rejects_bad_bound() -> None:
     with pytest.raises(VeilError, match="max-ssim"):
         plan(_tiny(), ModelSpec("tiny", 3, image_size=16), torch.zeros(40, 3, 16, 16, dtype=torch.uint8),
              torch.zeros(4, 3, 16, 16, dtype=torch.uint8), max_ssim=1.5)
+
+
+def test_bound_relative_to_the_no_feature_prior() -> None:
+    """--over-prior: bound = SSIM of the adversary's mean image + margin, recorded in the plan."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=g)  # SYNTHETIC
+    result = plan(_tiny(), ModelSpec("tiny", 3, image_size=16), images[:40], images[40:], epochs=1,
+                  attacks=("regression",), splits=["block1"], over_prior=0.05)
+    body = result.as_dict()
+    assert body["max_ssim"] == pytest.approx(body["prior_baseline"]["ssim_mean"] + 0.05)
+    assert body["bound"] == "prior_baseline.ssim_mean + over_prior" and body["over_prior"] == 0.05
+    with pytest.raises(VeilError, match="over-prior"):
+        plan(_tiny(), ModelSpec("tiny", 3, image_size=16), images[:40], images[40:], over_prior=-0.1)

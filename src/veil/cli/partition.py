@@ -104,6 +104,8 @@ def plan(model: str = typer.Option("resnet50", help="resnet50 | vgg16 | vgg16_bn
          weights: Path | None = typer.Option(None, help="Trained weights (safetensors); omitted: train first."),
          data: Path | None = typer.Option(None, help="Image folder (one sub-folder per class)."),
          max_ssim: float = typer.Option(0.3, help="Reconstruction bound: SSIM (upper 95% CI) must stay below."),
+         over_prior: float | None = typer.Option(None, help="Instead of --max-ssim: bound = SSIM of the adversary's "
+                                                            "mean face (no features) + this margin."),
          split_list: str | None = typer.Option(None, "--splits", help="Comma-separated split labels/indices."),
          attacks: str = typer.Option("cgan,regression", help="Attacks to run (cgan, regression)."),
          epochs: int = typer.Option(6, min=1, help="Attack training epochs."),
@@ -134,7 +136,7 @@ def plan(model: str = typer.Option("resnet50", help="resnet50 | vgg16 | vgg16_bn
     chosen = [s.strip() for s in split_list.split(",")] if split_list else None
     result = run_plan(net, spec, imgs.aux.images[:aux], imgs.victim.images[:victims], max_ssim, chosen,
                       tuple(a.strip() for a in attacks.split(",")), epochs, SGXCostModel(), seed,
-                      log=lambda m: console.print(m, highlight=False))
+                      log=lambda m: console.print(m, highlight=False), over_prior=over_prior)
     body = {**result.as_dict(), "weights": str(weights), "roles": imgs.split, "simulated": SIMULATED}
     (out / "plan.json").write_text(json.dumps(body, indent=1))
     plot_plan(result, out / "plan.png")
