@@ -6,8 +6,10 @@ Needs the run folder that ``python bench/xnn.py`` writes (its stores, RecNets an
 with the owner side of the harness and never reaches an attack). Runs, in order: the expectation attack
 with each auxiliary group on XNN and on Vanilla+PE (the sanity check: leakage should be close to the
 owner's utility), the known-plaintext curve over k with the pooled and the RecNet identifier, the
-distribution-alignment attack, and the cloud's own RecNet. Each result goes to RUN/attacks/NAME.json
-(what ``veil report RUN`` reads); the collation goes to bench/results/attacks.json and attacks.md.
+distribution-alignment attack, the cloud's own RecNet, and the expectation and cloud-model attacks
+against a gallery of the adversary's own clean photos (the paper's section 5.1 definition). Each result
+goes to RUN/attacks/NAME.json (what ``veil report RUN`` reads); the collation goes to
+bench/results/attacks.json and attacks.md.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def main() -> None:
         "alignment_xnn_aux_a": lambda: h.alignment("xnn", "aux_a", "pooled", recnet=cfg),
         "cloud_xnn": lambda: h.cloud_model("xnn"),
         "cloud_vanilla": lambda: h.cloud_model("vanilla"),
+        # The paper's section 5.1 gallery: the adversary's own clean photos of the persons.
+        "expectation_xnn_aux_a_clean_gallery": lambda: h.expectation("xnn", "aux_a", cfg, args.seed, "clean"),
+        "expectation_vanilla_aux_a_clean_gallery": lambda: h.expectation("vanilla", "aux_a", cfg, args.seed, "clean"),
+        "cloud_xnn_clean_gallery": lambda: h.cloud_model("xnn", "clean"),
     }
     results: dict[str, dict] = {}
     for name, job in jobs.items():
@@ -79,6 +85,8 @@ def main() -> None:
             continue
         label = {"expectation": f"expectation, {r.get('aux')}", "alignment": f"alignment, {r.get('aux')}",
                  "cloud_model": "cloud's own RecNet"}[r["attack"]]
+        if r.get("gallery_kind") == "clean":
+            label += ", clean gallery"
         lines.append(f"| {label} | {r['method']} | {_pct(r)} | {r['n']} | {100 * r['chance']:.2f}% | {util} |")
         if r["attack"] == "alignment":
             w = r["whitened_pooled"]

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from veil.cli.app import app
 from veil.data.splits import Split
+from veil.errors import VeilError
 from veil.evaluation.leakage_harness import LeakageHarness
 from veil.keys import OwnerKey
 from veil.pipeline import obfuscate
@@ -38,6 +39,20 @@ def test_vanilla_target_is_the_clean_tokens_and_xnn_target_is_not(run_dir):
     xnn = h.target("xnn")
     assert not torch.allclose(xnn.features, clean.half().float(), atol=1e-2)
     assert len(xnn.gallery) == len(h.split.groups["owner_test"])
+
+
+def test_clean_gallery_holds_clean_tokens_and_obfuscated_probes(run_dir):
+    h = LeakageHarness(run_dir)
+    clean, _ = h.clean_tokens("owner_test")
+    owner, mixed = h.target("xnn"), h.target("xnn", "clean")
+    assert torch.equal(mixed.gallery, owner.gallery) and torch.equal(mixed.probe, owner.probe)
+    assert torch.allclose(mixed.features[mixed.gallery], clean[mixed.gallery].half().float())
+    assert torch.equal(mixed.features[mixed.probe], owner.features[owner.probe])
+    with pytest.raises(VeilError, match="gallery"):
+        h.target("xnn", "public")
+    result = CliRunner().invoke(app, ["attack", "cloud-model", "--method", "vanilla", "--gallery", "clean",
+                                      "--run", str(run_dir), "--device", "cpu"])
+    assert result.exit_code == 0 and "clean gallery" in result.output, result.output
 
 
 def test_known_plaintext_recovers_the_owner_key_from_real_pipeline_pairs(run_dir):

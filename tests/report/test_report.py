@@ -31,6 +31,7 @@ def test_page_holds_every_section(synthetic_report: tuple[Path, Path]) -> None:
     assert "38.00%" in html and "76 / 200" in html and "[31.56, 44.89]" in html
     assert "IH(k=3)" in html and "NC" in html and "frozen RecNet" in html
     assert "whitened pooled, no inversion" in html and "k = 16 (largest)" in html
+    assert "aux_a, clean gallery (adversary&#39;s own photos)" in html
     # the stores are row-aligned and the synthetic obfuscation is orthogonal: distances kept exactly
     corr = re.search(r'id="tsne-corr">([0-9.]+)<', html)
     assert corr and float(corr.group(1)) > 0.999

@@ -27,6 +27,8 @@ METHOD = typer.Option("xnn", help="Store to attack: xnn or vanilla (Vanilla+PE, 
 DATA = typer.Option(None, help="Face dataset (default: the one recorded in results.json).")
 DEVICE = typer.Option(None, help="cpu, cuda (default: auto).")
 JSON_OUT = typer.Option(None, "--json", help="Also write the result as JSON here.")
+GALLERY = typer.Option("owner", help="owner: gallery = the owner's obfuscated test images (paper 5.2); clean: the "
+                                     "adversary's own clean photos of the persons (paper 5.1).")
 
 
 def _bad_value_is_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -88,10 +90,10 @@ def expectation(run: Path = RUN, method: str = METHOD,
                 aux: str = typer.Option("aux_a", help="Adversary's auxiliary identity group: aux_a or aux_b."),
                 epochs: int = typer.Option(20, help="Expectation-RecNet training epochs."),
                 seed: int = typer.Option(0, help="Seed of the public random obfuscations and of training."),
-                data: Path = DATA, device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
+                gallery: str = GALLERY, data: Path = DATA, device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
     """Expectation attack (paper 5.2): RecNet trained under fresh random XNN parameters every batch."""
-    r = _harness(run, data, device).expectation(method, aux, _recnet_cfg(epochs, seed), seed)
-    table = _table(f"expectation attack on {method} ({aux}, {r['aux_identities']} identities)")
+    r = _harness(run, data, device).expectation(method, aux, _recnet_cfg(epochs, seed), seed, gallery)
+    table = _table(f"expectation attack on {method} ({aux}, {r['aux_identities']} identities, {gallery} gallery)")
     _row(table, "expectation", r)
     _finish(table, r, json_out)
 
@@ -146,10 +148,10 @@ def alignment(run: Path = RUN, method: str = METHOD,
 @app.command("cloud-model")
 @friendly
 @_bad_value_is_user_error
-def cloud_model(run: Path = RUN, method: str = METHOD, data: Path = DATA, device: str = DEVICE,
-                json_out: Path = JSON_OUT) -> None:
-    """The cloud's own RecNet on the owner's obfuscated gallery and probes (no attack effort)."""
-    r = _harness(run, data, device).cloud_model(method)
-    table = _table(f"cloud's own RecNet on {method} features")
+def cloud_model(run: Path = RUN, method: str = METHOD, gallery: str = GALLERY, data: Path = DATA,
+                device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
+    """The cloud's own RecNet on the owner's obfuscated probes, against the chosen gallery (no attack effort)."""
+    r = _harness(run, data, device).cloud_model(method, gallery)
+    table = _table(f"cloud's own RecNet on {method} features, {gallery} gallery")
     _row(table, "cloud RecNet", r)
     _finish(table, r, json_out)

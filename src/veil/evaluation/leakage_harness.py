@@ -43,6 +43,9 @@ from veil.store import open_store
 METHODS = {"xnn": "XNN", "vanilla": "Vanilla+PE"}
 
 
+GALLERIES = ("owner", "clean")
+
+
 def _wire(features: torch.Tensor) -> torch.Tensor:
     """Features as the store carries them (float16), back in float32 for computation."""
     return features.to(torch.float16).float()
@@ -110,13 +113,23 @@ class LeakageHarness:
 
     # -- what each adversary holds ---------------------------------------------------------------------
     @torch.no_grad()
-    def target(self, method: str) -> Target:
-        """The owner's test persons, obfuscated under ``method``, with the owner's gallery/probe indices."""
+    def target(self, method: str, gallery_kind: str = "owner") -> Target:
+        """The owner's test persons, obfuscated under ``method``, with the owner's gallery/probe indices.
+
+        ``gallery_kind="clean"`` is the paper's section 5.1 definition instead: the adversary holds *clean*
+        photos of the persons (public ExtNet tokens, no obfuscation) as its gallery, and only the probes
+        are the owner's obfuscated features.
+        """
+        if gallery_kind not in GALLERIES:
+            raise VeilError(f"gallery must be one of {', '.join(GALLERIES)}, got {gallery_kind!r}")
         faces = self.faces("owner_test")
         tokens, mirrored = self.clean_tokens("owner_test")
         obf = self.obfuscation(method)
         gallery, probe = gallery_probe(faces, self.split.gallery_seed)
-        return Target(_wire(obf(tokens)), faces.labels, gallery, probe, _wire(obf(mirrored)))
+        features, flipped = _wire(obf(tokens)), _wire(obf(mirrored))
+        if gallery_kind == "clean":
+            features[gallery], flipped[gallery] = _wire(tokens[gallery]), _wire(mirrored[gallery])
+        return Target(features, faces.labels, gallery, probe, flipped)
 
     def aux(self, group: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Public ExtNet tokens of an auxiliary group (images and mirrors) and their labels."""
@@ -156,15 +169,16 @@ class LeakageHarness:
 
     # -- the attacks -------------------------------------------------------------------------------------
     def expectation(self, method: str = "xnn", aux_group: str = "aux_a", recnet: AttackRecNetConfig | None = None,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, gallery_kind: str = "owner") -> dict:
         obfuscation = "xnn" if method == "xnn" else "none"
         attack = ExpectationAttack(obfuscation, self.matrix_kind(method) if method == "xnn" else "orthogonal",
                                    recnet, seed, self.device)
         aux_tokens, aux_labels = self.aux(aux_group)
-        target = self.target(method)
+        target = self.target(method, gallery_kind)
         self.log(f"expectation attack on {method}: training on {aux_group} ({len(aux_tokens)} rows)")
         r = attack.run(aux_tokens, aux_labels, target)
-        return {"attack": "expectation", "method": method, "aux": aux_group, **r.leakage.as_dict(),
+        return {"attack": "expectation", "method": method, "aux": aux_group, "gallery_kind": gallery_kind,
+                **r.leakage.as_dict(),
                 "seconds": r.seconds, "aux_rows": r.aux_rows, "aux_identities": r.aux_identities,
                 "config": r.config, "utility": self.utility(method)}
 
@@ -210,11 +224,12 @@ class LeakageHarness:
                 "config": r.config, **self.score_estimate(method, r.permutation, r.matrix),
                 "utility": self.utility(method)}
 
-    def cloud_model(self, method: str = "xnn") -> dict:
+    def cloud_model(self, method: str = "xnn", gallery_kind: str = "owner") -> dict:
         """The cloud's own RecNet, which it trained and holds, applied to the owner's obfuscated test features."""
         path = self.run / f"recnet_{method}.safetensors"
         if not path.is_file():
             raise VeilError(f"no cloud RecNet at {path}")
         recnet, _ = load_recnet(path)
-        r = CloudModelAttack().run(recnet, self.target(method))
-        return {"attack": "cloud_model", "method": method, **r.leakage.as_dict(), "utility": self.utility(method)}
+        r = CloudModelAttack().run(recnet, self.target(method, gallery_kind))
+        return {"attack": "cloud_model", "method": method, "gallery_kind": gallery_kind, **r.leakage.as_dict(),
+                "utility": self.utility(method)}

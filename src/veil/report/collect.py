@@ -241,6 +241,8 @@ def _variant(d: dict) -> str:
         parts.append(str(d["aux"]))
     if d.get("identifier"):
         parts.append(f"identifier {d['identifier']}")
+    if d.get("gallery_kind") == "clean":
+        parts.append("clean gallery (adversary's own photos)")
     return ", ".join(parts)
 
 
