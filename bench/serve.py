@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import statistics
@@ -33,6 +32,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from veil.demo import environment  # noqa: E402
 from veil.models.recnet import RecNet, RecNetConfig, load_recnet, save_recnet  # noqa: E402
+from veil.pipeline import write_json  # noqa: E402
 from veil.serve.protocol import CONTENT_TYPE, encode  # noqa: E402
 
 DEFAULT_RECNET = HERE.parent / "runs" / "bench-table4" / "recnet_server.safetensors"
@@ -129,8 +129,7 @@ def main() -> None:
               "wall_seconds": wall, "body_bytes": len(bodies[0]), "gallery": 100, "recnet": weights,
               "server_threads": args.threads, "seed": args.seed, "environment": environment(torch.device("cpu")),
               "command": "python bench/serve.py " + " ".join(sys.argv[1:])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     lat = result["latency_ms"]
     md = ("| requests | concurrency | errors | throughput | p50 | p99 | body |\n|---|---|---|---|---|---|---|\n"
           f"| {args.requests} | {args.concurrency} | {errors} | {result['throughput_rps']:.1f} req/s | "

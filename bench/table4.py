@@ -34,7 +34,7 @@ from veil.demo import PRESETS, default_data, environment, extractor_cache_path  
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.models.extractor import load_extnet  # noqa: E402
 from veil.models.recnet import load_recnet  # noqa: E402
-from veil.pipeline import prepare_split, pretrain_extractor  # noqa: E402
+from veil.pipeline import prepare_split, pretrain_extractor, write_json  # noqa: E402
 from veil.xnnd.config import AdversarialConfig, DistillConfig, XnndConfig  # noqa: E402
 from veil.xnnd.generator import FeatureGenerator, load_generator  # noqa: E402
 from veil.xnnd.harness import Harness  # noqa: E402
@@ -161,8 +161,7 @@ def main() -> None:
               "train_wall_seconds": train_s, "reused_training": bool(args.reuse),
               "environment": environment(device), "wall_seconds": time.time() - start,
               "command": "python bench/table4.py " + " ".join(sys.argv[1:])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    write_json(args.out, result)
     md = markdown(result)
     args.out.with_suffix(".md").write_text(md)
     print(md)

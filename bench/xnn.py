@@ -41,7 +41,7 @@ from veil.models.recnet import load_recnet  # noqa: E402
 from veil.obfuscation.base import NoObfuscation  # noqa: E402
 from veil.obfuscation.keyed import xnn_from_key  # noqa: E402
 from veil.owner import OwnerModel  # noqa: E402
-from veil.pipeline import load_group  # noqa: E402
+from veil.pipeline import load_group, write_json  # noqa: E402
 from veil.train.cloud import CloudTrainConfig, train_recnet  # noqa: E402
 
 MEMORY_CHILD = r"""
@@ -213,8 +213,7 @@ def main() -> None:
     }
     result["wall_seconds"] = time.time() - start + (summary["wall_seconds"] if args.reuse else 0.0)
     result["reused_run"] = bool(args.reuse)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    write_json(args.out, result)
     md = markdown(result)
     args.out.with_suffix(".md").write_text(md)
     print(md)

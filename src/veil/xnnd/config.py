@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from veil.errors import VeilError
+from veil.train.cloud import CloudTrainConfig
 
 
 def _positive(name: str, value: float) -> None:
@@ -56,28 +57,19 @@ class AdversarialConfig:
 
 
 @dataclass
-class DistillConfig:
-    """Stage 2 (and the teacher): RecNet training, the paper's SGD recipe, shortened.
+class DistillConfig(CloudTrainConfig):
+    """Stage 2 (and the teacher): RecNet training with the cloud's recipe and fields, shortened.
 
     Student loss = ``kd_weight * T^2 * KL(teacher/T || student/T) + ce_weight * CosFace-CE``.
     """
 
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
     warmup_epochs: float = 2.0
-    margin: float = 0.35
-    scale: float = 32.0
+    dim: int = 128
     temperature: float = 4.0
     kd_weight: float = 0.3
     ce_weight: float = 1.0
-    dim: int = 128
-    depth: int = 2
-    num_heads: int = 4
-    emb_dim: int = 128
-    seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "dim", "depth", "num_heads", "emb_dim"):
