@@ -7,11 +7,11 @@ owner:     recnet + key -> evaluate / identify
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from veil import io
 from veil.data.faceset import FaceSet, count_images, load_faces, stream_faces
 from veil.data.splits import Split, SplitSpec, make_split
 from veil.errors import VeilError
@@ -118,9 +118,5 @@ def compare(results: dict[str, dict], numerator: str, denominator: str) -> dict:
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
-    return path
+    """Atomically write ``payload`` as JSON (kept here for callers of ``veil.pipeline``; see :mod:`veil.io`)."""
+    return io.write_json(path, payload)

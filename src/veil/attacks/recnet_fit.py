@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from veil.attacks import params
 from veil.models.extractor import ExtNet
-from veil.models.recnet import RecNet, RecNetConfig
+from veil.models.recnet import RecNet, build_recnet
 from veil.train.cloud import CloudTrainConfig
 from veil.train.losses import SoftCosFace, cosface
 from veil.train.schedule import warmup_cosine
@@ -78,7 +78,7 @@ def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConf
 
     with torch.no_grad():
         _, n_tok, dim = prepare(tokens[:2], labels[:2])[0].shape
-    recnet = RecNet(RecNetConfig(n_tok, dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.emb_dim)).to(device)
+    recnet = build_recnet(n_tok, dim, cfg).to(device)
     loss_fn = (SoftCosFace if soft else cosface)(classes, cfg.emb_dim, cfg.margin, cfg.scale).to(device)
     data = TensorDataset(tokens, labels)
     batch = min(cfg.batch_size, len(data))

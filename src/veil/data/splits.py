@@ -21,6 +21,7 @@ import torch
 
 from veil.data.faceset import FaceSet
 from veil.errors import VeilError
+from veil.io import write_json
 
 GROUPS = ("public", "owner_train", "owner_test", "aux_a", "aux_b")
 
@@ -57,15 +58,10 @@ class Split:
                 seen[n] = group
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         body = {"format": "veil-split", "version": 1, "dataset": self.dataset,
                 "dataset_digest": self.dataset_digest, "spec": asdict(self.spec),
                 "gallery_seed": self.gallery_seed, "groups": self.groups}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(body, indent=1))
-        tmp.replace(path)
-        return path
+        return write_json(path, body, indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> Split:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
-from safetensors.torch import save_file
 from timm.models.vision_transformer import Block
 from torch import nn
 
 from veil.errors import VeilError
-from veil.models.extractor import _load_state, read_metadata
+from veil.io import read_safetensors, read_safetensors_metadata, save_safetensors
 
 
 @dataclass
@@ -32,6 +32,35 @@ class RecNetConfig:
     num_heads: int = 4
     emb_dim: int = 128
     drop_path: float = 0.1
+
+
+class RecNetShape(Protocol):
+    """The architecture fields every RecNet recipe carries (the cloud's, the attacker's, XNN-d's)."""
+
+    dim: int
+    depth: int
+    num_heads: int
+    emb_dim: int
+
+
+@dataclass
+class RecNetArch:
+    """A bare architecture, for a RecNet that has no training recipe of its own (XNN-d's stage-1 adversary)."""
+
+    dim: int = 256
+    depth: int = 2
+    num_heads: int = 4
+    emb_dim: int = 128
+
+
+def build_recnet(in_tokens: int, in_dim: int, recipe: RecNetShape) -> RecNet:
+    """The one place a RecNet is built: input shape from the data, architecture from a training recipe.
+
+    Why one place: the cloud (``train.cloud``), the adversary (``attacks.recnet_fit``) and XNN-d's
+    distillation (``xnnd.distill``) must train *the same* network, or leakage would be measured with a
+    different tool than the owner's utility.
+    """
+    return RecNet(RecNetConfig(in_tokens, in_dim, recipe.dim, recipe.depth, recipe.num_heads, recipe.emb_dim))
 
 
 class RecNet(nn.Module):
@@ -58,24 +87,18 @@ class RecNet(nn.Module):
 
 def save_recnet(model: RecNet, path: str | Path, info: dict) -> Path:
     """Weights as safetensors; the config and provenance (key fingerprint, store digest) as metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "veil-recnet", "config": json.dumps(asdict(model.cfg)), "info": json.dumps(info)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return save_safetensors(model.state_dict(), path, meta)
 
 
 def load_recnet(path: str | Path) -> tuple[RecNet, dict]:
     """The model (eval mode) and its provenance dict."""
-    meta = read_metadata(path)
+    meta = read_safetensors_metadata(path)
     if meta.get("format") != "veil-recnet":
         raise VeilError(f"{path} is not a Veil RecNet file")
     model = RecNet(RecNetConfig(**json.loads(meta["config"])))
     try:
-        model.load_state_dict(_load_state(path))
+        model.load_state_dict(read_safetensors(path))
     except RuntimeError as exc:
         raise VeilError(f"{path}: weights do not match its config ({str(exc).splitlines()[0]})") from None
     return model.eval(), json.loads(meta.get("info", "{}"))

@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 
 from veil.errors import VeilError
+from veil.io import write_text
 from veil.report.collect import RateView, RunData, SourceFile, collect, scrub
 from veil.report.plots import TradeoffPoint, known_plaintext_plot, tradeoff_plot
 from veil.report.template import PAGE, RATE_CELLS
@@ -203,11 +204,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, tsne: bool 
     path = Path(out) if out is not None else data.run_dir / "report.html"
     if path.exists() and path.is_dir():
         raise VeilError(f"--out {path} is a directory; give a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, page)
 
 
 __all__ = ["build_report", "render"]

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
 
 from veil.errors import VeilError
-from veil.models.recnet import RecNet, RecNetConfig, save_recnet
+from veil.models.recnet import RecNet, build_recnet, save_recnet
 from veil.store import Store, open_store
 from veil.train.losses import cosface
 from veil.train.progress import progress_bar
@@ -83,7 +83,7 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= store.num_classes):
         raise VeilError(f"store labels fall outside 0..{store.num_classes - 1}")
     tokens, dim = store.token_shape
-    recnet = RecNet(RecNetConfig(tokens, dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.emb_dim))
+    recnet = build_recnet(tokens, dim, cfg)
     trainee = _Trainee(recnet, cosface(store.num_classes, cfg.emb_dim, cfg.margin, cfg.scale)).to(device)
     model: nn.Module = DistributedDataParallel(trainee) if distributed else trainee
     data = TensorDataset(feats, labels)

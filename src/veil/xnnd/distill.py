@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from veil.errors import VeilError
-from veil.models.recnet import RecNet, RecNetConfig
+from veil.models.recnet import RecNet, build_recnet
 from veil.train.progress import progress_bar
 from veil.train.schedule import warmup_cosine
 from veil.xnnd.config import DistillConfig
@@ -32,7 +32,7 @@ def _fit(features: torch.Tensor, labels: torch.Tensor, cfg: DistillConfig, teach
     labels = torch.as_tensor(labels, dtype=torch.long)
     classes = int(labels.max()) + 1
     _, n_tok, dim = features.shape
-    recnet = RecNet(RecNetConfig(n_tok, dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.emb_dim)).to(device)
+    recnet = build_recnet(n_tok, dim, cfg).to(device)
     head = CosineHead(cfg.emb_dim, classes, cfg.scale, cfg.margin).to(device)
     tensors = [features, labels] + ([teacher_logits] if teacher_logits is not None else [])
     data = TensorDataset(*tensors)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from veil.errors import VeilError
-from veil.models.recnet import RecNet, RecNetConfig
+from veil.models.recnet import RecNetArch, build_recnet
 from veil.train.progress import progress_bar
 from veil.xnnd.config import AdversarialConfig
 from veil.xnnd.features import generate
@@ -45,7 +45,7 @@ def train_noise_encoder(fg: FeatureGenerator, images: torch.Tensor, labels: torc
              True: generate(fg, images, flip=True, clean=True, device=device)}
     n_tok, dim = fg.token_shape
     encoder = NoiseEncoder(fg.ext, cfg.eps).to(device).train()
-    adversary = RecNet(RecNetConfig(n_tok, dim, cfg.adversary_dim, cfg.adversary_depth, 4, 128)).to(device).train()
+    adversary = build_recnet(n_tok, dim, RecNetArch(cfg.adversary_dim, cfg.adversary_depth, 4, 128)).to(device).train()
     head = CosineHead(128, classes, cfg.scale, cfg.margin).to(device)
     opt_e = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=cfg.encoder_lr,
                               weight_decay=cfg.weight_decay)
