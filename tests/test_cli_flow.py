@@ -88,7 +88,7 @@ def test_truncated_shard_is_named_and_nothing_is_lost(trained, tmp_path):
     shutil.copytree(trained["store"], bad)
     shard = sorted(bad.glob("shard-*.safetensors"))[0]
     shard.write_bytes(shard.read_bytes()[:-100])
-    out = fails("train", "--store", bad, "--out", trained["recnet"], *TRAIN)
+    out = fails("train", "--store", bad, "--out", trained["recnet"], "--force", *TRAIN)
     assert shard.name in out and "truncated" in out
     assert trained["recnet"].stat().st_size > 0  # the existing model file was not touched
 
@@ -118,6 +118,7 @@ def test_corrupt_checkpoint_and_key(trained, tmp_path):
         "evaluate", "--split", trained["split"], "--extractor", tmp_path / "bad.safetensors", "--recnet",
         trained["recnet"], "--key", trained["key"], "--data", trained["data"])
     (tmp_path / "bad.key").write_text("{}")
+    (tmp_path / "bad.key").chmod(0o600)
     assert "not a valid Veil key" in fails("key", "show", tmp_path / "bad.key")
 
 

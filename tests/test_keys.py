@@ -31,12 +31,14 @@ def test_refuses_to_overwrite_a_key(tmp_path):
 
 def test_corrupt_key_file_is_a_clear_error(tmp_path):
     (tmp_path / "bad.key").write_text("not json")
+    (tmp_path / "bad.key").chmod(0o600)
     with pytest.raises(VeilError, match="not a valid Veil key"):
         OwnerKey.load(tmp_path / "bad.key")
     good = OwnerKey.generate().save(tmp_path / "good.key")
     body = json.loads(good.read_text())
     body["seed"] = "00" * 32
     (tmp_path / "tampered.key").write_text(json.dumps(body))
+    (tmp_path / "tampered.key").chmod(0o600)
     with pytest.raises(VeilError, match="fingerprint does not match"):
         OwnerKey.load(tmp_path / "tampered.key")
 

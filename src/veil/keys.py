@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from veil.errors import VeilError
+from veil.secretfile import read_private, write_private
 
 KEY_FORMAT = "veil-owner-key"
 KEY_VERSION = 1
@@ -78,31 +79,34 @@ class OwnerKey:
         return KeyedStream(self, label)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the key file with mode 0600. Refuses to replace an existing key unless told to."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise KeyError_(f"{path} already exists; refusing to overwrite a key (pass overwrite=True)")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the key file with mode 0600. Refuses to replace an existing key unless told to.
+
+        Written through :func:`veil.secretfile.write_private`: a unique ``O_EXCL | O_NOFOLLOW`` temporary
+        file renamed into place, so a symlink planted beside the key is never followed.
+        """
         body = json.dumps(
             {"format": KEY_FORMAT, "version": KEY_VERSION, "seed": self.seed.hex(),
              "fingerprint": self.fingerprint}
         )
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(body + "\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-        return path
+        try:
+            return write_private(path, (body + "\n").encode(), overwrite=overwrite)
+        except VeilError as exc:
+            raise KeyError_(str(exc)) from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> OwnerKey:
-        """Read a key file, checking its format and its own fingerprint."""
+        """Read a key file, checking its mode (0600, as ssh does), its format and its own fingerprint."""
         path = Path(path)
         if not path.is_file():
             raise KeyError_(f"key file not found: {path}")
         try:
-            data = json.loads(path.read_text())
+            raw = read_private(path, "key file")
+        except VeilError as exc:
+            raise KeyError_(str(exc)) from None
+        try:
+            data = json.loads(raw.decode())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             if data.get("format") != KEY_FORMAT:
                 raise ValueError("not a Veil owner key")
             key = cls(bytes.fromhex(data["seed"]))

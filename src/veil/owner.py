@@ -44,7 +44,7 @@ def obfuscate_to_store(ext: ExtNet, obf: Obfuscation, batches: Iterable[tuple[to
             "num_classes": len(set(label_of.values())), "flip_copies": flip_copies, "synthetic": synthetic}
     writer = StoreWriter(out_dir, info, shard_size=shard_size, overwrite=overwrite)
     timing = {"extnet_s": 0.0, "obfnet_s": 0.0, "images": 0}
-    with progress_bar(show_progress) as bar:
+    with writer, progress_bar(show_progress) as bar:  # a failure removes the half-built store, keeps the old one
         task = bar.add_task(f"obfuscate ({obf.method})", total=total, status="")
         for images, labels in batches:
             views = [images, images.flip(-1)] if flip_copies else [images]
@@ -61,7 +61,7 @@ def obfuscate_to_store(ext: ExtNet, obf: Obfuscation, batches: Iterable[tuple[to
                 writer.add(hidden, anon[labels])
             timing["images"] += len(images)
             bar.update(task, advance=len(images))
-    writer.close()
+        writer.close()
     return {"rows": writer.count, **timing}
 
 

@@ -6,15 +6,18 @@ ExtNet, per-shard SHA-256). What is never inside: identity names, the key or any
 from it, raw images, file names. A test scans a store for each of these.
 
 Writing streams shard by shard, so peak memory stays flat however large the dataset. A store is
-written into a fresh directory and its manifest is written last (atomically), so a crash leaves
-no store that looks complete, and an existing store is never overwritten unless asked.
+written into a fresh hidden directory beside its destination, manifest last, and renamed into place
+only when complete: a crash leaves no store that looks complete, an existing store is never
+overwritten unless asked, and a failed ``--force`` run leaves the old store as it was.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +45,14 @@ class StoreWriter:
 
     def __init__(self, directory: str | Path, info: dict, shard_size: int = 4096,
                  dtype: torch.dtype = torch.float16, overwrite: bool = False) -> None:
-        self.dir = Path(directory)
-        if self.dir.exists() and any(self.dir.iterdir()):
-            if not overwrite:
-                raise VeilError(f"{self.dir} already exists and is not empty; refusing to overwrite a store "
-                                "(pass --force to replace it)")
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.final = Path(directory)
+        self.overwrite = overwrite
+        self._refuse_existing()
+        # Build beside the destination and swap in only at close(): a failed run (a corrupt image, a
+        # crash, Ctrl-C) leaves an existing store byte for byte as it was (issue 12, finding 4).
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.new-", dir=self.final.parent))
+        self.closed = False
         self.info = dict(info)
         self.shard_size = shard_size
         self.dtype = dtype
@@ -58,6 +62,24 @@ class StoreWriter:
         self._shards: list[dict] = []
         self._shape: tuple[int, int] | None = None
         self.count = 0
+
+    def _refuse_existing(self) -> None:
+        if self.final.exists() and (not self.final.is_dir() or any(self.final.iterdir())) and not self.overwrite:
+            raise VeilError(f"{self.final} already exists and is not empty; refusing to overwrite a store "
+                            "(pass --force to replace it)")
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove the half-built store; the destination (and any store already there) is untouched."""
+        if not self.closed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.closed = True
 
     def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         if features.ndim != 3 or len(features) != len(labels):
@@ -86,10 +108,17 @@ class StoreWriter:
         self._buffered = len(rest_f)
 
     def close(self) -> Path:
-        """Write the last shard and then the manifest; returns the manifest path."""
+        """Write the last shard and the manifest, then move the finished store into place; returns the manifest path.
+
+        The swap renames the old store aside, the new one into its place, and only then deletes the
+        old one; a crash between the two renames leaves the old store in ``.NAME.old-*`` beside it.
+        """
+        if self.closed:
+            raise VeilError("store writer already closed")
         if self._buffered:
             self._flush(self._buffered)
         if self._shape is None:
+            self.abort()
             raise VeilError("no rows were written to the store")
         manifest = {"format": STORE_FORMAT, "version": STORE_VERSION, **self.info,
                     "tokens": self._shape[0], "dim": self._shape[1], "dtype": str(self.dtype).split(".")[-1],
@@ -97,7 +126,27 @@ class StoreWriter:
         tmp = self.dir / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=1))
         tmp.replace(self.dir / MANIFEST)
+        self._swap_in()
         return self.dir / MANIFEST
+
+    def _swap_in(self) -> None:
+        try:
+            self._refuse_existing()  # a store may have appeared at the destination meanwhile
+        except VeilError:
+            self.abort()
+            raise
+        old: Path | None = None
+        if self.final.is_dir() and any(self.final.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.final.parent))
+            os.rename(self.final, old / "store")
+        elif self.final.is_dir():
+            self.final.rmdir()
+        elif self.final.exists():
+            raise VeilError(f"{self.final} exists and is not a directory")
+        os.rename(self.dir, self.final)
+        self.dir, self.closed = self.final, True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as st_save
 from torch import nn
 
 from veil.errors import VeilError
 from veil.models.extractor import ExtNet, ExtractorConfig, _load_state, build_backbone, extnet_digest, read_metadata
+from veil.secretfile import check_private, write_private
 
 FORMAT = "veil-xnnd-fg"
 
@@ -109,13 +109,7 @@ def save_generator(fg: FeatureGenerator, path: str | Path, info: dict | None = N
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {"format": FORMAT, "extractor_config": json.dumps(asdict(fg.ext.cfg)), "eps": repr(fg.encoder.eps),
             "extractor_digest": extnet_digest(fg.ext), "info": json.dumps(info or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
-    save_file(state, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
-    return path
+    return write_private(path, st_save(state, metadata=meta))  # unique O_EXCL|O_NOFOLLOW temp file, 0600
 
 
 def load_generator(path: str | Path) -> tuple[FeatureGenerator, dict]:
@@ -123,6 +117,7 @@ def load_generator(path: str | Path) -> tuple[FeatureGenerator, dict]:
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise VeilError(f"{path} is not a Veil XNN-d feature-generator file")
+    check_private(path, "feature-generator file (the client's secret)")
     try:
         cfg = ExtractorConfig(**json.loads(meta["extractor_config"]))
         eps = float(meta["eps"])
