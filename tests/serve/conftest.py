@@ -30,11 +30,13 @@ class Server:
     proc: subprocess.Popen
     recnet: Path
     gallery: Path
+    extra: tuple[str, ...] = ()
+    verify: str | bool = True
 
     def restart(self) -> None:
-        """Stop the process and start a new one on the same RecNet and gallery file (a new port)."""
+        """Stop the process and start a new one on the same RecNet, gallery file and options (a new port)."""
         self.stop()
-        fresh = start_server(self.recnet, self.gallery)
+        fresh = start_server(self.recnet, self.gallery, extra=self.extra, verify=self.verify)
         self.url, self.port, self.proc = fresh.url, fresh.port, fresh.proc
 
     def stop(self) -> None:
@@ -52,20 +54,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(recnet: Path, gallery: Path, max_body: int = MAX_BODY, timeout: float = 60.0) -> Server:
+def server_command(recnet: Path, gallery: Path, port: int, max_body: int = MAX_BODY,
+                   extra: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, "-m", "veil.serve", "--recnet", str(recnet), "--gallery", str(gallery),
+            "--port", str(port), "--max-body", str(max_body), "--max-batch", "16", *extra]
+
+
+SERVER_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def start_server(recnet: Path, gallery: Path, max_body: int = MAX_BODY, timeout: float = 60.0,
+                 extra: tuple[str, ...] = (), verify: str | bool = True) -> Server:
+    """Launch ``python -m veil.serve`` with ``extra`` options; ``--tls-cert`` in them means https."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "veil.serve", "--recnet", str(recnet), "--gallery", str(gallery),
-                             "--port", str(port), "--max-body", str(max_body), "--max-batch", "16"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(server_command(recnet, gallery, port, max_body, extra), env=SERVER_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"{'https' if '--tls-cert' in extra else 'http'}://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
         try:
-            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                return Server(url, port, proc, recnet, gallery)
+            if httpx.get(url + "/health", timeout=1.0, verify=verify).status_code == 200:
+                return Server(url, port, proc, recnet, gallery, tuple(extra), verify)
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()

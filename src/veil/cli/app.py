@@ -36,6 +36,7 @@ def _register() -> None:
 
     app.add_typer(xnnd.app, name="xnnd")
     app.command("serve")(xnnd_serve.serve)
+    app.add_typer(xnnd_serve.credentials_app, name="serve-credentials")
     app.add_typer(xnnd_client.app, name="client")
     from veil.cli import report  # own line: merges cleanly with edits to the import above
 

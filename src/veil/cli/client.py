@@ -13,7 +13,18 @@ from veil.errors import VeilError
 app = typer.Typer(help="Client of the XNN-d recognition server.", no_args_is_help=True)
 
 FG = typer.Option(..., "--fg", help="The client's feature generator (fg.safetensors; secret, stays here).")
-SERVER = typer.Option("http://127.0.0.1:8000", "--server", help="Server URL.")
+SERVER = typer.Option("http://127.0.0.1:8000", "--server", help="Server URL (https:// with TLS).")
+TOKEN = typer.Option(None, "--token-file", envvar="VEIL_TOKEN_FILE",
+                     help="File holding this client's token (mode 0600; from `veil serve-credentials add`).")
+CA = typer.Option(None, "--ca", help="CA certificate (PEM) to verify the server with; a self-signed server "
+                  "certificate is its own CA.")
+
+
+def _client(server: str, token_file: Path | None, ca: Path | None):
+    from veil.serve.auth import read_token
+    from veil.serve.client import ServiceClient
+
+    return ServiceClient(server, token=read_token(token_file) if token_file else None, ca=ca)
 
 
 def _image_files(paths: list[Path]) -> list[Path]:
@@ -45,13 +56,11 @@ def _features(fg_path: Path, files: list[Path]):
 @app.command("identify")
 @friendly
 def identify(images: list[Path] = typer.Argument(..., help="Image files or folders."), fg: Path = FG,
-             server: str = SERVER) -> None:
+             server: str = SERVER, token_file: Path = TOKEN, ca: Path = CA) -> None:
     """Name each image with the server's nearest enrolled identity."""
-    from veil.serve.client import ServiceClient
-
     files = _image_files(images)
     feats, flipped = _features(fg, files)
-    with ServiceClient(server) as client:
+    with _client(server, token_file, ca) as client:
         results = client.identify(feats, flipped)
     table = Table(title=f"{server}: {len(files)} image(s)")
     for col in ("image", "identity", "cosine"):
@@ -67,12 +76,35 @@ def identify(images: list[Path] = typer.Argument(..., help="Image files or folde
 @friendly
 def enrol(images: list[Path] = typer.Argument(..., help="Image files or folders of ONE person."),
           name: str = typer.Option(..., help="Identity to enrol them under."), fg: Path = FG,
-          server: str = SERVER) -> None:
-    """Enrol images of one person into the server's gallery."""
-    from veil.serve.client import ServiceClient
-
+          server: str = SERVER, token_file: Path = TOKEN, ca: Path = CA) -> None:
+    """Enrol images of one person into the server's gallery (a name another client enrolled needs admin)."""
     files = _image_files(images)
     feats, flipped = _features(fg, files)
-    with ServiceClient(server) as client:
+    with _client(server, token_file, ca) as client:
         r = client.enrol(name, feats, flipped)
     console.print(f"enrolled {len(files)} image(s) as {name!r}; gallery now {r['gallery']}")
+
+
+@app.command("gallery")
+@friendly
+def gallery(server: str = SERVER, token_file: Path = TOKEN, ca: Path = CA) -> None:
+    """List the enrolled names (needs the admin right)."""
+    with _client(server, token_file, ca) as client:
+        rows = client.gallery()
+    table = Table(title=f"{server}: {len(rows)} name(s)")
+    for col in ("name", "entries", "enrolled by", "finite"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], str(r["entries"]), str(r["enrolled_by"] or "anonymous"), str(r["finite"]))
+    console.print(table)
+
+
+@app.command("delete")
+@friendly
+def delete(name: str = typer.Argument(..., help="Enrolled name to remove."), server: str = SERVER,
+           token_file: Path = TOKEN, ca: Path = CA) -> None:
+    """Remove every entry of a name from the gallery (needs the admin right)."""
+    with _client(server, token_file, ca) as client:
+        r = client.delete(name)
+    console.print(f"deleted {r['deleted']} entr{'y' if r['deleted'] == 1 else 'ies'} of {name!r}; gallery now "
+                  f"{r['gallery']}")

@@ -1,30 +1,46 @@
 """``python -m veil.serve --recnet R --gallery G --port P``: the same server as ``veil serve``, with a slim start-up.
 
 It imports only the server (not the whole CLI with every attack), so it starts in about a second;
-the tests and ``bench/serve.py`` launch the server this way.
+the tests and ``bench/serve.py`` launch the server this way. The options are ``veil serve``'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from veil.errors import VeilError
-from veil.serve.app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, run_server
+from veil.serve.app import ServerConfig, run_server
+
+DEFAULTS = ServerConfig(recnet=Path("recnet.safetensors"))
+
+
+def parse(argv: list[str] | None = None) -> ServerConfig:
+    p = argparse.ArgumentParser(prog="python -m veil.serve", description=__doc__)
+    p.add_argument("--recnet", required=True, type=Path)
+    p.add_argument("--gallery", default=DEFAULTS.gallery, type=Path)
+    p.add_argument("--host", default=DEFAULTS.host)
+    p.add_argument("--port", type=int, default=DEFAULTS.port)
+    p.add_argument("--max-body", type=int, default=DEFAULTS.max_body)
+    p.add_argument("--max-batch", type=int, default=DEFAULTS.max_batch)
+    p.add_argument("--max-abs", type=float, default=DEFAULTS.max_abs)
+    p.add_argument("--threads", type=int, default=DEFAULTS.threads)
+    p.add_argument("--credentials", type=Path, default=None)
+    p.add_argument("--tls-cert", type=Path, default=None)
+    p.add_argument("--tls-key", type=Path, default=None)
+    p.add_argument("--insecure-public", action="store_true")
+    p.add_argument("--max-connections", type=int, default=DEFAULTS.max_connections)
+    p.add_argument("--header-timeout", type=float, default=DEFAULTS.header_timeout)
+    p.add_argument("--body-timeout", type=float, default=DEFAULTS.body_timeout)
+    p.add_argument("--idle-timeout", type=int, default=DEFAULTS.idle_timeout)
+    return ServerConfig(**{k: v for k, v in vars(p.parse_args(argv)).items()})
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m veil.serve", description=__doc__)
-    p.add_argument("--recnet", required=True)
-    p.add_argument("--gallery", default="gallery.safetensors")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY)
-    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
+    cfg = parse(argv)
     try:
-        run_server(a.recnet, a.gallery, a.host, a.port, a.max_body, a.max_batch, a.threads)
+        run_server(cfg)
     except VeilError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,44 +1,102 @@
 """The trusted recognition server: FastAPI over the distilled RecNet and a persistent gallery.
 
-Endpoints (bodies are safetensors, see :mod:`veil.serve.protocol`; answers are JSON):
-- ``GET  /health``: model shape, limits, gallery size.
-- ``POST /v1/enrol?name=NAME``: embed the features, add them to the gallery under NAME, persist.
-- ``POST /v1/identify``: embed the features, return the nearest enrolled name and its cosine score.
+Endpoints (bodies are safetensors, see :mod:`veil.serve.protocol`; answers are JSON; the schema is
+served at ``/openapi.json``):
 
-A body over ``max_body`` bytes is refused with 413 from its Content-Length before any of it is read,
-and, when no length is declared, as soon as the streamed bytes pass the limit. Every bad input gets
-a 4xx with ``{"error": "<one line>"}``; an unexpected failure gets a 500 and the server keeps serving.
+- ``GET  /health``: model shape, limits, gallery size (no credential needed).
+- ``POST /v1/identify``: embed the features, return the nearest enrolled name and its cosine (right ``identify``).
+- ``POST /v1/enrol?name=NAME``: embed the features, add them under NAME, persist (right ``enrol``;
+  a name enrolled by another client needs ``admin``).
+- ``GET  /v1/gallery``: names, entry counts, who enrolled each (right ``admin``).
+- ``DELETE /v1/gallery/{name}``: remove a name (right ``admin``).
+
+Credentials and rights: :mod:`veil.serve.auth`. A body over ``max_body`` bytes is refused with 413
+from its Content-Length before any of it is read, and, when no length is declared, as soon as the
+streamed bytes pass the limit; a body that does not arrive within ``body_timeout`` seconds gets 408.
+Every bad input gets a 4xx with ``{"error": "<one line>"}``; an unexpected failure gets a 500 and the
+server keeps serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from veil.errors import VeilError
 from veil.models.recnet import load_recnet
+from veil.secretfile import check_private
+from veil.serve.auth import ANONYMOUS, Credentials, Principal, is_loopback
 from veil.serve.gallery import Gallery
-from veil.serve.protocol import BadRequest, decode
+from veil.serve.protocol import CONTENT_TYPE, DEFAULT_MAX_ABS, BadRequest, decode
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_MAX_BATCH = 64
-NAME_RE = re.compile(r"^[\w .'@+-]{1,100}$")
+NAME_PATTERN = r"[\w .'@+-]{1,100}"
+# \A...\Z, not ^...$: "$" also matches before a trailing newline, which let "alice\n" pass (finding 3).
+NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
+NAME_RULE = "name must be 1-100 letters, digits, spaces or . ' @ + - _"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``veil serve`` and ``python -m veil.serve`` take, in one place."""
+
+    recnet: Path
+    gallery: Path = Path("gallery.safetensors")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body: int = DEFAULT_MAX_BODY
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_abs: float = DEFAULT_MAX_ABS
+    threads: int = 1
+    credentials: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_public: bool = False
+    max_connections: int = 256
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: int = 5
+
+
+def check_exposure(cfg: ServerConfig) -> None:
+    """Refuse to listen off loopback without TLS and credentials, unless ``insecure_public`` says so."""
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise VeilError("give both --tls-cert and --tls-key (or neither)")
+    if is_loopback(cfg.host) or cfg.insecure_public:
+        return
+    missing = [what for what, ok in (("TLS (--tls-cert/--tls-key)", cfg.tls_cert is not None),
+                                     ("client credentials (--credentials)", cfg.credentials is not None)) if not ok]
+    if missing:
+        raise VeilError(f"refusing to listen on {cfg.host} (not loopback) without {' and '.join(missing)}: bearer "
+                        "tokens and gallery names would cross the network in clear or unauthenticated; pass "
+                        "--insecure-public to do it anyway")
 
 
 def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The body, or 413 as soon as it is known to exceed ``limit`` (declared length first, then streamed bytes)."""
+async def read_capped(request: Request, limit: int, timeout: float = 30.0) -> bytes:
+    """The body, or 413 as soon as it is known to exceed ``limit``, or 408 when it takes over ``timeout`` s.
+
+    The deadline covers the whole body, so a client trickling a byte at a time cannot hold the
+    connection open either.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
@@ -46,31 +104,85 @@ async def read_capped(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise BadRequest(413, f"body of {int(declared)} bytes exceeds the limit of {limit} bytes")
     buf = bytearray()
+    deadline = time.monotonic() + timeout
+    stream = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), remaining)
+            except StopAsyncIteration:
+                break
             buf.extend(chunk)
             if len(buf) > limit:
                 raise BadRequest(413, f"body exceeds the limit of {limit} bytes")
     except ClientDisconnect:
         raise BadRequest(400, "client disconnected before the body was complete") from None
+    except asyncio.TimeoutError:
+        raise BadRequest(408, f"body not received within {timeout:g} s") from None
     return bytes(buf)
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    headers = {"Connection": "close"} if status == 413 else None
-    return JSONResponse({"error": reason.replace("\n", " ")}, status_code=status, headers=headers)
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if status in (408, 413):
+        headers["Connection"] = "close"
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="veil"')
+    return JSONResponse({"error": reason.replace("\n", " ")}, status_code=status, headers=headers or None)
+
+
+FEATURES_BODY = {
+    "required": True,
+    "description": "safetensors payload: 'features' float32 (B, tokens, dim), optional 'flipped' of the same shape "
+                   "(features of the mirrored images; their embeddings are added). No other tensors.",
+    "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+}
+ERRORS = {code: {"description": what, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+    for code, what in ((400, "malformed body"), (401, "missing or unknown credential"), (403, "right missing"),
+                       (408, "body too slow"), (413, "body too large"), (422, "well-formed but invalid input"))}
 
 
 def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int = DEFAULT_MAX_BODY,
-               max_batch: int = DEFAULT_MAX_BATCH, threads: int = 1) -> FastAPI:
-    """Load RecNet (safetensors + JSON metadata only) and the gallery; return the ASGI app."""
+               max_batch: int = DEFAULT_MAX_BATCH, threads: int = 1, *, credentials: Credentials | None = None,
+               max_abs: float = DEFAULT_MAX_ABS, body_timeout: float = 30.0) -> FastAPI:
+    """Load RecNet (safetensors + JSON metadata only) and the gallery (locked); return the ASGI app.
+
+    ``credentials=None`` is open mode: every caller is ``anonymous`` with ``identify`` and ``enrol``.
+    """
     torch.set_num_threads(max(1, threads))
     recnet, info = load_recnet(recnet_path)
     recnet.requires_grad_(False)
     digest = file_digest(recnet_path)
     tokens, dim = recnet.cfg.in_tokens, recnet.cfg.in_dim
     gallery = Gallery(gallery_path, recnet.cfg.emb_dim, digest)
-    app = FastAPI(title="Veil XNN-d recognition server", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="Veil XNN-d recognition server", version="1", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json",
+                  description="Bodies are safetensors feature tensors (never images, never pickles). Every call but "
+                              "/health and /openapi.json needs a bearer token `CLIENT.SECRET` with the right named "
+                              "in its description, unless the server runs open on loopback.")
+    app.state.gallery = gallery
+    bearer = HTTPBearer(auto_error=False, description="CLIENT.SECRET from `veil serve-credentials add`")
+
+    def principal(auth: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+        if credentials is None:
+            return ANONYMOUS
+        if auth is None:
+            raise BadRequest(401, "this server needs a credential: send 'Authorization: Bearer CLIENT.SECRET'")
+        who = credentials.authenticate(auth.credentials)
+        if who is None:
+            raise BadRequest(401, "unknown or revoked credential")
+        return who
+
+    def requires(right: str):
+        def check(who: Principal = Depends(principal)) -> Principal:
+            if not who.can(right):
+                raise BadRequest(403, f"client {who.client!r} lacks the right {right!r}")
+            return who
+        return check
 
     @app.exception_handler(BadRequest)
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
@@ -84,7 +196,7 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), exc.headers)  # keeps 405's Allow header
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -93,41 +205,93 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
     @torch.no_grad()
     def embed(features: torch.Tensor, flipped: torch.Tensor | None) -> torch.Tensor:
         emb = recnet(features)
-        return emb + recnet(flipped) if flipped is not None else emb
+        emb = emb + recnet(flipped) if flipped is not None else emb
+        if not torch.isfinite(emb).all():  # checked after the model, whatever passed the input bound
+            raise BadRequest(422, "the features give a non-finite embedding; nothing was stored")
+        return emb
 
-    async def features_of(request: Request) -> tuple[torch.Tensor, torch.Tensor | None]:
-        body = await read_capped(request, max_body)
-        return decode(body, tokens, dim, max_batch)
+    async def embedded(request: Request) -> torch.Tensor:
+        body = await read_capped(request, max_body, body_timeout)
+        features, flipped = decode(body, tokens, dim, max_batch, max_abs)
+        return await run_in_threadpool(embed, features, flipped)
 
-    @app.get("/health")
+    @app.get("/health", summary="Model shape, limits and gallery size")
     async def health() -> dict:
         return {"status": "ok", "tokens": tokens, "dim": dim, "emb_dim": recnet.cfg.emb_dim, "recnet": digest,
                 "role": (info.get("xnnd") or {}).get("role"), "gallery": len(gallery), "max_body": max_body,
-                "max_batch": max_batch}
+                "max_batch": max_batch, "max_abs": max_abs, "auth": "open" if credentials is None else "bearer"}
 
-    @app.post("/v1/enrol")
-    async def enrol(request: Request, name: str) -> dict:
+    @app.post("/v1/enrol", summary="Enrol feature rows under a name (right: enrol; an existing name of another "
+              "client: admin)", openapi_extra={"requestBody": FEATURES_BODY}, responses=ERRORS)
+    async def enrol(request: Request, who: Principal = Depends(requires("enrol")),
+                    name: str = Query(min_length=1, max_length=100, pattern=f"^{NAME_PATTERN}$")) -> dict:
         if not NAME_RE.match(name):
-            raise BadRequest(422, "name must be 1-100 letters, digits, spaces or . ' @ + - _")
-        features, flipped = await features_of(request)
-        emb = await run_in_threadpool(embed, features, flipped)
-        size = await run_in_threadpool(gallery.enrol, name, emb)
+            raise BadRequest(422, NAME_RULE)
+        client = None if credentials is None else who.client
+
+        def may_enrol() -> None:
+            if name in gallery and not who.can("admin") and (client is None or gallery.owner_of(name) != client):
+                raise BadRequest(403, f"{name!r} is already enrolled by another client: adding to it needs the "
+                                      "'admin' right")
+
+        may_enrol()  # before the body is read and the model run
+        emb = await embedded(request)
+        may_enrol()  # again: the name may have been enrolled meanwhile
+
+        def store() -> int:
+            try:
+                return gallery.enrol(name, emb, client)
+            except ValueError as exc:
+                raise BadRequest(422, str(exc)) from None
+
+        size = await run_in_threadpool(store)
         return {"enrolled": len(emb), "name": name, "gallery": size}
 
-    @app.post("/v1/identify")
-    async def identify(request: Request) -> dict:
-        features, flipped = await features_of(request)
-        emb = await run_in_threadpool(embed, features, flipped)
+    @app.post("/v1/identify", summary="Nearest enrolled name for each feature row (right: identify)",
+              openapi_extra={"requestBody": FEATURES_BODY}, responses=ERRORS)
+    async def identify(request: Request, _who: Principal = Depends(requires("identify"))) -> dict:
+        emb = await embedded(request)
         return {"results": gallery.identify(emb), "gallery": len(gallery)}
+
+    @app.get("/v1/gallery", summary="Enrolled names (right: admin)", responses=ERRORS)
+    async def listing(_who: Principal = Depends(requires("admin"))) -> dict:
+        rows = await run_in_threadpool(gallery.listing)
+        return {"names": rows, "gallery": len(gallery)}
+
+    @app.delete("/v1/gallery/{name}", summary="Delete every entry of a name (right: admin)",
+                responses={**ERRORS, 404: {"description": "no such name"}})
+    async def delete(name: str, _who: Principal = Depends(requires("admin"))) -> dict:
+        if not NAME_RE.match(name):
+            raise BadRequest(422, NAME_RULE)
+        removed = await run_in_threadpool(gallery.delete, name)
+        if not removed:
+            raise BadRequest(404, f"no enrolled name {name!r}")
+        return {"deleted": removed, "name": name, "gallery": len(gallery)}
 
     return app
 
 
-def run_server(recnet_path: str | Path, gallery_path: str | Path, host: str = "127.0.0.1", port: int = 8000,
-               max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH, threads: int = 1) -> None:
-    """Build the app and serve it with uvicorn until stopped; what ``veil serve`` and ``python -m veil.serve`` run."""
+def run_server(cfg: ServerConfig) -> None:
+    """Check the exposure, build the app and serve it with uvicorn until stopped (``veil serve``)."""
     import uvicorn
 
-    app = create_app(recnet_path, gallery_path, max_body, max_batch, threads)
-    print(f"veil serve: {recnet_path} on http://{host}:{port} (gallery {gallery_path})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    from veil.serve.transport import guarded_protocol
+
+    check_exposure(cfg)
+    if cfg.tls_key is not None:
+        check_private(cfg.tls_key, "TLS private key")
+    creds = Credentials.load(cfg.credentials) if cfg.credentials is not None else None
+    app = create_app(cfg.recnet, cfg.gallery, cfg.max_body, cfg.max_batch, cfg.threads, credentials=creds,
+                     max_abs=cfg.max_abs, body_timeout=cfg.body_timeout)
+    scheme = "https" if cfg.tls_cert else "http"
+    auth = f"{len(creds.clients)} client credential(s)" if creds else "OPEN (no credentials; loopback use only)"
+    print(f"veil serve: {cfg.recnet} on {scheme}://{cfg.host}:{cfg.port} (gallery {cfg.gallery}; {auth})",
+          flush=True)
+    if creds is None:
+        print("veil serve: warning: any local process can identify and enrol new names; give --credentials",
+              file=sys.stderr, flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                http=guarded_protocol(cfg.header_timeout), limit_concurrency=cfg.max_connections,
+                timeout_keep_alive=cfg.idle_timeout,
+                ssl_certfile=str(cfg.tls_cert) if cfg.tls_cert else None,
+                ssl_keyfile=str(cfg.tls_key) if cfg.tls_key else None)

@@ -1,23 +1,35 @@
-"""HTTP client of the recognition server: sends FG features (never images, never the encoder) as safetensors.
+"""HTTP(S) client of the recognition server: sends FG features (never images, never the encoder) as safetensors.
 
 It takes feature tensors only; the client CLI (``veil.cli.client``) runs ExtNet + the noise encoder
-locally and hands the result here, so nothing in this module can reach the client's secret.
+locally and hands the result here, so nothing in this module can reach the client's secret. It
+sends the client's bearer token when given one, and verifies the server's certificate against the
+system's CAs or a given CA file (a self-signed server certificate is its own CA).
 """
 
 from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import torch
 
 from veil.errors import VeilError
+from veil.serve.auth import is_loopback
 from veil.serve.protocol import CONTENT_TYPE, encode
 
 
 class ServiceClient:
-    def __init__(self, url: str, timeout: float = 30.0, batch: int = 32) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, batch: int | None = None, token: str | None = None,
+                 ca: str | Path | None = None) -> None:
         self.url = url.rstrip("/")
-        self.batch = batch
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._batch = batch
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if token and not self.url.startswith("https://") and not _is_loopback_url(self.url):
+            raise VeilError(f"refusing to send a credential to {self.url} in clear: use https://")
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, verify=verify)
 
     def close(self) -> None:
         self.http.close()
@@ -28,10 +40,9 @@ class ServiceClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _post(self, path: str, features: torch.Tensor, flipped: torch.Tensor | None, params: dict | None) -> dict:
+    def _request(self, method: str, path: str, **kw: object) -> dict:
         try:
-            r = self.http.post(path, content=encode(features, flipped), params=params,
-                               headers={"Content-Type": CONTENT_TYPE})
+            r = self.http.request(method, path, **kw)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
             raise VeilError(f"cannot reach {self.url}: {exc}") from None
         if r.status_code != 200:
@@ -42,17 +53,24 @@ class ServiceClient:
             raise VeilError(f"server answered {r.status_code}: {reason}")
         return r.json()
 
+    def _post(self, path: str, features: torch.Tensor, flipped: torch.Tensor | None, params: dict | None) -> dict:
+        return self._request("POST", path, content=encode(features, flipped), params=params,
+                             headers={"Content-Type": CONTENT_TYPE})
+
     def health(self) -> dict:
-        try:
-            r = self.http.get("/health")
-            r.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise VeilError(f"cannot reach {self.url}: {exc}") from None
-        return r.json()
+        return self._request("GET", "/health")
+
+    @property
+    def batch(self) -> int:
+        """Rows per request: as given, else the server's own limit."""
+        if self._batch is None:
+            self._batch = int(self.health().get("max_batch", 32))
+        return self._batch
 
     def _chunks(self, features: torch.Tensor, flipped: torch.Tensor | None):
-        for i in range(0, len(features), self.batch):
-            yield features[i:i + self.batch], None if flipped is None else flipped[i:i + self.batch]
+        step = self.batch
+        for i in range(0, len(features), step):
+            yield features[i:i + step], None if flipped is None else flipped[i:i + step]
 
     def enrol(self, name: str, features: torch.Tensor, flipped: torch.Tensor | None = None) -> dict:
         """Enrol every feature row under ``name`` (in requests of at most ``batch`` rows)."""
@@ -67,3 +85,15 @@ class ServiceClient:
         for f, g in self._chunks(features, flipped):
             out.extend(self._post("/v1/identify", f, g, None)["results"])
         return out
+
+    def gallery(self) -> list[dict]:
+        """Enrolled names with entry counts and who enrolled them (needs the admin right)."""
+        return self._request("GET", "/v1/gallery")["names"]
+
+    def delete(self, name: str) -> dict:
+        """Remove every entry of ``name`` (needs the admin right)."""
+        return self._request("DELETE", f"/v1/gallery/{quote(name, safe='')}")
+
+
+def _is_loopback_url(url: str) -> bool:
+    return is_loopback(httpx.URL(url).host)

@@ -1,7 +1,7 @@
 """The wire format: a safetensors body holding ``features`` (B, N, D) float32 and optionally ``flipped``.
 
 safetensors is parsed without unpickling; the header's offsets are checked against the buffer by the
-library. Everything else (keys, dtype, shape, batch size, finite values) is checked here, and every
+library. Everything else (keys, dtype, shape, batch size, finite and bounded values) is checked here, and every
 failure is a :class:`BadRequest` carrying an HTTP status and a one-line reason.
 """
 
@@ -13,6 +13,10 @@ from safetensors.torch import save as st_save
 
 CONTENT_TYPE = "application/vnd.veil.features+safetensors"
 ALLOWED_KEYS = {"features", "flipped"}
+# FG features are LayerNorm'd tokens (RMS 1) plus noise of RMS eps: no element is anywhere near this.
+# The bound keeps every value the RecNet sees far from float32 overflow (a single 3e38 element gave
+# NaN embeddings that poisoned the gallery: issue 12, finding 2).
+DEFAULT_MAX_ABS = 1e4
 
 
 class BadRequest(Exception):
@@ -29,7 +33,8 @@ def encode(features: torch.Tensor, flipped: torch.Tensor | None = None) -> bytes
     return st_save(tensors)
 
 
-def decode(body: bytes, tokens: int, dim: int, max_batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def decode(body: bytes, tokens: int, dim: int, max_batch: int,
+           max_abs: float = DEFAULT_MAX_ABS) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validated ``(features, flipped-or-None)`` from a request body, or :class:`BadRequest`."""
     if not body:
         raise BadRequest(400, "empty body: expected a safetensors payload with a 'features' tensor")
@@ -57,6 +62,9 @@ def decode(body: bytes, tokens: int, dim: int, max_batch: int) -> tuple[torch.Te
             raise BadRequest(422, f"'{name}' batch must be 1..{max_batch}, got {t.shape[0]}")
         if not torch.isfinite(t).all():
             raise BadRequest(422, f"'{name}' contains NaN or infinite values")
+        if t.numel() and float(t.abs().max()) > max_abs:
+            raise BadRequest(422, f"'{name}' has a value of magnitude {float(t.abs().max()):.3g}, above the bound "
+                             f"{max_abs:g} for features")
         out.append(t)
     if out[1] is not None and out[1].shape != out[0].shape:
         raise BadRequest(422, f"'flipped' shape {tuple(out[1].shape)} differs from 'features' {tuple(out[0].shape)}")
