@@ -19,8 +19,9 @@ from veil.keys import OwnerKey
 from veil.metrics import bootstrap_ratio
 from veil.models.extractor import ExtNet, ExtractorConfig, load_extnet, save_backbone
 from veil.models.recnet import load_recnet
-from veil.obfuscation.base import NoObfuscation, Obfuscation
-from veil.obfuscation.keyed import label_map, xnn_from_key
+from veil.obfuscation import registry
+from veil.obfuscation.base import Obfuscation
+from veil.obfuscation.keyed import label_map
 from veil.owner import OwnerModel, evaluate_identification, obfuscate_to_store
 from veil.train.pretrain import PretrainConfig, pretrain_backbone
 
@@ -66,24 +67,34 @@ def pretrain_extractor(data: str | Path, split: Split, out: str | Path, ext_cfg:
     return history
 
 
-def make_obfuscation(ext: ExtNet, key: OwnerKey | None, matrix: str = "orthogonal") -> Obfuscation:
-    """XNN under ``key``, or no obfuscation (vanilla) when ``key`` is None."""
-    if key is None:
-        return NoObfuscation()
-    tokens, dim = ext.token_shape
-    return xnn_from_key(key, tokens, dim, matrix)
+def make_obfuscation(ext: ExtNet, key: OwnerKey | None, matrix: str = "orthogonal",
+                     method: str | None = None) -> Obfuscation:
+    """The owner's transform of ExtNet tokens: ``method`` from the registry (default: XNN under ``key``, or
+    no obfuscation when ``key`` is None). Only ``tokens``-level methods fit the store pipeline."""
+    spec = registry.get(method or ("xnn" if key is not None else "none"))
+    if spec.level != "tokens":
+        raise VeilError(f"method {spec.name!r} acts at the {spec.level} level; a store holds obfuscated ExtNet "
+                        f"tokens (methods: {', '.join(registry.names('tokens'))}). See `veil bench table2`.")
+    options = {"matrix": matrix} if "matrix" in spec.options else {}
+    return spec.from_key(key, registry.Geometry.of(ext), **options)
 
 
-def obfuscate(data: str | Path, split: Split, extractor: str | Path, out: str | Path, key: OwnerKey | None,
+def extractor_module(extractor: str | Path | torch.nn.Module) -> torch.nn.Module:
+    """An ExtNet given as a module (e.g. a :class:`~veil.models.memo.MemoExtNet`), a file or a registry name."""
+    return extractor if isinstance(extractor, torch.nn.Module) else load_extnet(extractor)
+
+
+def obfuscate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, out: str | Path, key: OwnerKey | None,
               group: str = "owner_train", matrix: str = "orthogonal", flip_copies: bool = True,
               overwrite: bool = False, device: str | torch.device = "cpu", show_progress: bool = True,
-              batch_size: int = 256) -> dict:
+              batch_size: int = 256, method: str | None = None) -> dict:
     """Owner: images of ``group`` -> ExtNet -> ObfNet(key) -> store at ``out``.
 
-    Labels are the keyed anonymous map for XNN; for vanilla (no key) a public sorted index.
+    ``method`` names a registered tokens-level method (default: ``xnn`` with a key, ``none`` without).
+    Labels are the keyed anonymous map when a key is given; without one a public sorted index.
     """
-    ext = load_extnet(extractor)
-    obf = make_obfuscation(ext, key, matrix)
+    ext = extractor_module(extractor)
+    obf = make_obfuscation(ext, key, matrix, method)
     names = split.groups[group]
     labels = label_map(key, names) if key is not None else {n: i for i, n in enumerate(sorted(names))}
     counts = dataset_counts(data)
@@ -94,16 +105,16 @@ def obfuscate(data: str | Path, split: Split, extractor: str | Path, out: str | 
                               synthetic=False)
 
 
-def owner_model(extractor: str | Path, recnet: str | Path, key: OwnerKey | None,
+def owner_model(extractor: str | Path | torch.nn.Module, recnet: str | Path, key: OwnerKey | None,
                 matrix: str | None = None) -> OwnerModel:
     """Assemble ExtNet -> ObfNet(key) -> RecNet, checking the key and ExtNet against RecNet's provenance."""
-    ext = load_extnet(extractor)
+    ext = extractor_module(extractor)
     rec, info = load_recnet(recnet)
     kind = matrix or ((info.get("obfuscation") or {}).get("matrix")) or "orthogonal"
     return OwnerModel(ext, make_obfuscation(ext, key, kind), rec, info)
 
 
-def evaluate(data: str | Path, split: Split, extractor: str | Path, recnet: str | Path, key: OwnerKey | None,
+def evaluate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, recnet: str | Path, key: OwnerKey | None,
              group: str = "owner_test", device: str | torch.device = "cpu", flip_tta: bool = True) -> dict:
     """Utility of the owner's chain on ``group`` (persons never seen in training)."""
     model = owner_model(extractor, recnet, key)

@@ -26,6 +26,7 @@ from veil.attacks import params
 from veil.attacks.leakage import LeakageResult, Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder
 from veil.metrics import Rate
+from veil.obfuscation import registry
 
 Query = Callable[[torch.Tensor], torch.Tensor]
 
@@ -129,13 +130,8 @@ class NoiseExpectationAttack:
         start = time.time()
         gen = torch.Generator().manual_seed(self.seed)
         eps = self.eps
-
-        def transform(x: torch.Tensor) -> torch.Tensor:
-            x = torch.nn.functional.layer_norm(x, x.shape[-1:])
-            noise = torch.randn(x.shape, generator=gen).to(x.device)
-            noise = noise - noise.mean(dim=-1, keepdim=True)
-            return x + eps * noise / noise.pow(2).mean(dim=-1, keepdim=True).add(1e-6).sqrt()
-
+        _, tokens, dim = aux_tokens.shape
+        transform = registry.get("noise").random(registry.Geometry(tokens, dim, 0), gen, eps=eps)
         recnet = fit_recnet(aux_tokens, aux_labels, self.recnet_cfg, transform, self.device)
         leak = identity_leakage(target, recnet_embedder(recnet))
         return {**leak.as_dict(), "eps": eps, "aux_rows": len(aux_tokens), "seconds": time.time() - start}

@@ -20,9 +20,10 @@ from veil.attacks import params
 from veil.attacks.leakage import LeakageResult, Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder
 from veil.metrics import Rate
-from veil.obfuscation.xnn import MATRIX_KINDS, XNN
+from veil.obfuscation import registry
+from veil.obfuscation.xnn import MATRIX_KINDS
 
-OBFUSCATIONS = ("xnn", "none")
+OBFUSCATIONS = registry.names("tokens")  # every method the adversary can redraw on ExtNet tokens
 
 
 @dataclass
@@ -59,10 +60,13 @@ class ExpectationAttack:
         self.device = torch.device(device)
 
     def _random_obfuscation(self, tokens: int, dim: int):
+        method = registry.get(self.obfuscation)
+        options = {"matrix": self.matrix} if "matrix" in method.options else {}
         gen = torch.Generator().manual_seed(self.seed)
+        geometry = registry.Geometry(tokens, dim, 0)
 
         def transform(x: torch.Tensor) -> torch.Tensor:
-            return XNN.random(tokens, dim, self.matrix, gen).to(x.device)(x)
+            return method.random(geometry, gen, **options).to(x.device)(x)
 
         return transform
 
@@ -72,7 +76,7 @@ class ExpectationAttack:
             raise ValueError(f"aux_tokens must be (n, {target.token_shape[0]}, {target.token_shape[1]}) like the "
                              f"target features, got {tuple(aux_tokens.shape)}")
         start = time.time()
-        transform = self._random_obfuscation(*target.token_shape) if self.obfuscation == "xnn" else None
+        transform = self._random_obfuscation(*target.token_shape) if self.obfuscation != "none" else None
         recnet = fit_recnet(aux_tokens, aux_labels, self.recnet_cfg, transform, self.device)
         leak = identity_leakage(target, recnet_embedder(recnet))
         return ExpectationResult(leak.rate, leak.chance, leak, self.obfuscation, self.matrix, len(aux_tokens),

@@ -35,6 +35,7 @@ from veil.errors import VeilError
 from veil.keys import OwnerKey
 from veil.models.extractor import ExtNet, load_extnet
 from veil.models.recnet import load_recnet
+from veil.obfuscation import registry
 from veil.obfuscation.base import NoObfuscation, Obfuscation
 from veil.obfuscation.xnn import XNN
 from veil.pipeline import load_group, make_obfuscation
@@ -88,10 +89,16 @@ class LeakageHarness:
         info = open_store(self.store_dir(method)).manifest.get("obfuscation") or {}
         return info.get("matrix", "orthogonal")
 
+    def method_of(self, method: str) -> str:
+        """The registered obfuscation method the store was made with (its public manifest says)."""
+        info = open_store(self.store_dir(method)).manifest.get("obfuscation") or {}
+        return info.get("method", "none")
+
     def obfuscation(self, method: str) -> Obfuscation:
-        """The owner's transform for ``method`` (XNN under the owner's key, or none)."""
-        key = self.key if method == "xnn" else None
-        return make_obfuscation(self.ext, key, self.matrix_kind(method))
+        """The owner's transform for the store ``method`` (as its manifest names it, under the owner's key)."""
+        name = self.method_of(method)
+        key = self.key if registry.get(name).keyed else None
+        return make_obfuscation(self.ext, key, self.matrix_kind(method), name)
 
     def utility(self, method: str) -> dict | None:
         return (self.results.get("utility") or {}).get(METHODS[method])
@@ -170,9 +177,7 @@ class LeakageHarness:
     # -- the attacks -------------------------------------------------------------------------------------
     def expectation(self, method: str = "xnn", aux_group: str = "aux_a", recnet: AttackRecNetConfig | None = None,
                     seed: int = 0, gallery_kind: str = "owner") -> dict:
-        obfuscation = "xnn" if method == "xnn" else "none"
-        attack = ExpectationAttack(obfuscation, self.matrix_kind(method) if method == "xnn" else "orthogonal",
-                                   recnet, seed, self.device)
+        attack = ExpectationAttack(self.method_of(method), self.matrix_kind(method), recnet, seed, self.device)
         aux_tokens, aux_labels = self.aux(aux_group)
         target = self.target(method, gallery_kind)
         self.log(f"expectation attack on {method}: training on {aux_group} ({len(aux_tokens)} rows)")

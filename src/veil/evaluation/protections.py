@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from veil.attacks.recnet_fit import extract_tokens
+from veil.errors import VeilError
 from veil.keys import OwnerKey
 from veil.models.extractor import ExtNet
+from veil.obfuscation import registry
 from veil.obfuscation.base import Obfuscation
-from veil.obfuscation.instahide import InstaHide
-from veil.obfuscation.keyed import neuracrypt_from_key, xnn_from_key
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Protection:
         """Each image and its mirror, encoded for the cloud."""
         both = torch.cat([images, images.flip(-1)])
         both_labels = torch.cat([labels, labels])
-        if isinstance(self.obfuscation, InstaHide):
+        if self.obfuscation is not None and self.obfuscation.mixes_labels:
             onehot = F.one_hot(both_labels, int(labels.max()) + 1).float()
             chunks, targets = [], []
             for i in range(0, len(both), 256):
@@ -79,17 +79,33 @@ class Protection:
         return TrainingRows(self.encode(both, device=device), both_labels)
 
 
+def protection(method: str, ext: ExtNet, key: OwnerKey | None, public: torch.Tensor | None = None,
+               **options) -> Protection:
+    """The owner's side of any registered method (a name, ``name:opt=v`` or a table label such as ``IH(k=2)``).
+
+    ``options`` fill in what the label does not say (e.g. InstaHide's ``cap``); options a method does not
+    have are ignored here, so one call site can pass every method's settings.
+    """
+    spec, named = registry.parse(method)
+    opts = {**{k: v for k, v in options.items() if k in spec.options}, **named}
+    obf = spec.from_key(key, registry.Geometry.of(ext, public), **opts)
+    return Protection(spec.display(**opts), ext, None if spec.name == "none" else obf)
+
+
 def vanilla(ext: ExtNet) -> Protection:
-    return Protection("Vanilla+PE", ext)
+    return protection("none", ext, None)
 
 
 def xnn(ext: ExtNet, key: OwnerKey, matrix: str = "orthogonal") -> Protection:
-    return Protection("XNN", ext, xnn_from_key(key, *ext.token_shape, matrix))
+    return protection("xnn", ext, key, matrix=matrix)
 
 
 def instahide(ext: ExtNet, k: int, public: torch.Tensor, cap: float = 0.65) -> Protection:
-    return Protection(f"IH(k={k})", ext, InstaHide(k, public, cap))
+    return protection("instahide", ext, None, public, k=k, cap=cap)
 
 
 def neuracrypt(ext: ExtNet, key: OwnerKey, patch: int = 16, dim: int = 256, depth: int = 2) -> Protection:
-    return Protection("NC", ext, neuracrypt_from_key(key, ext.cfg.img_size, patch, dim, depth))
+    if dim != ext.token_shape[1]:
+        raise VeilError(f"NeuraCrypt's dim is ExtNet's token dim ({ext.token_shape[1]}) so RecNet sees one shape, "
+                         f"got {dim}")
+    return protection("neuracrypt", ext, key, patch=patch, depth=depth)

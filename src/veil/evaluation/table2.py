@@ -24,13 +24,7 @@ import torch
 
 from veil.attacks.leakage import Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, extract_tokens, fit_recnet, recnet_embedder
-from veil.attacks.simulation import (
-    Simulation,
-    simulate_instahide,
-    simulate_neuracrypt,
-    simulate_none,
-    simulate_xnn,
-)
+from veil.attacks.simulation import Simulation, simulate
 from veil.data.faceset import FaceSet
 from veil.data.splits import Split, gallery_probe
 from veil.demo import PRESETS, cached_extractor, environment, resolve_data, run_key
@@ -40,6 +34,7 @@ from veil.keys import OwnerKey
 from veil.metrics import bootstrap_ratio
 from veil.models.extractor import ExtNet, build_backbone, load_extnet
 from veil.models.recnet import RecNet
+from veil.obfuscation import registry
 from veil.pipeline import load_group, prepare_split, write_json
 from veil.train.progress import progress_bar
 
@@ -65,9 +60,10 @@ class Table2Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise VeilError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        for m in self.methods:  # any registered method, by name or table label (``IH(k=4)``), the owner can run
+            spec, _ = registry.parse(m)
+            if not spec.owner_side:
+                raise VeilError(f"method {m!r} cannot be made by the owner here: its secret is {spec.secret}")
         if self.preset not in PRESETS:
             raise VeilError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
 
@@ -91,31 +87,20 @@ def _clean_tokens(ext: ExtNet, faces: FaceSet, device) -> torch.Tensor:
                       extract_tokens(ext, faces.images, flip=True, device=device)])
 
 
+def _options(cfg: Table2Config) -> dict:
+    """Every method's settings from the run's config; each method takes the ones it has."""
+    return {"matrix": cfg.matrix, "cap": cfg.ih_cap, "patch": cfg.nc_patch, "depth": cfg.nc_depth}
+
+
 def _simulation(name: str, ext: ExtNet, aux: FaceSet, clean: torch.Tensor, public: torch.Tensor,
                 cfg: Table2Config, device) -> Simulation:
     """The expectation attack's training set for ``name``; ``clean`` = :func:`_clean_tokens` of ``aux``."""
-    if name == "Vanilla+PE":
-        return simulate_none(clean, torch.cat([aux.labels, aux.labels]))
-    if name == "XNN":
-        return simulate_xnn(clean, torch.cat([aux.labels, aux.labels]), cfg.matrix, cfg.seed)
-    if name.startswith("IH"):
-        k = int(name[len("IH(k="):-1])
-        return simulate_instahide(ext, aux.images, aux.labels, public, k, cfg.ih_cap, cfg.ih_encodings,
-                                  cfg.seed, device)
-    if name == "NC":
-        return simulate_neuracrypt(aux.images, aux.labels, cfg.nc_patch, ext.token_shape[1], cfg.nc_depth,
-                                   cfg.seed)
-    raise VeilError(f"no simulation for {name!r}")
+    return simulate(name, ext, aux.images, aux.labels, clean, public, cfg.ih_encodings, cfg.seed, device,
+                    **_options(cfg))
 
 
 def _protection(name: str, ext: ExtNet, key: OwnerKey, public: torch.Tensor, cfg: Table2Config):
-    if name == "Vanilla+PE":
-        return protections.vanilla(ext)
-    if name == "XNN":
-        return protections.xnn(ext, key, cfg.matrix)
-    if name.startswith("IH"):
-        return protections.instahide(ext, int(name[len("IH(k="):-1]), public, cfg.ih_cap)
-    return protections.neuracrypt(ext, key, cfg.nc_patch, ext.token_shape[1], cfg.nc_depth)
+    return protections.protection(name, ext, key, public, **_options(cfg))
 
 
 def _public_pool(data, split: Split, img_size: int, size: int, seed: int) -> torch.Tensor:

@@ -13,14 +13,33 @@ hyper-parameters, never a secret parameter.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+LEVELS = ("tokens", "image", "encoder")
+
+
+class KeySource(Protocol):
+    """What a method needs of the owner's key: labelled deterministic draws and a fingerprint.
+
+    Why a protocol and not ``veil.keys.OwnerKey``: the derivations (which HKDF label feeds which
+    parameter) are public, only the key is secret. Typing against this protocol lets each method's
+    module hold its own ``from_key`` without importing the key module, so the modules an attacker or
+    the cloud runs stay free of it (``tests/test_trust_boundaries.py``).
+    """
+
+    fingerprint: str
+
+    def rng(self, label: str) -> Any:
+        """A deterministic generator (``permutation(n)``, ``normal(shape)``) for ``label``."""
 
 
 class Obfuscation(nn.Module, ABC):
     method: str = "abstract"
     level: str = "tokens"
+    mixes_labels: bool = False  # True when training rows carry mixed soft labels (``mix(images, targets, ...)``)
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:

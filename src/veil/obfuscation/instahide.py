@@ -47,6 +47,7 @@ class InstaHide(Obfuscation):
 
     method = "instahide"
     level = "image"
+    mixes_labels = True
 
     def __init__(self, k: int, public: torch.Tensor, cap: float = 0.65, randomness: Randomness | None = None) -> None:
         super().__init__()

@@ -8,27 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from veil.keys import OwnerKey
-from veil.obfuscation.neuracrypt import NeuraCrypt, scale_gaussians, weight_shapes
-from veil.obfuscation.xnn import XNN, gaussian_to_matrix
+from veil.obfuscation.neuracrypt import NeuraCrypt
+from veil.obfuscation.xnn import XNN
 
 
 def xnn_from_key(key: OwnerKey, tokens: int, dim: int, kind: str = "orthogonal") -> XNN:
-    """The owner's ObfNet for an ExtNet with ``tokens`` x ``dim`` output."""
-    perm = key.rng(f"veil/xnn/permutation/{tokens}").permutation(tokens)
-    gauss = torch.from_numpy(key.rng(f"veil/xnn/matrix/{dim}").normal((dim, dim))).float()
-    return XNN(perm, gaussian_to_matrix(gauss, kind), kind, fingerprint=key.fingerprint)
+    """The owner's ObfNet for an ExtNet with ``tokens`` x ``dim`` output (see :meth:`XNN.from_key`)."""
+    return XNN.from_key(key, tokens, dim, kind)
 
 
 def neuracrypt_from_key(key: OwnerKey, img_size: int, patch: int = 16, dim: int = 256, depth: int = 2) -> NeuraCrypt:
-    """The owner's NeuraCrypt encoder: every weight tensor from its own HKDF label (the shape is bound in)."""
-    gauss = {}
-    for name, shape in weight_shapes(img_size, patch, dim, depth).items():
-        label = f"veil/neuracrypt/{name}/{'x'.join(map(str, shape))}"
-        gauss[name] = torch.from_numpy(key.rng(label).normal(shape)).float()
-    return NeuraCrypt(scale_gaussians(gauss), patch, fingerprint=key.fingerprint)
+    """The owner's NeuraCrypt encoder (see :meth:`NeuraCrypt.from_key`)."""
+    return NeuraCrypt.from_key(key, img_size, patch, dim, depth)
 
 
 def label_map(key: OwnerKey, names: Sequence[str]) -> dict[str, int]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from veil.errors import VeilError
-from veil.obfuscation.base import Obfuscation
+from veil.obfuscation.base import KeySource, Obfuscation
 from veil.obfuscation.randomness import Randomness, SystemRandomness, permutations
 
 
@@ -100,6 +100,15 @@ class NeuraCrypt(Obfuscation):
     def public_info(self) -> dict:
         return {"method": self.method, "patch": self.patch, "depth": self.depth, "dim": self.dim,
                 "img_size": self.img_size}
+
+    @classmethod
+    def from_key(cls, key: KeySource, img_size: int, patch: int = 16, dim: int = 256, depth: int = 2) -> NeuraCrypt:
+        """The owner's encoder: every weight tensor from its own HKDF label (the shape is bound in)."""
+        gauss = {}
+        for name, shape in weight_shapes(img_size, patch, dim, depth).items():
+            label = f"veil/neuracrypt/{name}/{'x'.join(map(str, shape))}"
+            gauss[name] = torch.from_numpy(key.rng(label).normal(shape)).float()
+        return cls(scale_gaussians(gauss), patch, fingerprint=key.fingerprint)
 
     @classmethod
     def random(cls, img_size: int, patch: int = 16, dim: int = 256, depth: int = 2,

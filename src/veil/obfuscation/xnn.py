@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from veil.errors import VeilError
-from veil.obfuscation.base import Obfuscation
+from veil.obfuscation.base import KeySource, Obfuscation
 
 MATRIX_KINDS = ("orthogonal", "gaussian")
 
@@ -73,6 +73,13 @@ class XNN(Obfuscation):
 
     def public_info(self) -> dict:
         return {"method": self.method, "matrix": self.kind}
+
+    @classmethod
+    def from_key(cls, key: KeySource, tokens: int, dim: int, kind: str = "orthogonal") -> XNN:
+        """The owner's ObfNet for an ExtNet with ``tokens`` x ``dim`` output (one HKDF label per parameter)."""
+        perm = key.rng(f"veil/xnn/permutation/{tokens}").permutation(tokens)
+        gauss = torch.from_numpy(key.rng(f"veil/xnn/matrix/{dim}").normal((dim, dim))).float()
+        return cls(perm, gaussian_to_matrix(gauss, kind), kind, fingerprint=key.fingerprint)
 
     @classmethod
     def random(cls, tokens: int, dim: int, kind: str = "orthogonal",

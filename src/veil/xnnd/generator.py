@@ -1,17 +1,17 @@
 """The client's feature generator FG = LayerNorm(ExtNet(x)) + noise_encoder(x).
 
 ExtNet is public and frozen. The paper's baseline adds a LayerNorm after ExtNet; Veil's uses no
-affine parameters, so every clean token has RMS 1. The noise encoder has ExtNet's structure (the
-same stem and first blocks), starts from ExtNet's public weights and is then trained adversarially
-(stage 1); its trained weights are the client's secret. Its output is rescaled per token to RMS
-``eps``: a hard bound on the noise, so the noised feature is never more than ``eps`` away (per
-token, in RMS) from the clean one. BatchNorm layers use their running statistics in training as
-at inference, so a feature depends on its image only, never on the rest of the batch.
+affine parameters, so every clean token has RMS 1. The noise encoder
+(``veil.obfuscation.noise.NoiseEncoder``) has ExtNet's structure (the same stem and first blocks),
+starts from ExtNet's public weights and is then trained adversarially (stage 1); its trained weights
+are the client's secret. Its output is rescaled per token to RMS ``eps``: a hard bound on the noise,
+so the noised feature is never more than ``eps`` away (per token, in RMS) from the clean one.
+BatchNorm layers use their running statistics in training as at inference, so a feature depends on
+its image only, never on the rest of the batch.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -22,53 +22,10 @@ from torch import nn
 
 from veil.errors import VeilError
 from veil.models.extractor import ExtNet, ExtractorConfig, _load_state, build_backbone, extnet_digest, read_metadata
+from veil.obfuscation.noise import NoiseEncoder
 from veil.secretfile import check_private, write_private
 
 FORMAT = "veil-xnnd-fg"
-
-
-class NoiseEncoder(nn.Module):
-    """Images -> noise tokens (B, N, D) with per-token RMS ``eps``; ExtNet's architecture, trainable."""
-
-    def __init__(self, ext: ExtNet, eps: float) -> None:
-        super().__init__()
-        inner = copy.deepcopy(ext)
-        self.patch_embed = inner.patch_embed
-        self.cls_token = inner.cls_token
-        self.pos_embed = inner.pos_embed
-        self.norm_pre = inner.norm_pre
-        self.blocks = inner.blocks
-        self.no_embed_class = inner.no_embed_class
-        self.register_buffer("mean", ext.mean.clone(), persistent=False)
-        self.register_buffer("std", ext.std.clone(), persistent=False)
-        self.img_size = ext.cfg.img_size
-        self.eps = float(eps)
-        self.requires_grad_(True)
-        self._freeze_batchnorm()
-
-    def _freeze_batchnorm(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-                m.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> NoiseEncoder:
-        super().train(mode)
-        self._freeze_batchnorm()
-        return self
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        x = self.patch_embed((x - self.mean) / self.std)
-        prefix = [self.cls_token.expand(x.shape[0], -1, -1)] if self.cls_token is not None else []
-        if self.no_embed_class:
-            x = torch.cat(prefix + [x + self.pos_embed], dim=1)
-        else:
-            x = torch.cat(prefix + [x], dim=1) + self.pos_embed
-        raw = self.blocks(self.norm_pre(x))
-        raw = raw - raw.mean(dim=-1, keepdim=True)
-        rms = raw.pow(2).mean(dim=-1, keepdim=True).add(1e-6).sqrt()
-        return self.eps * raw / rms
 
 
 class FeatureGenerator(nn.Module):
