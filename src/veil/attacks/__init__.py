@@ -5,11 +5,13 @@ attacks receive tensors (obfuscated features, public ExtNet tokens, leaked pairs
 """
 
 from veil.attacks.alignment import AlignmentAttack, AlignmentResult
+from veil.attacks.base import Attack, AttackParameterError, AttackResult, View
 from veil.attacks.expectation import ExpectationAttack, ExpectationResult
 from veil.attacks.known_plaintext import KnownPlaintextAttack, KnownPlaintextPoint, KnownPlaintextResult
 from veil.attacks.leakage import CloudModelAttack, CloudModelResult, LeakageResult, Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, extract_tokens
 
-__all__ = ["AlignmentAttack", "AlignmentResult", "CloudModelAttack", "CloudModelResult", "ExpectationAttack",
+__all__ = ["Attack", "AttackParameterError", "AttackResult", "View",
+           "AlignmentAttack", "AlignmentResult", "CloudModelAttack", "CloudModelResult", "ExpectationAttack",
            "ExpectationResult", "KnownPlaintextAttack", "KnownPlaintextPoint", "KnownPlaintextResult", "LeakageResult",
            "Target", "identity_leakage", "AttackRecNetConfig", "extract_tokens"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from veil.attacks import params
+from veil.attacks.base import Attack, AttackResult, View
 from veil.attacks.estimation import assign, inv_sqrt, procrustes, row_moments
 from veil.attacks.identifiers import IDENTIFIERS, build_identifier
 from veil.attacks.leakage import LeakageResult, Target, identity_leakage, pooled_embedder
@@ -79,8 +80,13 @@ def _principal_axes(white: torch.Tensor, axes: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-class AlignmentAttack:
+class AlignmentAttack(Attack):
     """Match the obfuscated store's statistics to public ExtNet statistics, invert, identify."""
+
+    name = "alignment"
+    holdings = ("the obfuscated store (store_features)", "unlabelled public ExtNet tokens (public_tokens)",
+                "the owner's obfuscated test features (target)",
+                "optionally labelled auxiliary tokens for the recnet identifier")
 
     def __init__(self, axes: int = 4, refine_rounds: int = 10, identifier: str = "pooled",
                  recnet: AttackRecNetConfig | None = None, floor: float = 1e-4,
@@ -88,7 +94,7 @@ class AlignmentAttack:
         self.axes = params.non_negative_int("axes", axes)
         self.refine_rounds = params.non_negative_int("refine_rounds", refine_rounds)
         self.identifier = params.choice("identifier", identifier, IDENTIFIERS)
-        self.recnet_cfg = recnet or AttackRecNetConfig()
+        self.recnet_cfg = params.recnet_config(recnet, AttackRecNetConfig())
         self.floor = params.positive_float("floor", floor)
         self.device = torch.device(device)
 
@@ -107,6 +113,12 @@ class AlignmentAttack:
                 break
             perm = new
         return perm
+
+    def on(self, view: View, command: str | None = None) -> AttackResult:
+        store, public, target = view.need("store_features", "public_tokens", "target")
+        r = self.run(store, public, target, view.aux_tokens, view.aux_labels)
+        return self.result(r.leakage, command, r, identifier=r.identifier, whitened_pooled=r.whitened.as_dict(),
+                           seconds=r.seconds, config=r.config)
 
     def run(self, store_features: torch.Tensor, public_tokens: torch.Tensor, target: Target,
             aux_tokens: torch.Tensor | None = None, aux_labels: torch.Tensor | None = None) -> AlignmentResult:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from veil.attacks import params
+from veil.attacks.base import Attack, AttackResult, View
 from veil.attacks.leakage import LeakageResult, Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder
 from veil.metrics import Rate
@@ -67,14 +68,22 @@ def _subset(labels: torch.Tensor, images: int, seed: int) -> torch.Tensor:
     return order[:images].sort().values
 
 
-class BlackBoxAttack:
+class BlackBoxAttack(Attack):
     """Query FG with auxiliary images, train a RecNet on the answers, identify the owner's intercepted features."""
+
+    name = "black_box"
+    holdings = ("query access to the client's feature generator (query)", "labelled auxiliary images (aux_images)",
+                "the owner's intercepted features (target)")
+
+    def on(self, view: View, command: str | None = None) -> AttackResult:
+        query, images, labels, target = view.need("query", "aux_images", "aux_labels", "target")
+        r = self.run(query, images, labels, target)
+        d = r.as_dict()
+        return self.result(r.points[-1].leakage, command, r, curve=d["curve"], config=d["config"])
 
     def __init__(self, recnet: AttackRecNetConfig | None = None, flip: bool = True, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
-        self.recnet_cfg = recnet or AttackRecNetConfig()
-        if not isinstance(self.recnet_cfg, AttackRecNetConfig):
-            raise ValueError(f"recnet must be an AttackRecNetConfig, got {type(recnet).__name__}")
+        self.recnet_cfg = params.recnet_config(recnet, AttackRecNetConfig())
         self.flip = bool(flip)
         self.seed = params.non_negative_int("seed", seed)
         self.device = torch.device(device)
@@ -115,18 +124,31 @@ class BlackBoxAttack:
                               {"recnet": vars(self.recnet_cfg).copy(), "flip": self.flip, "seed": self.seed})
 
 
-class NoiseExpectationAttack:
+class NoiseExpectationAttack(Attack):
     """Train on public clean tokens (LayerNorm'd) plus random noise of the public bound, redrawn every batch."""
+
+    name = "noise_expectation"
+    holdings = ("public ExtNet", "the public noise bound eps", "labelled auxiliary tokens (aux_tokens, aux_labels)",
+                "the owner's intercepted features (target)")
 
     def __init__(self, eps: float, recnet: AttackRecNetConfig | None = None, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
         self.eps = params.non_negative_float("eps", eps)
-        self.recnet_cfg = recnet or AttackRecNetConfig()
+        self.recnet_cfg = params.recnet_config(recnet, AttackRecNetConfig())
         self.seed = params.non_negative_int("seed", seed)
         self.device = torch.device(device)
 
+    def on(self, view: View, command: str | None = None) -> AttackResult:
+        leak, extra = self._attack(*view.need("aux_tokens", "aux_labels", "target"))
+        return self.result(leak, command, None, **extra)
+
     def run(self, aux_tokens: torch.Tensor, aux_labels: torch.Tensor, target: Target) -> dict:
         """``aux_tokens``: the public ExtNet tokens of the adversary's own images (any normalisation)."""
+        leak, extra = self._attack(aux_tokens, aux_labels, target)
+        return {**leak.as_dict(), **extra}
+
+    def _attack(self, aux_tokens: torch.Tensor, aux_labels: torch.Tensor,
+                target: Target) -> tuple[LeakageResult, dict]:
         start = time.time()
         gen = torch.Generator().manual_seed(self.seed)
         eps = self.eps
@@ -134,4 +156,4 @@ class NoiseExpectationAttack:
         transform = registry.get("noise").random(registry.Geometry(tokens, dim, 0), gen, eps=eps)
         recnet = fit_recnet(aux_tokens, aux_labels, self.recnet_cfg, transform, self.device)
         leak = identity_leakage(target, recnet_embedder(recnet))
-        return {**leak.as_dict(), "eps": eps, "aux_rows": len(aux_tokens), "seconds": time.time() - start}
+        return leak, {"eps": eps, "aux_rows": len(aux_tokens), "seconds": time.time() - start}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from veil.attacks import params
+from veil.attacks.base import Attack, AttackResult, View
 from veil.attacks.leakage import LeakageResult, Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder
 from veil.metrics import Rate
@@ -41,21 +42,23 @@ class ExpectationResult:
     config: dict = field(default_factory=dict)
 
 
-class ExpectationAttack:
+class ExpectationAttack(Attack):
     """Train on randomly obfuscated auxiliary tokens, then identify the owner's obfuscated test persons.
 
     ``obfuscation`` and ``matrix`` are what the store's public manifest says the owner used; the
     parameters themselves are redrawn from a public ``torch.Generator`` every batch.
     """
 
+    name = "expectation"
+    holdings = ("public ExtNet", "labelled auxiliary images of other persons (aux_tokens, aux_labels)",
+                "the store's public manifest (method, matrix)", "the owner's obfuscated test features (target)")
+
     def __init__(self, obfuscation: str = "xnn", matrix: str = "orthogonal",
                  recnet: AttackRecNetConfig | None = None, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
         self.obfuscation = params.choice("obfuscation", obfuscation, OBFUSCATIONS)
         self.matrix = params.choice("matrix", matrix, MATRIX_KINDS)
-        self.recnet_cfg = recnet or AttackRecNetConfig()
-        if not isinstance(self.recnet_cfg, AttackRecNetConfig):
-            raise ValueError(f"recnet must be an AttackRecNetConfig, got {type(recnet).__name__}")
+        self.recnet_cfg = params.recnet_config(recnet, AttackRecNetConfig())
         self.seed = params.non_negative_int("seed", seed)
         self.device = torch.device(device)
 
@@ -69,6 +72,11 @@ class ExpectationAttack:
             return method.random(geometry, gen, **options).to(x.device)(x)
 
         return transform
+
+    def on(self, view: View, command: str | None = None) -> AttackResult:
+        r = self.run(*view.need("aux_tokens", "aux_labels", "target"))
+        return self.result(r.leakage, command, r, obfuscation=r.obfuscation, matrix=r.matrix, aux_rows=r.aux_rows,
+                           aux_identities=r.aux_identities, seconds=r.seconds, config=r.config)
 
     def run(self, aux_tokens: torch.Tensor, aux_labels: torch.Tensor, target: Target) -> ExpectationResult:
         """``aux_tokens`` (n, N, D): clean ExtNet tokens of the adversary's auxiliary images."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from veil.attacks import params
+from veil.attacks.base import Attack, AttackResult, View
 from veil.attacks.estimation import apply_inverse, assign, least_squares, procrustes
 from veil.attacks.identifiers import IDENTIFIERS, build_identifier
 from veil.attacks.leakage import LeakageResult, Target, identity_leakage
@@ -100,21 +101,34 @@ def _position_cost(x: torch.Tensor, o: torch.Tensor, matrix: str) -> torch.Tenso
     return torch.cdist(bo, bx) ** 2
 
 
-class KnownPlaintextAttack:
+class KnownPlaintextAttack(Attack):
     """Estimate P and M from leaked pairs, invert the owner's test features, identify; one point per k."""
+
+    name = "known_plaintext"
+    holdings = ("k leaked (clean ExtNet tokens, obfuscated store row) pairs (pairs)",
+                "the store's public manifest (matrix)", "the owner's obfuscated test features (target)",
+                "optionally labelled auxiliary tokens for the recnet identifier")
 
     def __init__(self, ks: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64), matrix: str = "orthogonal",
                  identifier: str = "pooled", recnet: AttackRecNetConfig | None = None, rounds: int = 5,
                  device: torch.device | str = "cpu") -> None:
         ks = list(ks)
         if not ks:
-            raise ValueError("ks must list at least one number of pairs")
+            raise params.AttackParameterError("ks", "ks must list at least one number of pairs")
         self.ks = sorted({params.non_negative_int("ks", k) for k in ks})
         self.matrix = params.choice("matrix", matrix, MATRIX_KINDS)
         self.identifier = params.choice("identifier", identifier, IDENTIFIERS)
-        self.recnet_cfg = recnet or AttackRecNetConfig()
+        self.recnet_cfg = params.recnet_config(recnet, AttackRecNetConfig())
         self.rounds = params.positive_int("rounds", rounds)
         self.device = torch.device(device)
+
+    def on(self, view: View, command: str | None = None) -> AttackResult:
+        """The result at the largest k; ``details['points']`` holds the curve (estimates stay in ``raw``)."""
+        (clean, obfuscated), target = view.need("pairs", "target")
+        r = self.run(clean, obfuscated, target, view.aux_tokens, view.aux_labels)
+        points = [{"k": p.k, **p.leakage.as_dict(), "residual": p.residual} for p in r.points]
+        return self.result(r.points[-1].leakage, command, r, identifier=r.identifier, points=points,
+                           seconds=r.seconds, config=r.config)
 
     def run(self, clean: torch.Tensor, obfuscated: torch.Tensor, target: Target,
             aux_tokens: torch.Tensor | None = None, aux_labels: torch.Tensor | None = None) -> KnownPlaintextResult:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from veil.attacks.base import Attack, AttackResult, View
 from veil.data.faceset import FaceSet
 from veil.data.splits import gallery_probe
 from veil.metrics import Rate, top1
@@ -114,13 +115,21 @@ class CloudModelResult:
     leakage: LeakageResult
 
 
-class CloudModelAttack:
+class CloudModelAttack(Attack):
     """The cloud's own RecNet on the owner's obfuscated gallery and probes: no attack effort at all.
 
     The cloud trained RecNet on the owner's obfuscated store, so RecNet already reads features made
     under the owner's key. Under the paper's protocol (gallery = owner's test set under the owner's
     key) this is the owner's utility, which bounds what "leakage" can mean against the cloud itself.
     """
+
+    name = "cloud_model"
+    holdings = ("the RecNet the cloud trained on the store (recnet)", "the owner's obfuscated test features (target)")
+
+    def on(self, view: View, command: str | None = None) -> AttackResult:
+        recnet, target = view.need("recnet", "target")
+        r = self.run(recnet, target)
+        return self.result(r.leakage, command, r)
 
     def run(self, recnet: torch.nn.Module, target: Target, batch_size: int = 512) -> CloudModelResult:
         recnet.eval()

@@ -44,7 +44,8 @@ class AttackRecNetConfig(CloudTrainConfig):
         for name in ("momentum", "weight_decay", "warmup_epochs", "margin"):
             params.non_negative_float(name, getattr(self, name))
         if self.dim % self.num_heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+            raise params.AttackParameterError("dim", f"dim ({self.dim}) must be divisible by num_heads "
+                                                     f"({self.num_heads})")
 
 
 def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConfig,

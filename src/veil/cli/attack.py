@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from veil.attacks import AttackRecNetConfig
+from veil.attacks import AttackParameterError, AttackRecNetConfig
 from veil.cli.common import console, friendly
 from veil.device import configure_threads, pick_device
 from veil.errors import VeilError
@@ -32,13 +32,17 @@ GALLERY = typer.Option("owner", help="owner: gallery = the owner's obfuscated te
 
 
 def _bad_value_is_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """An attack's ValueError (a bad parameter) is the user's input at fault: report it like a VeilError."""
+    """An attack's declared parameter error is the user's input at fault: report it like a VeilError.
+
+    Only :class:`~veil.attacks.base.AttackParameterError`: any other ValueError is a bug in Veil and keeps
+    its traceback, rather than being shown to the user as if they had mistyped an option.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ValueError as exc:
+        except AttackParameterError as exc:
             raise VeilError(str(exc)) from None
 
     return wrapper
