@@ -60,7 +60,7 @@ class Cluster:
         self.pool = root / "pool.json"
         self.nodes: list[NodeProc] = []
 
-    def spawn(self, k: int, misbehave: str | None = None, timeout: float = 90.0) -> list[NodeProc]:
+    def spawn(self, k: int, misbehave: str | None = None, timeout: float = 300.0) -> list[NodeProc]:
         procs = []
         for _ in range(k):
             log = self.root / f"node{len(self.nodes) + len(procs)}.log"

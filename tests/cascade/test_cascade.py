@@ -1,5 +1,5 @@
-"""End to end with real node processes on 127.0.0.1 over gRPC: the four phases, dummies, loop messages,
-equality with local training, crash recovery and Byzantine detection."""
+"""End to end with real node processes on 127.0.0.1 over ZeroMQ (the default transport): the four phases,
+dummies, loop messages, micro-batches, equality with local training, crash recovery and Byzantine detection."""
 
 from __future__ import annotations
 
@@ -28,9 +28,8 @@ def test_four_phases_match_local_training(cluster) -> None:
     pool = cluster.sub_pool("phases", nodes)
     with Designer(pool, spec, dummies=1, seed=0, select_seed=3, loop_rate=2) as des:
         sent, received = [], []  # every packet the designer puts on the wire or gets back, every op
-        push, peel = des._client.push, des._peeler.peel
-        des._client.push = lambda a, pkt, timeout=C.SEND_TIMEOUT_S: (sent.append(len(pkt)), push(a, pkt, timeout))[1]
-        des._peeler.peel = lambda pkt: (received.append(len(pkt)), peel(pkt))[1]
+        des.inbox.on_send_hook = lambda pkt: sent.append(len(pkt))
+        des.inbox.on_packet_hook = lambda pkt: received.append(len(pkt))
         res = des.train(ds, epochs=2)
         layer_of = des.cascade.layer_of
         assert layer_of.count(None) == 1 and [i for i in layer_of if i is not None] == [0, 1, 2, 3, 4]
@@ -130,3 +129,18 @@ def test_byzantine_node_is_detected_at_test_phase_and_replaced(cluster, small_mo
     assert bad.entry.address not in final
     assert res.accuracy >= 0.3 and len(res.epoch_accuracy) == 2
     assert res.losses == local.train_local(spec, ds, 2, seed=3).losses  # restarted from verified weights
+
+
+def test_microbatches_in_flight_match_local_training(cluster, small_model: Path) -> None:
+    """GPipe-style: m micro-batches in flight, gradients accumulated, one step per batch: local's arithmetic up to
+    summation order (per-step losses within 1e-5, same accuracy)."""
+    ds = D.load(seed=4)
+    spec = load_spec(small_model, ds.input_dim)
+    pool = cluster.sub_pool("micro", cluster.alive()[:5])
+    with Designer(pool, spec, dummies=1, seed=4, loop_rate=1, microbatches=4) as des:
+        res = des.train(ds, epochs=2)
+        assert des.cell == 8 * 1024  # micro-batches of 8 rows fit the smallest class
+    ref = local.train_local(spec, ds, 2, seed=4)
+    assert len(res.losses) == len(ref.losses)
+    assert max(abs(a - b) for a, b in zip(res.losses, ref.losses, strict=True)) <= 1e-5
+    assert abs(res.accuracy - ref.accuracy) <= 0.001

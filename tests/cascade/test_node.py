@@ -1,10 +1,9 @@
-"""A node over the real gRPC transport, in this process: bad packets are dropped with a reason, and the
+"""A node over the real (ZeroMQ) transport, in this process: bad packets are dropped with a reason, and the
 node keeps serving; the designer's loop messages still come back."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from veil.cascade.models import load_spec
 from veil.cascade.node import Node
 from veil.cascade.packet import Hop, build_packet
 from veil.cascade.routing import Routing
+from veil.cascade.testing import wait_until
 
 
 @pytest.fixture
@@ -33,18 +33,10 @@ def nodes(tmp_path: Path) -> Iterator[tuple[list[Node], Path]]:
             n.stop()
 
 
-def _wait(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
-
 
 def test_bad_packets_are_logged_and_the_node_keeps_serving(nodes, caplog: pytest.LogCaptureFixture) -> None:
     (a, b), pool = nodes
-    client = transport.Client()
+    client = transport.make()
     caplog.set_level(logging.WARNING, logger="veil.cascade.node")
     with Designer(pool, load_spec("mlp", 64), loop_rate=0) as des:
         path = [Hop(a.address, a.public_key), Hop(b.address, b.public_key), des.hop]
@@ -57,7 +49,7 @@ def test_bad_packets_are_logged_and_the_node_keeps_serving(nodes, caplog: pytest
         tampered[C.HEADER_SIZE + 1] ^= 1
         client.push(a.address, bytes(tampered))
         client.push(b.address, good)  # mis-routed: sealed for a, delivered to b
-        assert _wait(lambda: len(a.rejections) >= 3 and len(b.rejections) >= 1)
+        assert wait_until(lambda: len(a.rejections) >= 3 and len(b.rejections) >= 1)
         assert any("replayed" in r for r in a.rejections)
         assert any("wrong packet length" in r for r in a.rejections)
         assert any("payload authentication failed" in r for r in a.rejections)
@@ -65,7 +57,7 @@ def test_bad_packets_are_logged_and_the_node_keeps_serving(nodes, caplog: pytest
         assert "rejected packet: replayed" in caplog.text
         # still serving: a fresh loop message through both nodes comes back to the designer
         des.send_loops(3)
-        assert _wait(lambda: des.loops_returned >= 3)
+        assert wait_until(lambda: des.loops_returned >= 3)
         assert a.stats["loop"] + b.stats["loop"] >= 2 + 3  # the good packet crossed both, each loop >= 1
     client.close()
 
@@ -75,8 +67,10 @@ def test_wrong_op_order_is_rejected_not_fatal(nodes) -> None:
     with Designer(pool, load_spec("mlp", 64), loop_rate=0) as des:
         path = [Hop(a.address, a.public_key), des.hop]
         pkt, _ = build_packet(path, [Routing(op=C.OP_FORWARD)] * 2, b"not a message")
-        transport.Client().push(a.address, pkt)
-        assert _wait(lambda: len(a.rejections) == 1)
-        assert "before any layer was initialised" in a.rejections[0]
+        client = transport.make()
+        client.push(a.address, pkt)
+        assert wait_until(lambda: len(a.rejections) == 1)
+        assert "without a session" in a.rejections[0]
+        client.close()
         des.send_loops(2)
-        assert _wait(lambda: des.loops_returned >= 2)
+        assert wait_until(lambda: des.loops_returned >= 2)

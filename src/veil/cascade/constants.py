@@ -19,8 +19,9 @@ OP_BACKWARD = 2  # gradients hop by hop in reverse; each layer updates its own p
 OP_TEST = 3  # forward without saving state or updating anything
 OP_LOOP = 4  # cover traffic: every hop relays, the designer receives it back
 OP_STATE = 5  # checkpoint: the target hop returns a fragment of its layer state, end-to-end sealed
+OP_CLOSE = 6  # end of run: the target hop drops its layer and its session, then relays
 OPS = {OP_INIT: "init", OP_FORWARD: "forward", OP_BACKWARD: "backward", OP_TEST: "test", OP_LOOP: "loop",
-       OP_STATE: "state"}
+       OP_STATE: "state", OP_CLOSE: "close"}
 
 # --- routing flags --------------------------------------------------------------------------------------
 FLAG_TARGET = 0x01  # INIT/STATE: this hop is the one the end-to-end content is for
@@ -39,13 +40,15 @@ ADDRESS_SIZE = 64  # "host:port", UTF-8, zero padded
 STEP_TAG_SIZE = 8  # per-hop random tag linking a forward to its backward at that hop only
 EXTRA_SIZE = 256  # labels for the loss layer (uint8 per sample): the largest batch is 256
 CELL_FIELD_SIZE = 4  # u32: the run's payload size, announced to every hop; it checks and keeps it
-ROUTING_FORMAT = f"<BB{STEP_TAG_SIZE}s{ADDRESS_SIZE}s{KEY_SIZE}sIHH{EXTRA_SIZE}s"
-ROUTING_SIZE = 1 + 1 + STEP_TAG_SIZE + ADDRESS_SIZE + KEY_SIZE + CELL_FIELD_SIZE + 2 + 2 + EXTRA_SIZE  # 370
+WINDOW_FIELD_SIZE = 4  # u32: the replay window the packet was built in (coarse time, shared by all packets)
+ROUTING_FORMAT = f"<BB{STEP_TAG_SIZE}s{ADDRESS_SIZE}s{KEY_SIZE}sIIHH{EXTRA_SIZE}s"
+ROUTING_SIZE = (1 + 1 + STEP_TAG_SIZE + ADDRESS_SIZE + KEY_SIZE + CELL_FIELD_SIZE + WINDOW_FIELD_SIZE + 2 + 2
+                + EXTRA_SIZE)  # 374
 
 # --- header ---------------------------------------------------------------------------------------------
 MAX_HOPS = 12  # cascade nodes plus the designer's own final slot
-SLOT_SIZE = KEY_SIZE + ROUTING_SIZE + TAG_SIZE  # 418
-HEADER_SIZE = MAX_HOPS * SLOT_SIZE  # 5,016
+SLOT_SIZE = KEY_SIZE + ROUTING_SIZE + TAG_SIZE  # 422
+HEADER_SIZE = MAX_HOPS * SLOT_SIZE  # 5,064
 
 # --- payload (the "cell") -------------------------------------------------------------------------------
 # Size classes, Nym-style: powers of two from 8 KiB to 1 MiB. The designer picks ONE class per run, the
@@ -93,12 +96,25 @@ FRAGMENT_SIZE = fragment_size(DEFAULT_CELL)
 HKDF_INFO = b"veil-cascade-v1 hop keys"
 HKDF_LENGTH = 4 * KEY_SIZE  # header AEAD key, header stream key, payload key, end-to-end key
 REPLAY_LABEL = b"veil-cascade-v1 replay"
+# Session mode (after a hop is initialised for a run): the slot's first 32 bytes are a fresh random nonce, not an
+# ephemeral public key, and the hop keys are HKDF(session secret, salt = nonce), so only the designer that sealed
+# the session secret to this hop can build a packet it accepts (see docs/cascade.md, "Sessions").
+SESSION_INFO = b"veil-cascade-v1 session hop keys"
+SESSION_SECRET_SIZE = 32
+SESSION_IDLE_S = 600.0  # a node drops a session (and its layer) after this long without a session packet
+
+# --- replay cache ---------------------------------------------------------------------------------------
+REPLAY_WINDOW_S = 60  # packets carry the window they were built in; a hop accepts its current one +- 1
+REPLAY_WINDOWS_KEPT = 3  # previous, current, next: the cache never holds tags of older windows
 
 # --- transport ------------------------------------------------------------------------------------------
+TRANSPORTS = ("zmq", "grpc")
+DEFAULT_TRANSPORT = "zmq"  # measured faster on loopback (bench/cascade.py, "transport")
 GRPC_SERVICE = "veil.cascade.Relay"
 GRPC_METHOD = "Push"
 GRPC_MAX_MESSAGE = 2 * packet_size(MAX_CELL)  # the largest class with room to spare, nothing more
 SEND_TIMEOUT_S = 10.0
+NODE_SEND_TIMEOUT_S = 2.0  # a node never stalls longer than this on a dead next hop
 
 # --- behaviour ------------------------------------------------------------------------------------------
 SAVED_STEPS = 64  # forward state a layer keeps for pending backwards, oldest dropped first

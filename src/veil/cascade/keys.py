@@ -61,6 +61,20 @@ def derive(shared: bytes) -> HopKeys:
     )
 
 
+def derive_session(secret: bytes, nonce: bytes) -> HopKeys:
+    """Session-mode hop keys: HKDF-SHA256 with the run's per-hop session secret as input key material and the
+    slot's fresh random nonce as salt. No public-key operation: a hop that holds the secret derives the same
+    keys, anyone else (the pool file lists only public keys) cannot. The replay tag is a fifth output, so it is
+    as unforgeable as the keys."""
+    if len(secret) != C.SESSION_SECRET_SIZE or len(nonce) != C.KEY_SIZE:
+        raise VeilError("session secret and slot nonce must be 32 bytes each")
+    okm = HKDF(algorithm=hashes.SHA256(), length=C.HKDF_LENGTH + C.KEY_SIZE, salt=nonce,
+               info=C.SESSION_INFO).derive(secret)
+    k = C.KEY_SIZE
+    return HopKeys(header=okm[0:k], stream=okm[k : 2 * k], payload=okm[2 * k : 3 * k], e2e=okm[3 * k : 4 * k],
+                   replay=okm[4 * k : 5 * k])
+
+
 def fingerprint(public_key: bytes) -> str:
     """A short, loggable name for a public key (never for a private one)."""
     return hashlib.sha256(public_key).hexdigest()[:16]

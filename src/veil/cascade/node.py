@@ -4,14 +4,26 @@ The node holds only what the designer gave it: one layer spec, its parameters an
 learns the model's other layers, the cascade's length, its own position, or any address but the next one.
 Every bad packet is dropped with a logged reason and the node goes on serving. This module runs on an
 untrusted party, so it never imports the designer's secrets (``veil.keys``).
+
+Sessions (who may drive the layer). A free node accepts open packets (ephemeral X25519, buildable by anyone
+who read the pool file) for two ops only: relaying cover traffic, and initialisation. The init content, sealed
+end to end to this node, carries a fresh per-run session secret; from then on the node is *bound*: every op
+that touches its layer (init again, forward, backward, test, state, close) must be authenticated under that
+secret, and open packets are relayed only as plain (non-target) cover traffic. The session ends with an
+authenticated close op from its designer, or after ``SESSION_IDLE_S`` without a session packet; either way
+the layer, its optimiser and the session's replay cache are dropped.
 """
 
 from __future__ import annotations
 
+import heapq
+import json
 import logging
 import queue
+import random
 import signal
 import threading
+import time
 from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
@@ -20,8 +32,9 @@ import torch
 from torch import nn
 
 from veil.cascade import constants as C
-from veil.cascade import message, transport
+from veil.cascade import message
 from veil.cascade import pool as pool_mod
+from veil.cascade import transport as transport_mod
 from veil.cascade.keys import fingerprint
 from veil.cascade.models import NLL, build_layer, layer_state, load_layer_state, make_optimizer
 from veil.cascade.packet import PacketRejected, Peeled, Peeler, open_e2e, reseal, seal_e2e
@@ -42,6 +55,7 @@ class Layer:
         if state:
             load_layer_state(self.module, self.optimizer, state)
         self._saved: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._accumulated = 0  # micro-batch backwards since the last optimiser step
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -69,17 +83,23 @@ class Layer:
             self._saved.popitem(last=False)
         return out.detach()
 
-    def backward(self, tag: bytes, grad: torch.Tensor) -> torch.Tensor:
+    def backward(self, tag: bytes, grad: torch.Tensor, micro: int = 1) -> torch.Tensor:
+        """Back-propagate one micro-batch, accumulating parameter gradients; after the ``micro``-th backward of
+        the step, take one optimiser step and clear them (GPipe: one update per batch, whatever m is)."""
         if tag not in self._saved:
             raise VeilError("backward for a step this layer has no forward state for")
+        if not 1 <= micro <= C.MAX_LABELS:
+            raise VeilError(f"micro-batch count {micro} out of range")
         inp, out = self._saved.pop(tag)
         if grad.shape != out.shape:
             raise VeilError(f"gradient shape {tuple(grad.shape)} does not match output {tuple(out.shape)}")
-        if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(out, grad)
-        if self.optimizer is not None:
-            self.optimizer.step()
+        self._accumulated += 1
+        if self._accumulated >= micro:
+            if self.optimizer is not None:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            self._accumulated = 0
         return inp.grad if inp.grad is not None else torch.zeros_like(inp)
 
     def test(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,99 +111,196 @@ class Layer:
 
 
 class Node:
-    """The server logic, independent of how it is run (a process via ``serve``, or a thread in tests)."""
+    """The server logic, independent of how it is run (a process via ``serve``, or a thread in tests).
 
-    def __init__(self, listen: str = "127.0.0.1:0", private_key: Any = None, misbehave: str | None = None) -> None:
+    ``transport`` moves packets (default: ZeroMQ); ``mix_delay`` is the mean, in seconds, of an exponential
+    (Poisson-process) delay each packet waits before it is sent on, so packets can leave in another order than
+    they came (0: off, the default); ``session_idle`` is how long a session lives without a session packet.
+    """
+
+    def __init__(self, listen: str = "127.0.0.1:0", private_key: Any = None, misbehave: str | None = None,
+                 transport: transport_mod.Transport | str | None = None, mix_delay: float = 0.0,
+                 session_idle: float = C.SESSION_IDLE_S) -> None:
         if misbehave is not None and misbehave not in MISBEHAVIOURS:
             raise VeilError(f"unknown misbehaviour {misbehave!r} (one of {', '.join(MISBEHAVIOURS)})")
+        if mix_delay < 0 or session_idle <= 0:
+            raise VeilError("mix_delay must be >= 0 and session_idle > 0")
         self._peeler = Peeler(private_key)
         self.public_key = self._peeler.public_key
         self.misbehave = misbehave
+        self.mix_delay = mix_delay
+        self.session_idle = session_idle
         self.layer: Layer | None = None
         self.stats: Counter[str] = Counter()
+        self.timing: Counter[str] = Counter()  # seconds spent: crypto (peel + reseal), layer, send
         self.rejections: list[str] = []
-        self._client = transport.Client()
+        self.transport = transport_mod.make(transport or C.DEFAULT_TRANSPORT) if not hasattr(
+            transport, "push") else transport
+        self._last_session = 0.0
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._init = message.Reassembly()
         self._state_cache: list[bytes] = []
-        self._server = transport.Server(listen, self._enqueue)
-        self.address = self._server.address
-        self._worker = threading.Thread(target=self._work, name="cascade-node-worker", daemon=True)
+        self._listener = self.transport.listen(listen, self._receive)
+        self.address = self._listener.address
+        self._worker: threading.Thread | None = None
+        if not self._listener.serial:
+            self._worker = threading.Thread(target=self._work, name="cascade-node-worker", daemon=True)
+        self._delayed: list[tuple[float, int, str, bytes]] = []
+        self._delay_cv = threading.Condition()
+        self._delay_thread: threading.Thread | None = None
+        self._running = False
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> Node:
-        self._server.start()
-        self._worker.start()
-        log.info("node listening on %s, public key %s", self.address, fingerprint(self.public_key))
+        torch.set_num_threads(1)  # process-wide; a node runs one small layer, extra threads only contend
+        self._running = True
+        if self._worker is not None:
+            self._worker.start()
+        if self.mix_delay > 0:
+            self._delay_thread = threading.Thread(target=self._delay_loop, name="cascade-node-mix", daemon=True)
+            self._delay_thread.start()
+        self._listener.start()
+        log.info("node listening on %s (%s), public key %s", self.address, self.transport.name,
+                 fingerprint(self.public_key))
         return self
 
     def stop(self) -> None:
-        self._queue.put(None)
-        self._server.stop()
-        self._worker.join(timeout=5)
-        self._client.close()
+        self._running = False
+        self._listener.stop()
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join(timeout=5)
+        with self._delay_cv:
+            self._delay_cv.notify_all()
+        if self._delay_thread is not None:
+            self._delay_thread.join(timeout=5)
+        self.transport.close()
+
+    @property
+    def bound(self) -> bool:
+        """Whether a designer's session currently holds this node."""
+        return self._peeler.bound
 
     # --- packet path ----------------------------------------------------------------------------------------
     def _reject(self, reason: str) -> None:
         self.stats["rejected"] += 1
-        self.rejections.append(reason)
+        if len(self.rejections) < 10_000:  # a flood of junk must not grow memory without bound
+            self.rejections.append(reason)
         log.warning("rejected packet: %s", reason)
 
-    def _enqueue(self, packet: bytes, peer: str) -> None:
-        if len(packet) not in C.PACKET_SIZES:  # cheap check before queueing: truncated or padded packets
+    def _receive(self, packet: bytes) -> None:
+        if len(packet) not in C.PACKET_SIZES:  # cheap check before anything else: truncated or padded packets
             self._reject(f"wrong packet length {len(packet)} (packets are the {C.HEADER_SIZE}-byte header plus one"
                          " of the payload size classes)")
             return
-        self._queue.put(packet)
+        if self._worker is None:
+            self._handle(packet)
+        else:
+            self._queue.put(packet)
 
     def _work(self) -> None:
         torch.set_num_threads(1)
         while (packet := self._queue.get()) is not None:
-            try:
-                out = self.process(packet)
-            except PacketRejected as exc:
-                self._reject(str(exc))
-                continue
-            except VeilError as exc:
-                self._reject(f"unusable content: {exc}")
-                continue
-            except Exception as exc:  # noqa: BLE001 - a hostile packet must never stop the node
-                self._reject(f"unusable content: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-                continue
-            if out is None:
-                continue
-            address, data = out
-            try:
-                self._client.push(address, data)
-                self.stats["sent"] += 1
-            except VeilError as exc:
-                self.stats["send_failed"] += 1
-                log.warning("next hop unreachable, packet dropped: %s", exc)
+            self._handle(packet)
+
+    def _handle(self, packet: bytes) -> None:
+        try:
+            out = self.process(packet)
+        except PacketRejected as exc:
+            self._reject(str(exc))
+            return
+        except VeilError as exc:
+            self._reject(f"unusable content: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a hostile packet must never stop the node
+            self._reject(f"unusable content: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            return
+        if out is None:
+            return
+        address, data = out
+        if self.mix_delay > 0:
+            with self._delay_cv:
+                due = time.monotonic() + random.expovariate(1.0 / self.mix_delay)
+                heapq.heappush(self._delayed, (due, self.stats["queued"], address, data))
+                self.stats["queued"] += 1
+                self._delay_cv.notify()
+            return
+        self._send(address, data)
+
+    def _send(self, address: str, data: bytes) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.transport.push(address, data, timeout=C.NODE_SEND_TIMEOUT_S)
+            self.stats["sent"] += 1
+        except VeilError as exc:
+            self.stats["send_failed"] += 1
+            log.warning("next hop unreachable, packet dropped: %s", exc)
+        self.timing["send"] += time.perf_counter() - t0
+
+    def _delay_loop(self) -> None:
+        """Mixing: send each packet when its exponential delay is over (not in arrival order)."""
+        while self._running:
+            with self._delay_cv:
+                while self._running and (not self._delayed or self._delayed[0][0] > time.monotonic()):
+                    wait = self._delayed[0][0] - time.monotonic() if self._delayed else None
+                    self._delay_cv.wait(timeout=wait)
+                if not self._running:
+                    return
+                _, _, address, data = heapq.heappop(self._delayed)
+            self._send(address, data)
+
+    def _expire_session(self) -> None:
+        if self._peeler.bound and time.monotonic() - self._last_session > self.session_idle:
+            self._end_session("session expired (idle)")
+
+    def _end_session(self, why: str) -> None:
+        self._peeler.unbind()
+        self.layer = None
+        self._state_cache = []
+        self._init = message.Reassembly()
+        log.info("%s: layer and session dropped", why)
 
     def process(self, packet: bytes) -> tuple[str, bytes] | None:
-        """Peel, act on the op, reseal: returns (next address, packet) or None when nothing goes on."""
+        """Peel, check the op against the session, act, reseal: (next address, packet) or None."""
+        self._expire_session()
+        t0 = time.perf_counter()
         p = self._peeler.peel(packet)
+        t1 = time.perf_counter()
         r = p.routing
-        self.stats[C.OPS[r.op]] += 1
-        log.debug("packet op=%s", C.OPS[r.op])
         if r.is_final:
             raise PacketRejected("packet marks this node as its destination; nodes only relay")
+        if p.session:
+            self._last_session = time.monotonic()
+        elif self._peeler.bound and (r.op != C.OP_LOOP or r.is_target):
+            raise PacketRejected(f"{C.OPS[r.op]} packet not authenticated under this node's session (the node is"
+                                 " bound to a run; without its session only cover traffic is relayed)")
+        elif r.op not in (C.OP_LOOP, C.OP_INIT):
+            raise PacketRejected(f"{C.OPS[r.op]} packet without a session (no run has initialised this node)")
+        self.stats[C.OPS[r.op]] += 1
         body = self._act(p)
-        return r.next_address, reseal(p, body)
+        t2 = time.perf_counter()
+        out = reseal(p, body)
+        self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)
+        self.timing["layer"] += t2 - t1
+        self.timing["packets"] += 1
+        return r.next_address, out
 
     def _act(self, p: Peeled) -> bytes:
         r = p.routing
-        if r.op == C.OP_LOOP or (r.op in (C.OP_INIT, C.OP_STATE) and not r.is_target):
+        if r.op == C.OP_LOOP or (r.op in (C.OP_INIT, C.OP_STATE, C.OP_CLOSE) and not r.is_target):
             return p.body
         if r.op == C.OP_INIT:
             return self._init_fragment(p)
         if r.op == C.OP_STATE:
             return self._state_fragment(p)
+        if r.op == C.OP_CLOSE:
+            self._end_session("session closed by its designer")
+            return p.body
         if self.layer is None:
             raise VeilError(f"{C.OPS[r.op]} packet before any layer was initialised")
         meta, t = message.decode(p.body)
         if r.op == C.OP_BACKWARD:
-            return message.encode({}, {"g": self.layer.backward(r.tag, _tensor(t, "g"))})
+            return message.encode({}, {"g": self.layer.backward(r.tag, _tensor(t, "g"), max(1, r.frag))})
         x = _tensor(t, "x")
         if r.op == C.OP_FORWARD:
             labels = torch.frombuffer(bytearray(r.extra), dtype=torch.uint8).long() if r.extra else None
@@ -200,9 +317,16 @@ class Node:
         blob = self._init.add(str(meta.get("msg")), int(meta.get("i", -1)), int(meta.get("n", 0)), chunk)
         if blob is not None:
             lmeta, state = message.decode(blob)
-            self.layer = Layer(dict(lmeta["layer"]), dict(lmeta.get("optimizer", {})), state)
+            try:
+                secret = bytes.fromhex(str(lmeta["session"]))
+            except (KeyError, ValueError):
+                raise VeilError("init content carries no session secret") from None
+            layer = Layer(dict(lmeta["layer"]), dict(lmeta.get("optimizer", {})), state)
+            self._peeler.bind(secret)
+            self._last_session = time.monotonic()
+            self.layer = layer
             self._state_cache = []
-            log.info("layer initialised: kind=%s", self.layer.spec.get("kind"))
+            log.info("layer initialised: kind=%s (session bound)", self.layer.spec.get("kind"))
         return seal_e2e(p.keys.e2e, message.encode({"ok": True, "i": meta.get("i")}), from_hop=True)
 
     def _state_fragment(self, p: Peeled) -> bytes:
@@ -223,16 +347,20 @@ def _tensor(t: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     return t[name]
 
 
-def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file: str | Path | None = None) -> None:
-    """Run a node process until SIGINT/SIGTERM: fresh key pair, register in the pool, serve, deregister."""
+def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file: str | Path | None = None,
+          transport: str = C.DEFAULT_TRANSPORT, mix_delay: float = 0.0,
+          session_idle: float = C.SESSION_IDLE_S) -> None:
+    """Run a node process until SIGINT/SIGTERM: fresh key pair, register in the pool, serve, deregister.
+    On exit it logs one ``node timing {json}`` line (packets, seconds in crypto, layer and send) for benchmarks."""
     torch.set_num_threads(1)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
-    node = Node(listen, misbehave=misbehave).start()
-    pool_mod.register(pool, node.address, node.public_key)
+    node = Node(listen, misbehave=misbehave, transport=transport, mix_delay=mix_delay,
+                session_idle=session_idle).start()
+    pool_mod.register(pool, node.address, node.public_key, transport=node.transport.name)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -244,3 +372,4 @@ def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file:
         finally:
             node.stop()
             log.info("node on %s stopped: %s", node.address, dict(node.stats))
+            log.info("node timing %s", json.dumps(dict(node.timing)))

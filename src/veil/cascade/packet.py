@@ -8,6 +8,13 @@ length, every byte changes from hop to hop, and the slots of later hops stay sea
 the "filler" that those appended zero slots turn into, so every hop's AEAD checks out (Sphinx, Danezis and
 Goldberg 2009; per-hop independent ephemeral keys instead of blinding, since MixNN needs no reply blocks).
 
+Two key modes per slot. *Open* (first contact, cover traffic): the slot starts with a fresh ephemeral X25519
+public key and the keys come from ``X25519(sk_hop, eph)``; anyone who knows the hop's public key can build one,
+so a hop gives such packets no power over a layer (see ``node.py``). *Session* (after the designer has sealed a
+per-run secret to the hop): the slot starts with a fresh random nonce and the keys are
+``HKDF(session secret, salt=nonce)``; only the designer can build those, and they cost no public-key operation.
+Both look alike on the wire (32 random-looking bytes, then ciphertext).
+
 Payload: ``ChaCha20Poly1305_{k_payload}(len(4) || body || zero pad, aad=header)``, exactly ``cell`` bytes.
 A hop's payload key for the packet it *sends* is given to it in its routing information, so a hop can seal
 its output for the next hop without learning anything about that hop beyond its address. The cell (payload
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import os
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -28,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from veil.cascade import constants as C
-from veil.cascade.keys import HopKeys, derive, generate_private_key, load_public, public_bytes
+from veil.cascade.keys import HopKeys, derive, derive_session, generate_private_key, load_public, public_bytes
 from veil.cascade.routing import Routing
 from veil.errors import VeilError
 
@@ -41,10 +50,12 @@ class PacketRejected(VeilError):
 
 @dataclass(frozen=True)
 class Hop:
-    """A server as the designer knows it: where it listens and its public key."""
+    """A server as the designer knows it: where it listens, its public key, and (once initialised for this run)
+    the session secret the designer sealed to it; with a session, its slots are built in session mode."""
 
     address: str
     public_key: bytes
+    session: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class Peeled:
     body: bytes
     next_header: bytes
     keys: HopKeys
+    session: bool = False  # authenticated under this party's session secret (built by its designer)
 
 
 _STREAM_NONCE = bytes(C.STREAM_NONCE_SIZE)
@@ -74,12 +86,28 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
 
 
-def build_header(path: list[Hop], routes: list[Routing],
-                 cell: int = C.DEFAULT_CELL) -> tuple[bytes, list[HopKeys]]:
+def current_window(now: float | None = None) -> int:
+    """The replay window a packet built now carries (coarse: every packet of the same minute shares it)."""
+    return int((time.time() if now is None else now) // C.REPLAY_WINDOW_S)
+
+
+def hop_keys(hop: Hop) -> tuple[bytes, HopKeys]:
+    """A slot's first 32 bytes and the keys they lead to: a fresh nonce under the hop's session, or a fresh
+    ephemeral X25519 key pair against its public key."""
+    if hop.session is not None:
+        nonce = os.urandom(C.KEY_SIZE)
+        return nonce, derive_session(hop.session, nonce)
+    eph = generate_private_key()
+    return public_bytes(eph), derive(eph.exchange(load_public(hop.public_key)))
+
+
+def build_header(path: list[Hop], routes: list[Routing], cell: int = C.DEFAULT_CELL,
+                 window: int | None = None) -> tuple[bytes, list[HopKeys]]:
     """Seal one routing slot per hop; returns the header for ``path[0]`` and every hop's keys.
 
-    ``routes[i].next_address``, ``next_payload_key`` and ``cell`` are filled in here (from ``path[i+1]`` and
-    the one ``cell`` of the packet), so a caller cannot get them wrong; the last route is marked final.
+    ``routes[i].next_address``, ``next_payload_key``, ``cell`` and ``window`` are filled in here (from
+    ``path[i+1]``, the one ``cell`` of the packet and the current replay window), so a caller cannot get them
+    wrong; the last route is marked final.
     """
     if cell not in C.CELL_SIZES:
         raise VeilError(f"payload size {cell} is not one of the packet size classes {C.CELL_SIZES}")
@@ -89,8 +117,8 @@ def build_header(path: list[Hop], routes: list[Routing],
     if len(routes) != k:
         raise VeilError("one routing entry per hop is required")
     S, L = C.SLOT_SIZE, C.HEADER_SIZE
-    ephs = [generate_private_key() for _ in range(k)]
-    keys = [derive(e.exchange(load_public(h.public_key))) for e, h in zip(ephs, path, strict=True)]
+    w = current_window() if window is None else window
+    heads, keys = zip(*(hop_keys(h) for h in path), strict=True)
     streams = [_stream(kk.stream, L) for kk in keys]
     # filler: what the zero slots appended by hops 0..i-1 have become when hop i receives the header
     filler = b""
@@ -102,15 +130,15 @@ def build_header(path: list[Hop], routes: list[Routing],
         full.append(Routing(op=r.op, flags=(r.flags | C.FLAG_FINAL) if last else r.flags & ~C.FLAG_FINAL,
                             tag=r.tag, next_address="" if last else path[i + 1].address,
                             next_payload_key=bytes(C.KEY_SIZE) if last else keys[i + 1].payload,
-                            cell=cell, frag=r.frag, extra=r.extra))
+                            cell=cell, frag=r.frag, window=w, extra=r.extra))
     beta = os.urandom((C.MAX_HOPS - k) * S) + filler  # the last hop's view of the rest of the header
     header = b""
     for i in range(k - 1, -1, -1):
         ct = ChaCha20Poly1305(keys[i].header).encrypt(_ZERO_NONCE, full[i].encode(), beta)
-        header = public_bytes(ephs[i]) + ct + beta
+        header = heads[i] + ct + beta
         if i:
             beta = _chacha(keys[i - 1].stream, header)[: L - S]
-    return header, keys
+    return header, list(keys)
 
 
 def seal_packet(key: bytes, header: bytes, body: bytes, cell: int = C.DEFAULT_CELL) -> bytes:
@@ -136,10 +164,10 @@ def seal_payload(key: bytes, header: bytes, body: bytes, cell: int = C.DEFAULT_C
     return seal_packet(key, header, body, cell)[len(header) :]
 
 
-def build_packet(path: list[Hop], routes: list[Routing], body: bytes,
-                 cell: int = C.DEFAULT_CELL) -> tuple[bytes, list[HopKeys]]:
+def build_packet(path: list[Hop], routes: list[Routing], body: bytes, cell: int = C.DEFAULT_CELL,
+                 window: int | None = None) -> tuple[bytes, list[HopKeys]]:
     """A whole packet for ``path[0]``: the header and the first hop's payload, ``packet_size(cell)`` bytes."""
-    header, keys = build_header(path, routes, cell)
+    header, keys = build_header(path, routes, cell, window)
     return seal_packet(keys[0].payload, header, body, cell), keys
 
 
@@ -150,18 +178,82 @@ def reseal(peeled: Peeled, body: bytes) -> bytes:
     return seal_packet(r.next_payload_key, peeled.next_header, body, r.cell)
 
 
-class Peeler:
-    """One party's view of packets addressed to it: its private key and its replay cache.
+class ReplayCache:
+    """Replay tags of authenticated packets, kept per replay window and dropped with it: bounded memory.
 
-    The replay cache holds SHA-256 hashes of shared secrets seen (32 bytes each) for the key's lifetime;
-    a new key (node restart) starts an empty cache, which is safe because old packets no longer decrypt.
+    A packet names the window it was built in (authenticated, inside its routing slot). A hop accepts only its
+    current window +- 1 (so clocks may differ by up to a window) and keeps the tags of exactly those windows;
+    a packet from an older window is refused as stale, so forgetting that window's tags lets no replay in.
+    Memory is at most the packets of ``REPLAY_WINDOWS_KEPT`` windows, whatever the run's length.
     """
 
-    def __init__(self, private_key: X25519PrivateKey | None = None) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._windows: dict[int, set[bytes]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._windows.values())
+
+    def _rotate(self) -> int:
+        now = current_window(self._clock())
+        for w in [w for w in self._windows if w < now - 1]:
+            del self._windows[w]
+        return now
+
+    def seen(self, tag: bytes) -> bool:
+        return any(tag in v for v in self._windows.values())
+
+    def check_window(self, window: int) -> str | None:
+        """None when ``window`` is acceptable now, else the reason to refuse the packet."""
+        now = self._rotate()
+        if abs(window - now) > 1:
+            return f"stale or future packet (window {window}, this hop is in window {now}; replay cache rotated)"
+        return None
+
+    def add(self, window: int, tag: bytes) -> None:
+        self._rotate()
+        self._windows.setdefault(window, set()).add(tag)
+
+    def clear(self) -> None:
+        self._windows.clear()
+
+
+class Peeler:
+    """One party's view of packets addressed to it: its private key, its session (if a run bound one), and the
+    replay caches (one for open packets, one scoped to the session and dropped with it)."""
+
+    def __init__(self, private_key: X25519PrivateKey | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._sk = private_key or generate_private_key()
         self.public_key = public_bytes(self._sk)
-        self._seen: set[bytes] = set()
+        self._clock = clock
+        self._open_seen = ReplayCache(clock)
+        self._session: bytes | None = None
+        self._session_seen = ReplayCache(clock)
 
+    # --- session ------------------------------------------------------------------------------------------
+    @property
+    def bound(self) -> bool:
+        return self._session is not None
+
+    def bind(self, secret: bytes) -> None:
+        """From now on, packets built under ``secret`` are authenticated (``Peeled.session``)."""
+        if len(secret) != C.SESSION_SECRET_SIZE:
+            raise VeilError(f"session secret must be {C.SESSION_SECRET_SIZE} bytes")
+        if secret != self._session:
+            self._session_seen.clear()
+        self._session = bytes(secret)
+
+    def unbind(self) -> None:
+        """End the session: its secret and its replay cache are forgotten (run-scoped)."""
+        self._session = None
+        self._session_seen.clear()
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._open_seen) + len(self._session_seen)
+
+    # --- packets ------------------------------------------------------------------------------------------
     def peel(self, packet: bytes) -> Peeled:
         """Remove one layer; raises ``PacketRejected`` naming the reason, and leaves state unchanged then."""
         if len(packet) not in C.PACKET_SIZES:
@@ -170,17 +262,30 @@ class Peeler:
         S, L = C.SLOT_SIZE, C.HEADER_SIZE
         view = memoryview(packet)  # slices of a view: no copies of the payload
         header, payload = view[:L], view[L:]
-        eph, sealed, beta = bytes(header[: C.KEY_SIZE]), header[C.KEY_SIZE : S], header[S:]
-        try:
-            keys = derive(self._sk.exchange(load_public(eph)))
-        except (ValueError, VeilError) as exc:
-            raise PacketRejected(f"bad ephemeral key ({exc})") from None
-        if keys.replay in self._seen:
+        head, sealed, beta = bytes(header[: C.KEY_SIZE]), header[C.KEY_SIZE : S], header[S:]
+        raw, keys, session = None, None, False
+        if self._session is not None:  # session mode first: the common case once a run is under way
+            k = derive_session(self._session, head)
+            try:
+                raw, keys, session = ChaCha20Poly1305(k.header).decrypt(_ZERO_NONCE, sealed, beta), k, True
+            except InvalidTag:
+                pass
+        if raw is None:
+            try:
+                keys = derive(self._sk.exchange(load_public(head)))
+            except (ValueError, VeilError) as exc:
+                raise PacketRejected(f"bad ephemeral key ({exc})") from None
+            try:
+                raw = ChaCha20Poly1305(keys.header).decrypt(_ZERO_NONCE, sealed, beta)
+            except InvalidTag:
+                raise PacketRejected("header authentication failed (tampered, or not addressed to this node)") from None
+        assert keys is not None
+        cache = self._session_seen if session else self._open_seen
+        if cache.seen(keys.replay):
             raise PacketRejected("replayed packet (shared secret seen before)")
-        try:
-            routing = Routing.decode(ChaCha20Poly1305(keys.header).decrypt(_ZERO_NONCE, sealed, beta))
-        except InvalidTag:
-            raise PacketRejected("header authentication failed (tampered, or not addressed to this node)") from None
+        routing = Routing.decode(raw)
+        if (stale := cache.check_window(routing.window)) is not None:
+            raise PacketRejected(stale)
         if len(payload) != routing.cell:
             raise PacketRejected(f"payload of {len(payload)} bytes, but the header announces {routing.cell}"
                                  " (resized in transit)")
@@ -191,9 +296,9 @@ class Peeler:
         (n,) = struct.unpack_from("<I", plain)
         if n > C.body_capacity(routing.cell):
             raise PacketRejected("payload length field out of range")
-        self._seen.add(keys.replay)  # only authenticated packets enter the cache: no cache flooding
+        cache.add(routing.window, keys.replay)  # only authenticated packets enter the cache: no cache flooding
         next_header = b"" if routing.is_final else _chacha(keys.stream, bytes(beta) + _ZERO_SLOT)
-        return Peeled(routing=routing, body=plain[4 : 4 + n], next_header=next_header, keys=keys)
+        return Peeled(routing=routing, body=plain[4 : 4 + n], next_header=next_header, keys=keys, session=session)
 
 
 def seal_e2e(key: bytes, plain: bytes, *, from_hop: bool) -> bytes:

@@ -19,7 +19,8 @@ class Routing:
     next_address: str = ""  # empty for the final hop
     next_payload_key: bytes = bytes(C.KEY_SIZE)  # seals the payload this hop sends on
     cell: int = C.DEFAULT_CELL  # the run's payload size: the hop accepts and sends on only this size
-    frag: int = 0  # STATE: which fragment of the target's state to return
+    frag: int = 0  # STATE: which fragment of the target's state to return; BACKWARD: micro-batches per step
+    window: int = 0  # the replay window the packet was built in (``constants.REPLAY_WINDOW_S``)
     extra: bytes = b""  # labels for the loss layer
 
     @property
@@ -43,15 +44,17 @@ class Routing:
             raise VeilError("routing tag or next payload key has the wrong length")
         if self.cell not in C.CELL_SIZES:
             raise VeilError(f"payload size {self.cell} is not one of the packet size classes")
+        if not 0 <= self.frag < 1 << 16 or not 0 <= self.window < 1 << 32:
+            raise VeilError("routing fragment or window out of range")
         return struct.pack(C.ROUTING_FORMAT, self.op, self.flags, self.tag, addr, self.next_payload_key,
-                           self.cell, self.frag, len(self.extra), self.extra)
+                           self.cell, self.window, self.frag, len(self.extra), self.extra)
 
     @classmethod
     def decode(cls, raw: bytes) -> Routing:
         if len(raw) != C.ROUTING_SIZE:
             raise VeilError(f"routing information must be {C.ROUTING_SIZE} bytes, got {len(raw)}")
-        op, flags, tag, addr, key, cell, frag, n_extra, extra = struct.unpack(C.ROUTING_FORMAT, raw)
+        op, flags, tag, addr, key, cell, window, frag, n_extra, extra = struct.unpack(C.ROUTING_FORMAT, raw)
         if op not in C.OPS or n_extra > C.EXTRA_SIZE or cell not in C.CELL_SIZES:
             raise VeilError("routing information is malformed")
         return cls(op=op, flags=flags, tag=tag, next_address=addr.rstrip(b"\0").decode(),
-                   next_payload_key=key, cell=cell, frag=frag, extra=extra[:n_extra])
+                   next_payload_key=key, cell=cell, frag=frag, window=window, extra=extra[:n_extra])

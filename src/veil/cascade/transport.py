@@ -1,10 +1,15 @@
-"""gRPC transport: one unary method carrying opaque packet bytes; persistent channels, raised size limits.
+"""How packets travel between the designer and layer servers: one small protocol, two implementations.
 
-No protobuf schema is needed: the packet is already a fixed-size byte string, so the generic handler passes
-bytes through untouched (no serializer means raw bytes in gRPC Python). A push is acknowledged as soon as
-the receiver has queued the packet, so a cascade never holds an RPC open across hops. (Measured on loopback:
-a queue + worker thread + blocking unary push relays faster than handling in the RPC thread with gRPC
-futures, whose polling thread competes for the GIL, or than grpc.aio; so that is what nodes do.)
+Roles (designer, node) are handed a ``Transport`` and never build sockets themselves, so a faster or an
+authenticated transport is a swap, not a rewrite (Flower's habit). A transport moves opaque, already
+authenticated and encrypted fixed-size packets; it adds no security of its own and needs none.
+
+- ``zmq`` (default): ZeroMQ PUSH/PULL over TCP (pyzmq). Fire-and-forget, no per-message acknowledgement, one
+  receiving thread that hands packets over in arrival order, so a node processes them inline (no queue hop).
+- ``grpc``: one unary ``veil.cascade.Relay/Push`` per packet (grpcio), acknowledged once the receiver queued it.
+  Kept for interoperability with gRPC infrastructure (proxies, load balancers, TLS termination).
+
+Measured per-message costs on loopback are in docs/cascade.md (``python bench/cascade.py``, "transport").
 """
 
 from __future__ import annotations
@@ -12,84 +17,56 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from concurrent import futures
-
-import grpc
+from typing import Protocol
 
 from veil.cascade import constants as C
 from veil.errors import VeilError
 
-_OPTIONS = [
-    ("grpc.max_send_message_length", C.GRPC_MAX_MESSAGE),
-    ("grpc.max_receive_message_length", C.GRPC_MAX_MESSAGE),
-    ("grpc.enable_retries", 0),  # a packet is delivered once or reported lost, never re-sent (replay cache)
-]
-_PATH = f"/{C.GRPC_SERVICE}/{C.GRPC_METHOD}"
+OnPacket = Callable[[bytes], None]
 
 
-class Server:
-    """Listens on ``host:port`` (port 0 picks a free one) and hands each packet to ``on_packet``."""
+class Listener(Protocol):
+    """A bound receiving endpoint. ``address`` is HOST:PORT as others reach it (port 0 resolved)."""
 
-    def __init__(self, listen: str, on_packet: Callable[[bytes, str], None], workers: int = 4) -> None:
-        host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise VeilError(f"listen address {listen!r} is not HOST:PORT")
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
+    address: str
+    serial: bool  # True: ``on_packet`` runs in one thread, in arrival order (the receiver may work inline)
 
-        def push(request: bytes, context: grpc.ServicerContext) -> bytes:
-            on_packet(request, context.peer())
-            return b""
+    def start(self) -> None: ...
 
-        handler = grpc.method_handlers_generic_handler(
-            C.GRPC_SERVICE, {C.GRPC_METHOD: grpc.unary_unary_rpc_method_handler(push)})
-        self._server.add_generic_rpc_handlers((handler,))
-        try:
-            bound = self._server.add_insecure_port(listen)
-        except RuntimeError:
-            bound = 0
-        if not bound:
-            raise VeilError(f"cannot listen on {listen} (address in use or not local)")
-        self.address = f"{host}:{bound}"
-
-    def start(self) -> None:
-        self._server.start()
-
-    def stop(self, grace: float = 0.5) -> None:
-        self._server.stop(grace).wait()
-
-    def wait(self) -> None:
-        self._server.wait_for_termination()
+    def stop(self) -> None: ...
 
 
-class Client:
-    """One persistent channel per address, reused for every packet sent there."""
+class Transport(Protocol):
+    """Moves packets. ``push`` waits until the packet is handed to the network (or fails with a VeilError that
+    names the address); ``send`` does the same from a background thread and reports failures to ``on_error``."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stubs: dict[str, tuple[grpc.Channel, Callable[..., bytes]]] = {}
-        self._outbox: queue.Queue[tuple[str, bytes, Callable[[str], None] | None, float] | None] = queue.Queue()
-        self._sender: threading.Thread | None = None
+    name: str
 
-    def _stub(self, address: str) -> Callable[..., bytes]:
-        with self._lock:
-            if address not in self._stubs:
-                ch = grpc.insecure_channel(address, options=_OPTIONS)
-                self._stubs[address] = (ch, ch.unary_unary(_PATH))
-            return self._stubs[address][1]
+    def listen(self, address: str, on_packet: OnPacket) -> Listener: ...
+
+    def push(self, address: str, packet: bytes, timeout: float = C.SEND_TIMEOUT_S) -> None: ...
+
+    def send(self, address: str, packet: bytes, on_error: Callable[[str], None] | None = None,
+             timeout: float = C.SEND_TIMEOUT_S) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BackgroundSender:
+    """``send`` for any transport with a blocking ``push``: one daemon thread drains an outbox, so cover traffic
+    never blocks the caller; a failure goes to ``on_error`` with a message naming the address."""
 
     def push(self, address: str, packet: bytes, timeout: float = C.SEND_TIMEOUT_S) -> None:
-        """Deliver one packet and wait for the receiver's acknowledgement; a VeilError names the address when
-        it cannot be reached."""
-        try:
-            self._stub(address)(packet, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise VeilError(f"cannot deliver to {address}: {exc.code().name}") from None
+        raise NotImplementedError
+
+    def _outbox_init(self) -> None:
+        self._outbox: queue.Queue[tuple[str, bytes, Callable[[str], None] | None, float] | None] = queue.Queue()
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
 
     def send(self, address: str, packet: bytes, on_error: Callable[[str], None] | None = None,
              timeout: float = C.SEND_TIMEOUT_S) -> None:
-        """Deliver one packet without waiting: a background thread pushes it; a failure is reported to
-        ``on_error`` (from that thread) with a message naming the address."""
-        with self._lock:
+        with self._sender_lock:
             if self._sender is None:
                 self._sender = threading.Thread(target=self._send_loop, name="cascade-sender", daemon=True)
                 self._sender.start()
@@ -104,12 +81,29 @@ class Client:
                 if on_error is not None:
                     on_error(str(exc))
 
-    def close(self) -> None:
+    def _stop_sender(self) -> None:
         if self._sender is not None:
             self._outbox.put(None)
             self._sender.join(timeout=5)
             self._sender = None
-        with self._lock:
-            for ch, _ in self._stubs.values():
-                ch.close()
-            self._stubs.clear()
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port), with a clear error for anything else."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise VeilError(f"address {address!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def make(name: str = C.DEFAULT_TRANSPORT) -> Transport:
+    """A fresh transport by name (``zmq`` or ``grpc``)."""
+    if name == "zmq":
+        from veil.cascade.transport_zmq import ZmqTransport
+
+        return ZmqTransport()
+    if name == "grpc":
+        from veil.cascade.transport_grpc import GrpcTransport
+
+        return GrpcTransport()
+    raise VeilError(f"unknown transport {name!r} (one of {', '.join(C.TRANSPORTS)})")

@@ -22,26 +22,67 @@ app = typer.Typer(help="MixNN: a model spread over a cascade of layer servers (o
 def node(listen: str = typer.Option("127.0.0.1:0", help="HOST:PORT to listen on (port 0 picks one)."),
          pool: Path = typer.Option(..., help="Pool file to register in (created if missing)."),
          log_file: Path | None = typer.Option(None, help="Also append the log here."),
+         transport: str = typer.Option("zmq", help="How packets travel: zmq (default, faster) or grpc."),
+         mix_delay_ms: float = typer.Option(0.0, min=0.0, help="Mean Poisson mixing delay per packet (0: off)."),
+         session_idle: float = typer.Option(600.0, min=1.0, help="Seconds before an idle run's session lapses."),
          misbehave: str | None = typer.Option(None, hidden=True, help="Testing only: 'corrupt' outputs.")) -> None:
     """Run one layer server until interrupted: fresh key pair, register, serve."""
     from veil.cascade.node import serve
 
-    serve(listen, pool, misbehave=misbehave, log_file=log_file)
+    serve(listen, pool, misbehave=misbehave, log_file=log_file, transport=transport, mix_delay=mix_delay_ms / 1000,
+          session_idle=session_idle)
 
 
-@app.command("pool")
+pool_app = typer.Typer(help="The server directory: list it, or prune dead entries.", invoke_without_command=True)
+app.add_typer(pool_app, name="pool")
+
+
+@pool_app.callback()
 @friendly
-def pool_cmd(pool: Path = typer.Option(..., help="Pool file.")) -> None:
-    """List the servers registered in a pool."""
+def pool_cmd(ctx: typer.Context, pool: Path = typer.Option(..., help="Pool file.")) -> None:
+    """List the servers registered in a pool (``veil cascade pool --pool P``)."""
+    ctx.obj = pool
+    if ctx.invoked_subcommand is not None:
+        return
     from veil.cascade import pool as pool_mod
     from veil.cascade.keys import fingerprint
 
     entries = pool_mod.load(pool)
-    table = Table("address", "key fingerprint", "pid")
+    table = Table("address", "transport", "key fingerprint", "pid")
     for e in entries:
-        table.add_row(e.address, fingerprint(e.public_key), str(e.pid))
+        table.add_row(e.address, e.transport, fingerprint(e.public_key), str(e.pid))
     console.print(table)
     console.print(f"{len(entries)} server(s) in {pool}")
+
+
+@pool_app.command("prune")
+@friendly
+def pool_prune(ctx: typer.Context,
+               timeout: float = typer.Option(3.0, min=0.1, help="Seconds a server has to answer the probe."),
+               ) -> None:
+    """Probe every entry (an open loop message to it and back) and remove those that do not answer.
+    A server bound to a run also does not answer a probe: prune when no run is using the pool."""
+    from veil.cascade import constants as C
+    from veil.cascade import pool as pool_mod
+    from veil.cascade import transport as transport_mod
+    from veil.cascade.inbox import Inbox
+    from veil.cascade.selection import probe
+
+    pool: Path = ctx.obj
+    entries = pool_mod.load(pool)
+    dead: list = []
+    for name in sorted({e.transport for e in entries}):
+        tr = transport_mod.make(name)
+        inbox = Inbox(tr, C.CELL_SIZES[0])
+        try:
+            dead += probe(inbox, [e for e in entries if e.transport == name], timeout)[1]
+        finally:
+            inbox.close()
+            tr.close()
+    removed = pool_mod.remove(pool, {e.address for e in dead})
+    for e in removed:
+        console.print(f"removed {e.address} (pid {e.pid}): no answer within {timeout:.1f} s")
+    console.print(f"{len(entries) - len(removed)} of {len(entries)} server(s) answered; {len(removed)} removed")
 
 
 @app.command()
@@ -54,6 +95,9 @@ def train(pool: Path = typer.Option(..., help="Pool file of running servers."),
           checkpoint_every: int | None = typer.Option(None, help="Steps between checkpoints (default: epoch)."),
           min_accuracy: float | None = typer.Option(None, help="Byzantine check at each epoch's test phase."),
           keep_loss: bool = typer.Option(False, help="Keep the NLL loss and labels at the designer."),
+          microbatches: int = typer.Option(1, min=1, help="GPipe-style micro-batches in flight per batch."),
+          transport: str = typer.Option("zmq", help="zmq (default) or grpc; only pool servers of that kind."),
+          digits28: bool = typer.Option(False, help="Without --data: digits upsampled to 28x28 (784 inputs)."),
           out: Path = typer.Option(Path("runs/cascade"), help="Where the model, cascade and metrics go.")) -> None:
     """Train through a cascade picked at random from the pool; writes model, cascade and metrics to OUT."""
     import torch
@@ -64,18 +108,22 @@ def train(pool: Path = typer.Option(..., help="Pool file of running servers."),
     from veil.cascade.models import load_spec
 
     torch.set_num_threads(1)
-    ds = D.load(data, seed)
+    ds = D.load(data, seed, upsample=digits28)
     spec = load_spec(model, ds.input_dim)
     total = epochs * D.steps_per_epoch(len(ds.x_train), spec.batch)
+    # the cascade stays deployed for 'veil cascade test --run OUT', which releases it (sessions also lapse)
     with Designer(pool, spec, dummies=dummies, seed=seed, loop_rate=loop_rate, checkpoint_every=checkpoint_every,
-                  min_accuracy=min_accuracy, keep_loss=keep_loss) as des, _progress() as bar:
+                  min_accuracy=min_accuracy, keep_loss=keep_loss, microbatches=microbatches, transport=transport,
+                  release_on_close=False) as des, _progress() as bar:
         task = bar.add_task("training", total=total)
         res = des.train(ds, epochs, on_step=lambda s, _t, loss: bar.update(task, completed=s,
                                                                             description=f"loss {loss:.3f}"))
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write(out / "model.safetensors", res.final, spec.layers)
         _write_private(out / "cascade.json", {"model": model, "keep_loss": des.keep_loss, "seed": seed,
-                                              "cascade": des.cascade.describe()})
+                                              "data": ds.name, "transport": transport,
+                                              "microbatches": microbatches,
+                                              "cascade": des.cascade.describe(secrets=True)})
         metrics = {"accuracy": res.accuracy, "epoch_seconds": res.epoch_seconds, "events": res.events,
                    "loops_sent": des.loops_sent, "loops_returned": des.loops_returned, "data": ds.name}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -87,13 +135,15 @@ def train(pool: Path = typer.Option(..., help="Pool file of running servers."),
 def test(run: Path = typer.Option(Path("runs/cascade"), help="Directory written by 'veil cascade train'."),
          pool: Path | None = typer.Option(None, help="Pool file; needed with --redeploy."),
          data: Path | None = typer.Option(None, help="MNIST idx directory; omitted: scikit-learn digits."),
-         redeploy: bool = typer.Option(False, help="Deploy the saved model on a fresh cascade first.")) -> None:
-    """Test phase (op 3): held-out accuracy through the trained cascade, or a fresh one with --redeploy."""
+         redeploy: bool = typer.Option(False, help="Deploy the saved model on a fresh cascade first."),
+         keep: bool = typer.Option(False, help="Leave the cascade deployed (default: release it afterwards).")
+         ) -> None:
+    """Test phase (op 3): held-out accuracy through the trained cascade (attached with the session secrets in
+    RUN/cascade.json), or a fresh one with --redeploy; the cascade is released afterwards unless --keep."""
     import torch
 
     from veil.cascade import checkpoint
     from veil.cascade import data as D
-    from veil.cascade import pool as pool_mod
     from veil.cascade.designer import Cascade, Designer
     from veil.cascade.models import load_spec
 
@@ -102,22 +152,20 @@ def test(run: Path = typer.Option(Path("runs/cascade"), help="Directory written 
     if not manifest_path.is_file():
         raise VeilError(f"{manifest_path} not found; run 'veil cascade train --out {run}' first")
     manifest = json.loads(manifest_path.read_text())
-    ds = D.load(data, int(manifest.get("seed", 0)))
+    ds = D.load(data, int(manifest.get("seed", 0)), upsample=manifest.get("data") == D.DIGITS28)
     spec = load_spec(manifest["model"], ds.input_dim)
     if redeploy and pool is None:
         raise VeilError("--redeploy needs --pool")
     with Designer(pool or run / "unused-pool.json", spec, dummies=0, keep_loss=manifest.get("keep_loss", False),
-                  loop_rate=0) as des:
+                  loop_rate=0, microbatches=int(manifest.get("microbatches", 1)),
+                  transport=manifest.get("transport", "zmq"), release_on_close=not keep) as des:
         if redeploy:
             ckpt, _ = checkpoint.read(run / "model.safetensors")
             des.dummies = sum(1 for h in manifest["cascade"] if h["layer"] is None)
             des.setup(ckpt)
         else:
-            hops = manifest["cascade"]
-            des.cascade = Cascade([pool_mod.Entry(h["address"], bytes.fromhex(h["public_key"])) for h in hops],
-                                  [h["layer"] for h in hops])
             try:
-                des.measure_latency()
+                des.attach(Cascade.from_description(manifest["cascade"]))
             except VeilError as exc:
                 raise VeilError(f"the trained cascade is not reachable ({exc}); use --redeploy --pool") from None
         acc = des.test(ds.x_test, ds.y_test)
