@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -60,6 +61,11 @@ def server_command(recnet: Path, gallery: Path, port: int, max_body: int = MAX_B
             "--port", str(port), "--max-body", str(max_body), "--max-batch", "16", *extra]
 
 
+def ssl_verify(verify: str | bool) -> ssl.SSLContext | bool:
+    """httpx's ``verify``: a CA file path becomes an SSL context (httpx deprecates plain paths)."""
+    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+
+
 SERVER_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
 
 
@@ -75,7 +81,7 @@ def start_server(recnet: Path, gallery: Path, max_body: int = MAX_BODY, timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
         try:
-            if httpx.get(url + "/health", timeout=1.0, verify=verify).status_code == 200:
+            if httpx.get(url + "/health", timeout=1.0, verify=ssl_verify(verify)).status_code == 200:
                 return Server(url, port, proc, recnet, gallery, tuple(extra), verify)
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -101,5 +107,82 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture(scope="session")
 def server(tiny_models: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("gallery") / "gallery.safetensors")
+    yield srv
+    srv.stop()
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A throwaway EC certificate for 127.0.0.1 (its own CA) and its 0600 key, made with ``cryptography``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from veil.secretfile import write_private
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "veil test server")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path = folder / "server.crt"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path = write_private(folder / "server.key", key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@dataclass
+class Issued:
+    """A credentials file and one 0600 token file per client."""
+
+    file: Path
+    tokens: dict[str, Path]
+
+    def token(self, client: str) -> str:
+        return self.tokens[client].read_text().strip()
+
+
+CLIENTS = {"kiosk": "identify", "registrar": "enrol", "registrar2": "enrol", "boss": "identify,enrol,admin"}
+
+
+def issue_credentials(folder: Path, clients: dict[str, str] = CLIENTS) -> Issued:
+    from veil.secretfile import write_private
+    from veil.serve.auth import Credentials, parse_rights
+
+    creds = Credentials()
+    tokens = {}
+    for client, rights in clients.items():
+        tokens[client] = write_private(folder / f"{client}.token", creds.add(client, parse_rights(rights)).encode())
+    return Issued(creds.save(folder / "credentials.json"), tokens)
+
+
+@pytest.fixture(scope="session")
+def issued(tmp_path_factory: pytest.TempPathFactory) -> Issued:
+    return issue_credentials(tmp_path_factory.mktemp("credentials"))
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def hardened(tiny_models: dict, issued: Issued, tls: tuple[Path, Path],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real server over TLS with credentials and short deadlines (1 s for headers, 2 s for a body)."""
+    cert, key = tls
+    extra = ("--credentials", str(issued.file), "--tls-cert", str(cert), "--tls-key", str(key),
+             "--header-timeout", "1", "--body-timeout", "2", "--max-connections", "12")
+    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("hardened") / "gallery.safetensors",
+                       extra=extra, verify=str(cert))
     yield srv
     srv.stop()

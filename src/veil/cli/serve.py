@@ -30,10 +30,14 @@ def serve(recnet: Path = typer.Option(..., help="Server RecNet (recnet_server.sa
           body_timeout: float = typer.Option(30.0, help="Seconds to send a request's body."),
           idle_timeout: int = typer.Option(5, help="Seconds an idle keep-alive connection stays open.")) -> None:
     """Serve enrol / identify over HTTP(S); bodies are safetensors features, never pickles."""
-    from veil.serve.app import ServerConfig, run_server
+    from veil.serve.config import ServerConfig, check_exposure
 
-    run_server(ServerConfig(recnet, gallery, host, port, max_body, max_batch, max_abs, threads, credentials, tls_cert,
-                            tls_key, insecure_public, max_connections, header_timeout, body_timeout, idle_timeout))
+    cfg = ServerConfig(recnet, gallery, host, port, max_body, max_batch, max_abs, threads, credentials, tls_cert,
+                       tls_key, insecure_public, max_connections, header_timeout, body_timeout, idle_timeout)
+    check_exposure(cfg)
+    from veil.serve.app import run_server
+
+    run_server(cfg)
 
 
 credentials_app = typer.Typer(help="Issue and revoke the recognition service's client credentials.",

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from veil.errors import VeilError
-from veil.serve.app import ServerConfig, run_server
+from veil.serve.config import ServerConfig, check_exposure
 
 DEFAULTS = ServerConfig(recnet=Path("recnet.safetensors"))
 
@@ -40,6 +40,9 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
     try:
+        check_exposure(cfg)  # before torch is imported: a refused start is instant
+        from veil.serve.app import run_server
+
         run_server(cfg)
     except VeilError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,7 +24,6 @@ import hashlib
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,55 +35,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from veil.errors import VeilError
 from veil.models.recnet import load_recnet
-from veil.secretfile import check_private
-from veil.serve.auth import ANONYMOUS, Credentials, Principal, is_loopback
+from veil.serve.auth import ANONYMOUS, Credentials, Principal
+from veil.serve.config import DEFAULT_MAX_ABS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, ServerConfig, check_exposure
 from veil.serve.gallery import Gallery
-from veil.serve.protocol import CONTENT_TYPE, DEFAULT_MAX_ABS, BadRequest, decode
+from veil.serve.protocol import CONTENT_TYPE, BadRequest, decode
 
-DEFAULT_MAX_BODY = 4 * 1024 * 1024
-DEFAULT_MAX_BATCH = 64
 NAME_PATTERN = r"[\w .'@+-]{1,100}"
 # \A...\Z, not ^...$: "$" also matches before a trailing newline, which let "alice\n" pass (finding 3).
 NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 NAME_RULE = "name must be 1-100 letters, digits, spaces or . ' @ + - _"
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything ``veil serve`` and ``python -m veil.serve`` take, in one place."""
-
-    recnet: Path
-    gallery: Path = Path("gallery.safetensors")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_body: int = DEFAULT_MAX_BODY
-    max_batch: int = DEFAULT_MAX_BATCH
-    max_abs: float = DEFAULT_MAX_ABS
-    threads: int = 1
-    credentials: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    insecure_public: bool = False
-    max_connections: int = 256
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    idle_timeout: int = 5
-
-
-def check_exposure(cfg: ServerConfig) -> None:
-    """Refuse to listen off loopback without TLS and credentials, unless ``insecure_public`` says so."""
-    if (cfg.tls_cert is None) != (cfg.tls_key is None):
-        raise VeilError("give both --tls-cert and --tls-key (or neither)")
-    if is_loopback(cfg.host) or cfg.insecure_public:
-        return
-    missing = [what for what, ok in (("TLS (--tls-cert/--tls-key)", cfg.tls_cert is not None),
-                                     ("client credentials (--credentials)", cfg.credentials is not None)) if not ok]
-    if missing:
-        raise VeilError(f"refusing to listen on {cfg.host} (not loopback) without {' and '.join(missing)}: bearer "
-                        "tokens and gallery names would cross the network in clear or unauthenticated; pass "
-                        "--insecure-public to do it anyway")
 
 
 def file_digest(path: str | Path) -> str:
@@ -277,9 +237,7 @@ def run_server(cfg: ServerConfig) -> None:
 
     from veil.serve.transport import guarded_protocol
 
-    check_exposure(cfg)
-    if cfg.tls_key is not None:
-        check_private(cfg.tls_key, "TLS private key")
+    check_exposure(cfg)  # again, for callers that did not go through the entry points
     creds = Credentials.load(cfg.credentials) if cfg.credentials is not None else None
     app = create_app(cfg.recnet, cfg.gallery, cfg.max_body, cfg.max_batch, cfg.threads, credentials=creds,
                      max_abs=cfg.max_abs, body_timeout=cfg.body_timeout)

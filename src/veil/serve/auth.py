@@ -99,8 +99,11 @@ class Credentials:
                     raise ValueError(f"bad client entry {cid!r}")
                 if not re.fullmatch(r"[0-9a-f]{64}", str(entry.get("sha256", ""))):
                     raise ValueError(f"client {cid!r}: 'sha256' must be 64 hex digits")
-                parse_rights(entry.get("rights", []))
-        except (ValueError, KeyError, TypeError) as exc:
+                rights = entry.get("rights")
+                if not isinstance(rights, list) or not all(isinstance(r, str) for r in rights):
+                    raise ValueError(f"client {cid!r}: 'rights' must be a list of names")
+                parse_rights(rights)
+        except (ValueError, KeyError, TypeError, VeilError) as exc:
             raise VeilError(f"{path} is not a valid credentials file ({exc})") from None
         return cls(clients)
 

@@ -11,12 +11,11 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from veil.serve.config import DEFAULT_MAX_ABS
+
 CONTENT_TYPE = "application/vnd.veil.features+safetensors"
 ALLOWED_KEYS = {"features", "flipped"}
-# FG features are LayerNorm'd tokens (RMS 1) plus noise of RMS eps: no element is anywhere near this.
-# The bound keeps every value the RecNet sees far from float32 overflow (a single 3e38 element gave
-# NaN embeddings that poisoned the gallery: issue 12, finding 2).
-DEFAULT_MAX_ABS = 1e4
+
 
 
 class BadRequest(Exception):
