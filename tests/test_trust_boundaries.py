@@ -87,3 +87,41 @@ def test_server_and_attacker_never_import_the_client_encoder(module):
 
 def test_the_checker_sees_the_client_encoder_import():
     assert "veil.xnnd.generator" in closure("veil.cli.client")  # the XNN-d rule can fail
+
+
+# Entry points: a process started as an untrusted role imports only what that role needs (issue 14).
+# Run each in a fresh interpreter, as `veil ...` would start, and read sys.modules: this catches imports
+# the AST walk cannot see (the CLI registers commands by name and imports them when they run).
+ENTRY_POINTS = [(["train"], "veil.train.cloud"), (["cascade", "node"], "veil.cascade.node")]
+_PROBE = """
+import sys
+from veil.cli.app import app
+argv, runtime = sys.argv[1:-1], sys.argv[-1]
+try:
+    app([*argv, "--help"], prog_name="veil")
+except SystemExit:
+    pass
+__import__(runtime)  # what the command imports when it runs, beyond its module's top level
+print("MODULES", " ".join(sorted(m for m in sys.modules if m.startswith("veil"))))
+"""
+
+
+def _entry_modules(argv: list[str], runtime: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _PROBE, *argv, runtime], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("MODULES"))
+    return set(line.split()[1:])
+
+
+@pytest.mark.parametrize("argv, runtime", ENTRY_POINTS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_untrusted_entry_points_never_import_keys(argv, runtime):
+    loaded = _entry_modules(argv, runtime)
+    assert f"veil.cli.{argv[0]}" in loaded, "the probe did not load the command"
+    assert "veil.keys" not in loaded, f"`veil {' '.join(argv)}` imports veil.keys"
+
+
+def test_the_entry_point_probe_sees_an_owner_command():
+    assert "veil.keys" in _entry_modules(["obfuscate"], "veil.pipeline")  # the probe can fail

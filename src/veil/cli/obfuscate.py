@@ -21,6 +21,8 @@ def obfuscate(split: Path = typer.Option(..., help="Split file."),
               out: Path = typer.Option(..., "--out", "-o", help="Store directory to create."),
               key: Path = typer.Option(None, help="Owner key; omit with --vanilla."),
               vanilla: bool = typer.Option(False, help="No obfuscation (the Vanilla+PE baseline)."),
+              method: str = typer.Option(None, help="A registered tokens-level method (`veil methods`); "
+                                                    "default: xnn with --key, none with --vanilla."),
               group: str = typer.Option("owner_train", help="Split group to obfuscate."),
               matrix: str = typer.Option("orthogonal", help=f"Mixing matrix: {', '.join(MATRIX_KINDS)}."),
               flips: bool = typer.Option(True, help="Also store mirrored copies (owner-side augmentation)."),
@@ -30,9 +32,11 @@ def obfuscate(split: Path = typer.Option(..., help="Split file."),
     """Write obfuscated features + anonymous labels (safetensors shards + manifest): no names, no key."""
     if (key is None) == (not vanilla):
         raise typer.BadParameter("give --key for XNN, or --vanilla for no obfuscation (not both)")
+    if vanilla and method not in (None, "none"):
+        raise typer.BadParameter(f"--vanilla means no obfuscation; --method {method} needs --key")
     configure_threads()
     owner_key = OwnerKey.load(key) if key else None
     stats = obfuscate_step(data or default_data(), Split.load(split), extractor, out, owner_key, group, matrix,
-                           flips, force, pick_device(device))
+                           flips, force, pick_device(device), method=method)
     console.print(f"wrote {stats['rows']} rows to {out}; ObfNet took {stats['obfnet_s']:.2f}s vs ExtNet "
                   f"{stats['extnet_s']:.2f}s")
