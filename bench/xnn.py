@@ -8,7 +8,8 @@ Prints a table and writes bench/results/xnn.json and bench/results/xnn.md. Measu
 - utility of XNN's RecNet under a wrong key (what the model is worth to anyone but the owner);
 - ObfNet time / ExtNet time per batch of 256;
 - cloud training throughput on obfuscated vs plain features;
-- peak RSS of obfuscation streaming all of LFW, and a SYNTHETIC set 10x larger;
+- peak RSS of obfuscation streaming all of LFW, and a SYNTHETIC set ``--memory-multiple`` times larger;
+- the teacher whole: the public extractor (dlib's face ResNet) used end to end on the same probes;
 - key binding: XNN's RecNet applied to probes obfuscated under the owner's key, matched against a
   gallery embedded under a fresh random key, or with no obfuscation at all — what the cloud, which
   holds RecNet and the public ExtNet, could do with clean gallery photos of the owner's persons.
@@ -32,16 +33,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from veil.data.splits import Split, gallery_probe  # noqa: E402
-from veil.demo import PRESETS, default_data, environment, run_xnn  # noqa: E402
+from veil.demo import environment, run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
+from veil.evaluation.teacher import teacher_whole  # noqa: E402
 from veil.keys import OwnerKey  # noqa: E402
 from veil.metrics import top1  # noqa: E402
 from veil.models.extractor import load_extnet  # noqa: E402
+from veil.models.memo import MemoExtNet  # noqa: E402
 from veil.models.recnet import load_recnet  # noqa: E402
 from veil.obfuscation.base import NoObfuscation  # noqa: E402
 from veil.obfuscation.keyed import xnn_from_key  # noqa: E402
 from veil.owner import OwnerModel  # noqa: E402
+from veil.paths import default_data  # noqa: E402
 from veil.pipeline import load_group, write_json  # noqa: E402
+from veil.presets import PRESETS  # noqa: E402
 from veil.train.cloud import CloudTrainConfig, train_recnet  # noqa: E402
 
 MEMORY_CHILD = r"""
@@ -75,6 +80,7 @@ print(json.dumps(stats))
 
 def time_obfuscation(ext_path: Path, device: torch.device, repeats: int = 5) -> dict:
     ext = load_extnet(ext_path).to(device)
+    repeats = repeats if device.type == "cuda" else 3
     obf = xnn_from_key(OwnerKey.generate(), *ext.token_shape).to(device)
     images = torch.randint(0, 256, (256, 3, ext.cfg.img_size, ext.cfg.img_size), dtype=torch.uint8).to(device)
     tokens = ext(images)
@@ -100,7 +106,7 @@ def time_obfuscation(ext_path: Path, device: torch.device, repeats: int = 5) -> 
 def key_binding(run: Path, ext_path: Path, data: Path, device: torch.device) -> dict:
     """Top-1 of owner-key probes against galleries embedded by XNN's RecNet under other keys."""
     split = Split.load(run / "split.json")
-    ext = load_extnet(ext_path)
+    ext = MemoExtNet(load_extnet(ext_path))  # three chains, one extraction
     rec, info = load_recnet(run / "recnet_xnn.safetensors")
     kind = info["obfuscation"]["matrix"]
     owner, fresh = OwnerKey.load(run / "owner.key"), OwnerKey.generate()
@@ -138,11 +144,11 @@ def training_throughput(run: Path, cloud: CloudTrainConfig, device: torch.device
             "rounds": rounds}
 
 
-def peak_memory(ext_path: Path, data: Path) -> dict:
+def peak_memory(ext_path: Path, data: Path, multiple: int) -> dict:
     out = {}
     lfw_images = None
-    for source in ("lfw", "synthetic_10x"):
-        n = 0 if source == "lfw" else 10 * lfw_images
+    for source in ("lfw", f"synthetic_{multiple}x"):
+        n = 0 if source == "lfw" else multiple * lfw_images
         proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(ext_path), source, str(n), str(data)],
                               capture_output=True, text=True, check=True)
         stats = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -153,7 +159,15 @@ def peak_memory(ext_path: Path, data: Path) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| method | utility top-1 | 95% CI | n probes | gallery | chance |", "|---|---|---|---|---|---|"]
+    ext = result["extractor"]
+    lines = [f"ExtNet: {ext['name']} (cut after {ext['cut']} levels, {ext['token_shape'][0]} tokens x "
+             f"{ext['token_shape'][1]}, weights SHA-256 {str(ext['weights_sha256'])[:16]}...)", "",
+             "| method | utility top-1 | 95% CI | n probes | gallery | chance |", "|---|---|---|---|---|---|"]
+    t = result.get("teacher_whole")
+    if t:
+        lines.append(f"| teacher whole (dlib's network end to end, no cloud) | {100 * t['rate']:.2f}% | "
+                     f"[{100 * t['ci95'][0]:.2f}, {100 * t['ci95'][1]:.2f}] | {t['n']} | {t['gallery']} | "
+                     f"{100 * t['chance']:.2f}% |")
     for name, u in result["utility"].items():
         lines.append(f"| {name} | {100 * u['rate']:.2f}% | [{100 * u['ci95'][0]:.2f}, {100 * u['ci95'][1]:.2f}] "
                      f"| {u['n']} | {u['gallery']} | {100 * u['chance']:.2f}% |")
@@ -175,6 +189,13 @@ def markdown(result: dict) -> str:
     for name, u in result["key_binding"].items():
         lines.append(f"| {name} | {100 * u['rate']:.2f}% | [{100 * u['ci95'][0]:.2f}, {100 * u['ci95'][1]:.2f}] "
                      f"| {u['n']} | {100 * u['chance']:.2f}% |")
+    if result.get("attacks"):
+        lines += ["", "Cheap attacks on the same run (pooled identifier; k = 0: key-free pooled cosine):", "",
+                  "| store | leaked pairs k | leakage top-1 | 95% CI | n | chance |", "|---|---|---|---|---|---|"]
+        for method, r in result["attacks"].items():
+            for pt in r["points"]:
+                lines.append(f"| {method} | {pt['k']} | {100 * pt['rate']:.2f}% | [{100 * pt['ci95'][0]:.2f}, "
+                             f"{100 * pt['ci95'][1]:.2f}] | {pt['n']} | {100 * pt['chance']:.2f}% |")
     env = result["environment"]
     lines += ["", f"Device {env['device']}, torch {env['torch']}, timm {env['timm']}, {env['cpu_threads']} threads; "
               f"seed {result['seed']}; wall time {result['wall_seconds'] / 60:.1f} min; preset {result['preset']}."]
@@ -189,6 +210,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "xnn.json")
     parser.add_argument("--reuse", action="store_true", help="reuse RUN's end-to-end results; re-measure the rest")
+    parser.add_argument("--memory-multiple", type=int, default=2, help="synthetic set size / LFW for peak RSS")
     args = parser.parse_args()
     configure_threads()
     device = pick_device(args.device)
@@ -203,10 +225,13 @@ def main() -> None:
         "benchmark": "xnn", "preset": args.preset, "data": str(data), "seed": PRESETS[args.preset].split.seed,
         "utility": summary["utility"], "ratio_xnn_over_vanilla": summary["ratio_xnn_over_vanilla"],
         "split": summary["split"], "config": summary["config"], "pipeline_timings": summary["timings"],
-        "pretrain": summary["pretrain"],
+        "pretrain": summary["pretrain"], "extractor": summary.get("extractor_info"),
+        "teacher_whole": (teacher_whole(data, Split.load(args.run / "split.json"), device)
+                          if (summary.get("extractor_info") or {}).get("kind") == "dlib-resnet" else None),
+        "attacks": summary.get("attacks"),
         "obfuscation_time": time_obfuscation(ext_path, device),
         "training_throughput": training_throughput(args.run, PRESETS[args.preset].cloud, device),
-        "peak_memory": peak_memory(ext_path, data),
+        "peak_memory": peak_memory(ext_path, data, args.memory_multiple),
         "key_binding": key_binding(args.run, ext_path, data, device),
         "environment": environment(device),
         "self_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

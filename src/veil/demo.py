@@ -8,65 +8,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from veil.data.splits import Split, SplitSpec
-from veil.errors import VeilError
+from veil.data.splits import Split
 from veil.keys import OwnerKey
-from veil.models.extractor import ExtractorConfig, load_extnet
+from veil.models.extractor import load_extnet
+from veil.models.memo import MemoExtNet
 from veil.models.recnet import load_recnet
+from veil.models.registry import resolve_extractor
 from veil.obfuscation.keyed import xnn_from_key
 from veil.owner import OwnerModel, evaluate_identification
+from veil.paths import cache_dir, default_data, resolve_data
 from veil.pipeline import (
     compare,
     evaluate,
+    extractor_module,
     load_group,
     obfuscate,
     prepare_split,
     pretrain_extractor,
     write_json,
 )
-from veil.train.cloud import CloudTrainConfig, train_to_file
-from veil.train.pretrain import PretrainConfig
+from veil.presets import PRESETS, Preset
+from veil.train.cloud import train_to_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "lfw112"
-
-
-@dataclass
-class Preset:
-    """Sizes of one end-to-end run. ``demo`` fits 10 minutes on 2 CPU cores; ``bench`` is the benchmark."""
-
-    name: str
-    split: SplitSpec = field(default_factory=SplitSpec)
-    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    cloud: CloudTrainConfig = field(default_factory=CloudTrainConfig)
-    matrix: str = "orthogonal"
-
-
-PRESETS = {
-    "demo": Preset("demo", pretrain=PretrainConfig(epochs=12), cloud=CloudTrainConfig(epochs=20, dim=128)),
-    "bench": Preset("bench", pretrain=PretrainConfig(epochs=30), cloud=CloudTrainConfig(epochs=40, dim=128)),
-}
-
-
-def default_data() -> Path:
-    return Path(os.environ.get("VEIL_DATA", DEFAULT_DATA))
-
-
-def resolve_data(data: str | Path | None) -> Path:
-    """The dataset to use (the default one when None), checked to exist."""
-    data = Path(data) if data else default_data()
-    if not data.exists():
-        raise VeilError(f"dataset not found: {data} (set VEIL_DATA or pass --data)")
-    return data
+__all__ = ["PRESETS", "Preset", "run_xnn", "default_data", "cached_extractor", "environment", "run_attacks"]
 
 
 def run_key(out: Path) -> OwnerKey:
@@ -77,10 +48,6 @@ def run_key(out: Path) -> OwnerKey:
     key = OwnerKey.generate()
     key.save(path)
     return key
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VEIL_CACHE", Path.home() / ".cache" / "veil"))
 
 
 def environment(device: torch.device) -> dict:
@@ -96,6 +63,7 @@ def environment(device: torch.device) -> dict:
 
 
 def extractor_cache_path(split: Split, preset: Preset) -> Path:
+    """Where the hybrid extractor pre-trained for this split and preset is cached."""
     ident = json.dumps({"split": split.dataset_digest,
                         "identities": sorted(n for g in preset.pretrain.groups for n in split.groups[g]),
                         "ext": asdict(preset.extractor), "pre": asdict(preset.pretrain)}, sort_keys=True)
@@ -106,8 +74,14 @@ def cached_extractor(data: str | Path, split: Split, preset: Preset, device: str
                      show_progress: bool = True, log=print) -> tuple[Path, dict | None]:
     """The preset's public extractor for this split: from the cache, or pre-trained now and cached.
 
-    Returns the path and the pre-training history (None when it came from the cache).
+    Returns the path and the pre-training history (None when it came from the cache or the registry).
+    A registered pre-trained extractor (the default, ``dlib-resnet``) needs no training: its weights are
+    converted once from the installed package.
     """
+    if preset.extractor_name != "hybrid":
+        path = resolve_extractor(preset.extractor_name)
+        log(f"extractor: {preset.extractor_name} (pre-trained, public) -> {path}")
+        return path, None
     ext_path = extractor_cache_path(split, preset)
     if ext_path.exists():
         log(f"extractor: cached {ext_path}")
@@ -118,8 +92,8 @@ def cached_extractor(data: str | Path, split: Split, preset: Preset, device: str
 
 
 def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", preset: str | Preset = "demo",
-            device: str | torch.device = "cpu", show_progress: bool = True, log=print) -> dict:
-    """Split, key, pretrain (cached), obfuscate, cloud-train and evaluate Vanilla+PE and XNN."""
+            device: str | torch.device = "cpu", show_progress: bool = True, log=print, attacks: bool = True) -> dict:
+    """Split, key, extractor, obfuscate, cloud-train and evaluate Vanilla+PE and XNN; then the cheap attacks."""
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     data = resolve_data(data)
     out = Path(out)
@@ -137,6 +111,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
 
     t = time.time()
     ext_path, pre_history = cached_extractor(data, split, preset, device, show_progress, log)
+    ext = MemoExtNet(load_extnet(ext_path))  # each private image through ExtNet once per run, in memory only
     timings["pretrain_s"] = time.time() - t
 
     methods = {"Vanilla+PE": None, "XNN": key}
@@ -145,27 +120,27 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     for name, mkey in methods.items():
         tag = name.split("+")[0].lower()
         t = time.time()
-        obf_stats = obfuscate(data, split, ext_path, out / f"store_{tag}", mkey, matrix=preset.matrix,
+        obf_stats = obfuscate(data, split, ext, out / f"store_{tag}", mkey, matrix=preset.matrix,
                               overwrite=True, device=device, show_progress=show_progress)
         timings[f"obfuscate_{tag}_s"] = time.time() - t
         t = time.time()
         hist = train_to_file(out / f"store_{tag}", out / f"recnet_{tag}.safetensors", preset.cloud,
                              str(device), show_progress)
         timings[f"train_{tag}_s"] = time.time() - t
-        results[name] = evaluate(data, split, ext_path, out / f"recnet_{tag}.safetensors", mkey, device=device)
+        results[name] = evaluate(data, split, ext, out / f"recnet_{tag}.safetensors", mkey, device=device)
         stats[name] = {"obfuscate": obf_stats, "train": {k: hist[k] for k in ("seconds", "samples_per_second",
                                                                               "rows", "classes")},
                        "final_loss": hist["loss"][-1]}
         log(f"{name}: utility {results[name]['rate']}")
 
-    wrong = wrong_key_utility(data, split, ext_path, out / "recnet_xnn.safetensors", device)
+    wrong = wrong_key_utility(data, split, ext, out / "recnet_xnn.safetensors", device)
     results["XNN, wrong key"] = wrong
     ratio = compare(results, "XNN", "Vanilla+PE")
     summary = {
         "preset": preset.name, "data": str(data), "synthetic": False, "device": str(device),
         "split": {g: len(v) for g, v in split.groups.items()}, "key_fingerprint": key.fingerprint,
-        "extractor": str(ext_path),
-        "config": {"split": asdict(preset.split), "extractor": asdict(preset.extractor),
+        "extractor": str(ext_path), "extractor_info": extractor_info(ext_path),
+        "config": {"split": asdict(preset.split), "extractor": asdict(ext.cfg),
                    "pretrain": asdict(preset.pretrain), "cloud": asdict(preset.cloud), "matrix": preset.matrix},
         "utility": {n: {**r["rate"].as_dict(), "gallery": r["gallery_size"], "chance": r["chance"]}
                     for n, r in results.items()},
@@ -173,12 +148,53 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
         "environment": environment(device), "wall_seconds": time.time() - wall,
     }
     write_json(out / "results.json", summary)
+    if attacks:
+        t = time.time()
+        summary["attacks"] = run_attacks(out, data, ext, device, log)
+        summary["timings"]["attacks_s"] = time.time() - t
+        summary["wall_seconds"] = time.time() - wall
+        write_json(out / "results.json", summary)
     return summary
 
 
-def wrong_key_utility(data, split: Split, ext_path, recnet_path, device) -> dict:
+def extractor_info(path: str | Path) -> dict:
+    """What the run's ExtNet is (name, cut, weights SHA-256, token shape), from its file's public metadata."""
+    from veil.models.extractor import read_metadata
+
+    meta = read_metadata(path)
+    cfg, extra = json.loads(meta.get("config", "{}")), json.loads(meta.get("extra", "{}"))
+    return {"name": extra.get("name", cfg.get("kind", "?")), "kind": cfg.get("kind"), "cut": cfg.get("cut"),
+            "img_size": cfg.get("img_size"), "weights_sha256": extra.get("weights_sha256"),
+            "token_shape": extra.get("token_shape"), "file": str(path)}
+
+
+def run_attacks(out: Path, data: Path, ext, device, log=print) -> dict:
+    """The strongest cheap attacks on the run's stores, written where ``veil report`` reads them.
+
+    Known-plaintext with the pooled identifier on XNN at k = 0 (key-free pooled cosine matching of the
+    obfuscated features), 1, 4 and 16 leaked pairs, and the same identifier on Vanilla+PE (the clean
+    reference): each rate with its n, interval and chance.
+    """
+    from veil.evaluation.leakage_harness import LeakageHarness
+
+    harness = LeakageHarness(out, data, device, log=lambda *_: None)
+    harness.ext = ext  # the run's memoised ExtNet: no image is extracted twice
+    written = {}
+    for method, ks in (("xnn", (0, 1, 4, 16)), ("vanilla", (0,))):
+        r = harness.known_plaintext(method, ks, "pooled")
+        r["command"] = f"veil attack known-plaintext --run {out} --method {method} --k {','.join(map(str, ks))}"
+        path = write_json(out / "attacks" / f"known_plaintext_{method}.json", r)
+        written[method] = {"file": str(path), "points": [{k: p[k] for k in ("k", "rate", "ci95", "n", "chance")}
+                                                         for p in r["points"]]}
+        for p in r["points"]:
+            log(f"attack known-plaintext (pooled) on {method}, k = {p['k']}: leakage {100 * p['rate']:.2f}% "
+                f"[{100 * p['ci95'][0]:.2f}, {100 * p['ci95'][1]:.2f}] (n = {p['n']}, chance {100 * p['chance']:.2f}%)")
+    return written
+
+
+def wrong_key_utility(data, split: Split, extractor, recnet_path, device) -> dict:
     """XNN's RecNet used with a fresh key: what anyone without the owner's key gets from the model."""
-    ext = load_extnet(ext_path)
+    ext = extractor_module(extractor)
     rec, info = load_recnet(recnet_path)
     other = OwnerKey.generate()
     obf = xnn_from_key(other, *ext.token_shape, (info.get("obfuscation") or {}).get("matrix", "orthogonal"))
@@ -186,5 +202,3 @@ def wrong_key_utility(data, split: Split, ext_path, recnet_path, device) -> dict
     faces = load_group(data, split, "owner_test", ext.cfg.img_size)
     return evaluate_identification(model, faces, split.gallery_seed, device)
 
-
-__all__ = ["PRESETS", "Preset", "run_xnn", "default_data", "cached_extractor", "environment"]

@@ -84,7 +84,8 @@ def extractor_module(extractor: str | Path | torch.nn.Module) -> torch.nn.Module
     return extractor if isinstance(extractor, torch.nn.Module) else load_extnet(extractor)
 
 
-def obfuscate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, out: str | Path, key: OwnerKey | None,
+def obfuscate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, out: str | Path,
+              key: OwnerKey | None,
               group: str = "owner_train", matrix: str = "orthogonal", flip_copies: bool = True,
               overwrite: bool = False, device: str | torch.device = "cpu", show_progress: bool = True,
               batch_size: int = 256, method: str | None = None) -> dict:
@@ -114,7 +115,8 @@ def owner_model(extractor: str | Path | torch.nn.Module, recnet: str | Path, key
     return OwnerModel(ext, make_obfuscation(ext, key, kind), rec, info)
 
 
-def evaluate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, recnet: str | Path, key: OwnerKey | None,
+def evaluate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, recnet: str | Path,
+             key: OwnerKey | None,
              group: str = "owner_test", device: str | torch.device = "cpu", flip_tta: bool = True) -> dict:
     """Utility of the owner's chain on ``group`` (persons never seen in training)."""
     model = owner_model(extractor, recnet, key)

@@ -9,10 +9,10 @@ from rich.table import Table
 
 from veil.attacks.recnet_fit import AttackRecNetConfig
 from veil.cli.common import console, friendly
-from veil.demo import PRESETS
 from veil.device import configure_threads, pick_device
 from veil.errors import VeilError
 from veil.evaluation.table2 import METHODS, Table2Config, publish, run_table2
+from veil.presets import PRESETS
 
 app = typer.Typer(help="Reproduce the papers' tables (Table 2 + Table 5: methods, expectation attack, ablations).",
                   no_args_is_help=True)

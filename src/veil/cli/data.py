@@ -8,7 +8,7 @@ import typer
 
 from veil.cli.common import console, friendly
 from veil.data.splits import SplitSpec
-from veil.demo import default_data
+from veil.paths import default_data
 from veil.pipeline import prepare_split
 
 app = typer.Typer(help="Datasets and identity-disjoint splits.", no_args_is_help=True)

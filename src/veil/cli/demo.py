@@ -8,13 +8,18 @@ import typer
 from rich.table import Table
 
 from veil.cli.common import console, friendly
-from veil.demo import PRESETS, run_xnn
+from veil.demo import run_xnn
 from veil.device import configure_threads, pick_device
+from veil.presets import PRESETS
 
 
 def results_table(summary: dict) -> Table:
-    table = Table(title=f"XNN on {Path(summary['data']).name} ({summary['preset']} preset, "
-                        f"{'SYNTHETIC' if summary['synthetic'] else 'real data'})")
+    ext = summary.get("extractor_info") or {}
+    shape = ext.get("token_shape")
+    tokens = f", {shape[0]} tokens x {shape[1]}" if shape else ""
+    kind = "SYNTHETIC" if summary["synthetic"] else "real data"
+    table = Table(title=f"XNN on {Path(summary['data']).name} ({summary['preset']} preset, {kind}; "
+                        f"ExtNet {ext.get('name', '?')}{tokens})")
     for col in ("method", "utility top-1", "95% CI", "n probes", "gallery", "chance"):
         table.add_column(col, justify="right" if col != "method" else "left", no_wrap=True)
     for name, u in summary["utility"].items():
@@ -26,16 +31,38 @@ def results_table(summary: dict) -> Table:
     return table
 
 
+def attacks_table(summary: dict) -> Table | None:
+    """Leakage of the cheap attacks the demo ran, each with n, interval and chance."""
+    attacks = summary.get("attacks")
+    if not attacks:
+        return None
+    table = Table(title="What an adversary learns (top-1 identification of the owner's test persons)")
+    for col in ("attack", "store", "leakage top-1", "95% CI", "n probes", "chance"):
+        table.add_column(col, justify="left" if col in ("attack", "store") else "right", no_wrap=True)
+    names = {"xnn": "XNN", "vanilla": "Vanilla+PE"}
+    for method, r in attacks.items():
+        for p in r["points"]:
+            what = ("pooled cosine, no pairs" if p["k"] == 0 else f"known-plaintext, k = {p['k']} leaked pairs")
+            table.add_row(what, names.get(method, method), f"{100 * p['rate']:.2f}%",
+                          f"[{100 * p['ci95'][0]:.2f}, {100 * p['ci95'][1]:.2f}]", str(p["n"]),
+                          f"{100 * p['chance']:.2f}%")
+    return table
+
+
 @friendly
 def demo(data: Path = typer.Option(None, help="Face dataset (default: ../shared/data/lfw112 or $VEIL_DATA)."),
          out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
          preset: str = typer.Option("demo", help=f"Sizes: {', '.join(PRESETS)}."),
          device: str = typer.Option(None, help="cpu, cuda (default: auto)."),
          quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Run XNN end to end: split, key, pre-train ExtNet, obfuscate, cloud training, evaluation."""
+    """Run XNN end to end: split, key, ExtNet, obfuscate, cloud training, evaluation, cheap attacks."""
     configure_threads()
     if preset not in PRESETS:
         raise typer.BadParameter(f"preset must be one of {', '.join(PRESETS)}")
     summary = run_xnn(data, out, preset, pick_device(device), show_progress=not quiet, log=console.print)
     console.print(results_table(summary))
+    attacks = attacks_table(summary)
+    if attacks is not None:
+        console.print(attacks)
+    console.print(f"report: veil report {out}")
     console.print(f"results: {out / 'results.json'}  (wall {summary['wall_seconds']:.0f}s)")

@@ -12,9 +12,9 @@ from rich.table import Table
 from veil.cli.common import console, friendly
 from veil.data.faceset import load_image_folder, read_images
 from veil.data.splits import Split
-from veil.demo import default_data
 from veil.device import configure_threads, pick_device
 from veil.keys import OwnerKey
+from veil.paths import default_data
 from veil.pipeline import evaluate as evaluate_step
 from veil.pipeline import owner_model
 

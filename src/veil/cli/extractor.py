@@ -8,13 +8,29 @@ import typer
 
 from veil.cli.common import console, friendly
 from veil.data.splits import Split
-from veil.demo import default_data
 from veil.device import configure_threads, pick_device
 from veil.models.extractor import ExtractorConfig, load_backbone, save_backbone
+from veil.paths import default_data
 from veil.pipeline import pretrain_extractor
 from veil.train.pretrain import PretrainConfig
 
 app = typer.Typer(help="The public feature extractor (ExtNet).", no_args_is_help=True)
+
+
+@app.command("list")
+@friendly
+def list_() -> None:
+    """Registered extractors: every --extractor option takes one of these names or a file."""
+    from rich.table import Table
+
+    from veil.models.registry import list_extractors
+
+    table = Table(title="extractors (--extractor NAME|FILE)")
+    for col in ("name", "what", "how to get it"):
+        table.add_column(col)
+    for e in list_extractors():
+        table.add_row(e.name, e.summary, "automatic (converted on first use)" if e.materialise else e.how)
+    console.print(table)
 
 
 @app.command("pretrain")

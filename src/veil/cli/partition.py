@@ -21,7 +21,7 @@ SIMULATED = ("note: no SGX here. The 'isolated' enclave is a real separate OS pr
 
 
 def _default_data() -> Path:
-    from veil.demo import default_data
+    from veil.paths import default_data
 
     return Path(default_data())
 

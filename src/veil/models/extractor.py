@@ -35,6 +35,8 @@ class ExtractorConfig:
 
     ``kind='hybrid'``: ResNet-18 stem (``stem_stages`` residual stages) feeding ViT blocks.
     ``kind='timm'``: any timm ViT built by ``timm_name`` (weights from a local safetensors file).
+    ``kind='dlib-resnet'``: dlib's pre-trained face ResNet (:mod:`veil.models.dlib_resnet`) cut after
+    ``cut`` residual levels; tokens are the spatial positions of that feature map.
     """
 
     kind: str = "hybrid"
@@ -46,10 +48,18 @@ class ExtractorConfig:
     ext_depth: int = 2
     timm_name: str = ""
     drop_path: float = 0.1
+    cut: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("hybrid", "timm"):
-            raise VeilError(f"extractor kind must be 'hybrid' or 'timm', got {self.kind!r}")
+        if self.kind not in ("hybrid", "timm", "dlib-resnet"):
+            raise VeilError(f"extractor kind must be 'hybrid', 'timm' or 'dlib-resnet', got {self.kind!r}")
+        if self.kind == "dlib-resnet":
+            from veil.models.dlib_resnet import IMAGE_SIZE, LEVELS
+
+            if not 1 <= self.cut <= len(LEVELS):
+                raise VeilError(f"dlib-resnet cut must be 1..{len(LEVELS)} residual levels, got {self.cut}")
+            self.img_size, self.embed_dim = IMAGE_SIZE, LEVELS[self.cut - 1][0]
+            return
         if not 1 <= self.ext_depth <= self.depth:
             raise VeilError(f"ext_depth must be in 1..depth={self.depth}, got {self.ext_depth}")
         if self.kind == "hybrid" and not 1 <= self.stem_stages <= 4:
@@ -131,6 +141,63 @@ class ExtNet(nn.Module):
         return self.blocks(self.norm_pre(x))
 
 
+class DlibExtNet(nn.Module):
+    """ExtNet from dlib's face ResNet: images -> the feature map after ``cfg.cut`` levels as tokens.
+
+    Tokens are the H*W spatial positions (row-major), each a C-channel vector, so ObfNet, the store,
+    RecNet and every attack keep their (B, N, D) interface. Frozen and in eval mode, like ExtNet.
+    """
+
+    def __init__(self, net: nn.Module, cfg: ExtractorConfig) -> None:
+        super().__init__()
+        from veil.models.dlib_resnet import level_output_shape
+
+        self.cfg = cfg
+        self.conv, self.aff = net.conv, net.aff
+        self.levels = nn.ModuleList(list(net.levels)[: cfg.cut])
+        self._shape = level_output_shape(cfg.cut, cfg.img_size)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> DlibExtNet:  # noqa: ARG002 - frozen by design
+        return super().train(False)
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        from veil.models.dlib_resnet import normalize_rgb
+
+        if images.shape[-1] != self.cfg.img_size or images.shape[-2] != self.cfg.img_size:
+            raise VeilError(f"ExtNet expects {self.cfg.img_size}x{self.cfg.img_size} images, "
+                            f"got {tuple(images.shape[-2:])}")
+        return normalize_rgb(images)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) after the cut; differentiable (XNN-d's noise encoder trains a copy)."""
+        x = torch.nn.functional.max_pool2d(torch.relu(self.aff(self.conv(self.normalize(images)))), 3, 2)
+        for level in self.levels:
+            x = level(x)
+        return x
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(images).flatten(2).transpose(1, 2).contiguous()
+
+
+AnyExtNet = ExtNet | DlibExtNet
+
+
+def make_extnet(cfg: ExtractorConfig) -> AnyExtNet:
+    """An ExtNet of ``cfg``'s architecture with fresh (untrained) weights: Table 2's random extractor."""
+    if cfg.kind == "dlib-resnet":
+        from veil.models.dlib_resnet import DlibFaceResNet
+
+        return DlibExtNet(DlibFaceResNet(), cfg)
+    return ExtNet(build_backbone(cfg), cfg)
+
+
 def config_digest(state: dict[str, torch.Tensor]) -> str:
     """A short public digest of weights, recorded in stores so owner and cloud agree on ExtNet."""
     import hashlib
@@ -181,6 +248,8 @@ def load_backbone(path: str | Path, cfg: ExtractorConfig | None = None) -> tuple
                                                                                   ExtractorConfig]:
     """Rebuild the backbone from a Veil extractor file, or from a plain timm checkpoint plus ``cfg``."""
     meta = read_metadata(path)
+    if json.loads(meta.get("config", "{}")).get("kind") == "dlib-resnet":
+        raise VeilError(f"{path} is a dlib-resnet extractor, not a ViT backbone; load it with load_extnet")
     if meta.get("format") == "veil-extractor":
         cfg = ExtractorConfig(**json.loads(meta["config"]))
     elif cfg is None:
@@ -202,11 +271,30 @@ def load_backbone(path: str | Path, cfg: ExtractorConfig | None = None) -> tuple
     return backbone, cfg
 
 
-def load_extnet(path: str | Path, cfg: ExtractorConfig | None = None) -> ExtNet:
-    """ExtNet from a checkpoint file (see :func:`load_backbone`)."""
+def load_extnet(path: str | Path, cfg: ExtractorConfig | None = None) -> AnyExtNet:
+    """ExtNet from a checkpoint file (see :func:`load_backbone`) or a registered extractor name.
+
+    A name (``dlib-resnet``, ``dlib-resnet-cut3``; ``veil extractor list``) is materialised in Veil's
+    cache on first use, so every ``--extractor`` option takes a name or a file.
+    """
+    if not Path(path).exists():
+        from veil.models.registry import resolve_extractor
+
+        path = resolve_extractor(str(path))
+    meta = read_metadata(path)
+    if meta.get("format") == "veil-extractor" and json.loads(meta.get("config", "{}")).get("kind") == "dlib-resnet":
+        from veil.models.dlib_resnet import DlibFaceResNet
+
+        cfg = ExtractorConfig(**json.loads(meta["config"]))
+        net = DlibFaceResNet()
+        try:
+            net.load_state_dict(_load_state(path))
+        except RuntimeError as exc:
+            raise VeilError(f"{path} does not fit dlib's face ResNet ({str(exc).splitlines()[0]})") from None
+        return DlibExtNet(net, cfg)
     backbone, cfg = load_backbone(path, cfg)
     return ExtNet(backbone, cfg)
 
 
-def extnet_digest(ext: ExtNet) -> str:
+def extnet_digest(ext: AnyExtNet) -> str:
     return config_digest(ext.state_dict())
