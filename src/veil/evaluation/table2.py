@@ -32,7 +32,7 @@ from veil.errors import VeilError
 from veil.evaluation import protections
 from veil.keys import OwnerKey
 from veil.metrics import bootstrap_ratio
-from veil.models.extractor import ExtNet, build_backbone, load_extnet
+from veil.models.extractor import ExtNet, load_extnet, make_extnet
 from veil.models.recnet import RecNet
 from veil.obfuscation import registry
 from veil.pipeline import load_group, prepare_split, write_json
@@ -225,7 +225,7 @@ def _ablations(ctx: _Context, rows: list[dict]) -> list[dict]:
         ctx.log(f"ablation {name}: utility {100 * utility['rate']:.2f}% (n={utility['n']})")
 
     torch.manual_seed(ctx.cfg.seed)
-    random_ext = ExtNet(build_backbone(ctx.ext.cfg), ctx.ext.cfg)
+    random_ext = make_extnet(ctx.ext.cfg)
     record("Vanilla (random, untrained ExtNet)", False, False, False,
            ctx.owner_utility(protections.vanilla(random_ext))[0].as_dict())
     ctx.advance("ablation: random ExtNet")

@@ -40,6 +40,13 @@ class NoiseEncoder(nn.Module):
     def __init__(self, ext: ExtNet, eps: float) -> None:
         super().__init__()
         inner = copy.deepcopy(ext)
+        self.img_size = ext.cfg.img_size
+        self.eps = float(eps)
+        if hasattr(inner, "feature_map"):  # a CNN ExtNet (dlib's face ResNet): its trunk, made trainable
+            self.trunk = inner
+            self.requires_grad_(True)
+            return
+        self.trunk = None
         self.patch_embed = inner.patch_embed
         self.cls_token = inner.cls_token
         self.pos_embed = inner.pos_embed
@@ -48,8 +55,6 @@ class NoiseEncoder(nn.Module):
         self.no_embed_class = inner.no_embed_class
         self.register_buffer("mean", ext.mean.clone(), persistent=False)
         self.register_buffer("std", ext.std.clone(), persistent=False)
-        self.img_size = ext.cfg.img_size
-        self.eps = float(eps)
         self.requires_grad_(True)
         self._freeze_batchnorm()
 
@@ -65,6 +70,8 @@ class NoiseEncoder(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.trunk is not None:
+            return bound_noise(self.trunk.feature_map(images).flatten(2).transpose(1, 2), self.eps)
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         x = self.patch_embed((x - self.mean) / self.std)
         prefix = [self.cls_token.expand(x.shape[0], -1, -1)] if self.cls_token is not None else []

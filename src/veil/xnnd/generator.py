@@ -21,7 +21,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from veil.errors import VeilError
-from veil.models.extractor import ExtNet, ExtractorConfig, _load_state, build_backbone, extnet_digest, read_metadata
+from veil.models.extractor import ExtNet, ExtractorConfig, _load_state, extnet_digest, make_extnet, read_metadata
 from veil.obfuscation.noise import NoiseEncoder
 from veil.secretfile import check_private, write_private
 
@@ -81,7 +81,7 @@ def load_generator(path: str | Path) -> tuple[FeatureGenerator, dict]:
     except (KeyError, TypeError, ValueError) as exc:
         raise VeilError(f"{path}: corrupt metadata ({exc})") from None
     state = _load_state(path)
-    ext = ExtNet(build_backbone(cfg), cfg)
+    ext = make_extnet(cfg)
     enc = NoiseEncoder(ext, eps)
     try:
         ext.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ext.")})
