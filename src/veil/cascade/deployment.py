@@ -18,13 +18,13 @@ from veil.cascade import message
 from veil.cascade.checkpoint import Checkpoint
 from veil.cascade.inbox import CrashDetected, Inbox, TimeBound
 from veil.cascade.models import ModelSpec
-from veil.cascade.packet import open_e2e, seal_e2e
+from veil.cascade.packet import Hop, open_e2e, seal_e2e
 from veil.cascade.routing import Routing
 from veil.cascade.selection import Cascade
 from veil.errors import VeilError
 
 DUMMY_SPEC = {"kind": "identity"}
-SETUP_TIMEOUT_S = 10.0  # deploy and first contact: connection set-up and layer construction, not steps
+SETUP_TIMEOUT_S = 30.0  # deploy and first contact: connection set-up and layer construction, not steps
 
 
 class ByzantineDetected(VeilError):
@@ -59,6 +59,7 @@ class Deployment:
                                    "session": cascade.sessions[entry.address].hex()}, state)
             frags = message.fragments(blob, C.fragment_size(self.inbox.cell))
             msg = os.urandom(8).hex()
+            cascade.attempted.add(entry.address)  # may bind even if its acknowledgement comes too late
             for i, chunk in enumerate(frags):
                 self._init_trip(cascade, pos, msg, i, len(frags), chunk)
             cascade.bound.add(entry.address)
@@ -106,14 +107,16 @@ class Deployment:
         Best effort: a dead node's session lapses on its own after ``SESSION_IDLE_S``."""
         tags = []
         for entry in cascade.entries:
-            if entry.address not in cascade.bound:
+            if entry.address not in cascade.bound | cascade.attempted:
                 continue
-            route = self.inbox.route([cascade.hop(entry)], [Routing(op=C.OP_CLOSE, flags=C.FLAG_TARGET)])
+            hop = Hop(entry.address, entry.public_key, cascade.sessions[entry.address])
+            route = self.inbox.route([hop], [Routing(op=C.OP_CLOSE, flags=C.FLAG_TARGET)])
             try:
                 tags.append(self.inbox.push(route, os.urandom(64), timeout=0.5))
             except CrashDetected:
                 continue
         cascade.bound.clear()
+        cascade.attempted.clear()
         done, deadline = 0, time.monotonic() + wait
         pending = set(tags)
         while pending:

@@ -98,7 +98,7 @@ class Designer:
     def close(self) -> None:
         """Release the cascade (unless ``release_on_close`` is off), then stop the inbox and the transport."""
         try:
-            if self.release_on_close and self.cascade is not None:
+            if self.release_on_close and self.cascade is not None and (self.cascade.bound or self.cascade.attempted):
                 self.deployment.release(self.cascade)
         finally:
             self.inbox.close()

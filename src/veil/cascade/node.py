@@ -149,6 +149,7 @@ class Node:
         self._delay_cv = threading.Condition()
         self._delay_thread: threading.Thread | None = None
         self._running = False
+        self._thread_ready = False
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> Node:
@@ -194,6 +195,9 @@ class Node:
                          " of the payload size classes)")
             return
         if self._worker is None:
+            if not self._thread_ready:  # OpenMP's thread count is per calling thread: set it in this one too
+                torch.set_num_threads(1)
+                self._thread_ready = True
             self._handle(packet)
         else:
             self._queue.put(packet)

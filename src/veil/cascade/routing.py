@@ -56,5 +56,9 @@ class Routing:
         op, flags, tag, addr, key, cell, window, frag, n_extra, extra = struct.unpack(C.ROUTING_FORMAT, raw)
         if op not in C.OPS or n_extra > C.EXTRA_SIZE or cell not in C.CELL_SIZES:
             raise VeilError("routing information is malformed")
-        return cls(op=op, flags=flags, tag=tag, next_address=addr.rstrip(b"\0").decode(),
+        try:
+            address = addr.rstrip(b"\0").decode()
+        except UnicodeDecodeError:  # a forged slot (anyone with the pool file can seal one): not a crash
+            raise VeilError("routing information is malformed (next address is not UTF-8)") from None
+        return cls(op=op, flags=flags, tag=tag, next_address=address,
                    next_payload_key=key, cell=cell, frag=frag, window=window, extra=extra[:n_extra])

@@ -36,6 +36,7 @@ class Cascade:
     layer_of: list[int | None]
     sessions: dict[str, bytes] = field(default_factory=dict)
     bound: set[str] = field(default_factory=set)
+    attempted: set[str] = field(default_factory=set)  # init sent: released too, whether or not it acknowledged
 
     def __post_init__(self) -> None:
         for e in self.entries:
