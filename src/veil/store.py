@@ -177,11 +177,16 @@ class Store:
             except Exception as exc:
                 raise VeilError(f"cannot read store shard {path}: {exc}") from None
             feats, labels = tensors.get("features"), tensors.get("labels")
-            if feats is None or labels is None or len(feats) != entry["rows"] or len(labels) != entry["rows"]:
+            if feats is None or labels is None or feats.ndim != 3 or labels.ndim != 1 \
+                    or len(feats) != entry["rows"] or len(labels) != entry["rows"]:
                 raise VeilError(f"store shard {path} does not hold the {entry['rows']} rows its manifest lists")
             if tuple(feats.shape[1:]) != self.token_shape:
                 raise VeilError(f"store shard {path} has features {tuple(feats.shape[1:])}, manifest says "
                                 f"{self.token_shape}")
+            if not feats.is_floating_point() or labels.dtype != torch.int64:
+                raise VeilError(f"store shard {path}: features must be floating point and labels int64")
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise VeilError(f"store shard {path} has labels outside 0..{self.num_classes - 1}")
             yield feats, labels
 
     def load_all(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,14 +200,38 @@ def open_store(directory: str | Path) -> Store:
     if not path.is_file():
         raise VeilError(f"no store at {directory} (missing {MANIFEST}; was `veil obfuscate` interrupted?)")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VeilError(f"{path} is not valid JSON ({exc})") from None
-    if manifest.get("format") != STORE_FORMAT:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VeilError(f"{path} is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
         raise VeilError(f"{path} is not a Veil store manifest")
     if manifest.get("version") != STORE_VERSION:
-        raise VeilError(f"{path}: store version {manifest.get('version')} is not supported ({STORE_VERSION})")
+        raise VeilError(f"{path}: store version {manifest.get('version')!r:.40} is not supported ({STORE_VERSION})")
+    _check_manifest(path, manifest)
+    return Store(directory, manifest)
+
+
+def _is_count(value: object, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    """Every field the reader uses, with its type: the store comes from another party (issue 12 fuzzing)."""
     for field in ("tokens", "dim", "num_classes", "shards", "rows"):
         if field not in manifest:
             raise VeilError(f"{path} lacks the field {field!r}")
-    return Store(directory, manifest)
+    for field in ("tokens", "dim", "num_classes"):
+        if not _is_count(manifest[field], 1):
+            raise VeilError(f"{path}: {field!r} must be a positive integer, got {manifest[field]!r:.40}")
+    shards = manifest["shards"]
+    if not _is_count(manifest["rows"]) or not isinstance(shards, list):
+        raise VeilError(f"{path}: 'rows' must be a count and 'shards' a list")
+    for i, entry in enumerate(shards):
+        ok = (isinstance(entry, dict) and isinstance(entry.get("file"), str) and _is_count(entry.get("rows"))
+              and isinstance(entry.get("sha256"), str))
+        # a plain file name inside the store: never a path that leaves it
+        if not ok or entry["file"] in ("", ".", "..") or "/" in entry["file"] or "\\" in entry["file"] \
+                or "\0" in entry["file"]:
+            raise VeilError(f"{path}: shard entry {i} must be {{file: a name in the store, rows, sha256}}")
+    if sum(e["rows"] for e in shards) != manifest["rows"]:
+        raise VeilError(f"{path}: the shards' rows do not add up to 'rows'")
