@@ -220,7 +220,10 @@ def main() -> None:
             for p in procs:
                 p.terminate()
             for p in procs:
-                p.wait(timeout=20)
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
     bare = bare_torch_peak_kib()
     cell = facts["cell"]
     inp = spec.batch * ds.input_dim * 4
