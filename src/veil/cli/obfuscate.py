@@ -8,10 +8,10 @@ import typer
 
 from veil.cli.common import console, friendly
 from veil.data.splits import Split
-from veil.demo import default_data
 from veil.device import configure_threads, pick_device
 from veil.keys import OwnerKey
 from veil.obfuscation.xnn import MATRIX_KINDS
+from veil.paths import default_data
 from veil.pipeline import obfuscate as obfuscate_step
 
 
