@@ -1,13 +1,16 @@
-"""Benchmark: bounded load on the XNN-d recognition server over loopback.
+"""Benchmark: bounded load on the XNN-d recognition server over loopback, plain and with TLS + credentials.
 
-    python bench/serve.py [--requests 2000] [--concurrency 8] [--recnet PATH]
+    python bench/serve.py [--requests 2000] [--concurrency 8] [--recnet PATH] [--rounds 2]
 
 Starts the real server (``python -m veil.serve``) on a free loopback port, enrols a gallery of 100
 identities, then sends ``--requests`` identify requests (one probe feature + its mirror each, a
 safetensors body of 2 x 17 x 256 float32 = 34.9 KB) from ``--concurrency`` concurrent clients, and
-reports throughput, p50/p99 latency and the error count (target 0) into bench/results/serve.json
-and serve.md. Without ``--recnet`` it uses runs/bench-table4/recnet_server.safetensors when present,
-else a randomly initialised RecNet of the same architecture (timing does not depend on weights).
+reports throughput, p50/p99 latency and the error count (target 0). It does so in two modes, in
+alternating rounds on the same machine: ``plain`` (HTTP, open) and ``tls_auth`` (HTTPS with a
+self-signed certificate, every request carrying a bearer token checked against the credentials
+file; target: throughput within 25% of plain). Results: bench/results/serve.json and serve.md.
+Without ``--recnet`` it uses runs/bench-table4/recnet_server.safetensors when present, else a
+randomly initialised RecNet of the same architecture (timing does not depend on weights).
 Client and server share the machine's cores, so the figures are a floor for a dedicated server.
 """
 
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -33,7 +37,9 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from veil.demo import environment  # noqa: E402
 from veil.models.recnet import RecNet, RecNetConfig, load_recnet, save_recnet  # noqa: E402
 from veil.pipeline import write_json  # noqa: E402
+from veil.serve.auth import Credentials, parse_rights  # noqa: E402
 from veil.serve.protocol import CONTENT_TYPE, encode  # noqa: E402
+from veil.serve.selfsigned import write_self_signed  # noqa: E402
 
 DEFAULT_RECNET = HERE.parent / "runs" / "bench-table4" / "recnet_server.safetensors"
 
@@ -44,15 +50,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(recnet: Path, gallery: Path, threads: int) -> tuple[subprocess.Popen, str]:
+def start(recnet: Path, gallery: Path, threads: int, extra: tuple[str, ...] = (),
+          verify: ssl.SSLContext | bool = True) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "veil.serve", "--recnet", str(recnet), "--gallery", str(gallery),
-                             "--port", str(port), "--threads", str(threads)], env=env)
-    url = f"http://127.0.0.1:{port}"
+                             "--port", str(port), "--threads", str(threads), *extra], env=env)
+    url = f"{'https' if '--tls-cert' in extra else 'http'}://127.0.0.1:{port}"
     for _ in range(600):
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
+            if httpx.get(url + "/health", timeout=1, verify=verify).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -60,7 +67,8 @@ def start(recnet: Path, gallery: Path, threads: int) -> tuple[subprocess.Popen, 
     raise SystemExit("server did not start")
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], int, float]:
+async def load(url: str, bodies: list[bytes], concurrency: int, headers: dict[str, str],
+               verify: ssl.SSLContext | bool) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -77,18 +85,52 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[fl
                 return
             t = time.perf_counter()
             try:
-                r = await client.post("/v1/identify", content=body, headers={"Content-Type": CONTENT_TYPE})
+                r = await client.post("/v1/identify", content=body, headers={"Content-Type": CONTENT_TYPE, **headers})
                 ok = r.status_code == 200 and len(r.json()["results"]) == 1
             except (httpx.HTTPError, ValueError, KeyError):
                 ok = False
             latencies.append(time.perf_counter() - t)
             errors += not ok
 
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits, verify=verify) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - start
     return latencies, errors, wall
+
+
+def run_mode(mode: str, recnet_path: Path, tmp: Path, args: argparse.Namespace, shape: tuple[int, int],
+             seed: int) -> dict:
+    """One round: a fresh server in ``mode``, 100 enrolments, then the timed identify load."""
+    n, d = shape
+    extra: tuple[str, ...] = ()
+    verify: ssl.SSLContext | bool = True
+    headers: dict[str, str] = {}
+    if mode == "tls_auth":
+        cert, key = write_self_signed(tmp / "server.crt", tmp / "server.key")
+        creds = Credentials()
+        token = creds.add("bench", parse_rights("identify,enrol"), replace=True)
+        creds.save(tmp / "credentials.json")
+        extra = ("--tls-cert", str(cert), "--tls-key", str(key), "--credentials", str(tmp / "credentials.json"))
+        verify = ssl.create_default_context(cafile=str(cert))
+        headers = {"Authorization": f"Bearer {token}"}
+    g = torch.Generator().manual_seed(seed)
+    gallery = tmp / f"gallery-{mode}-{seed}.safetensors"
+    proc, url = start(recnet_path, gallery, args.threads, extra, verify)
+    try:
+        with httpx.Client(base_url=url, timeout=60, verify=verify, headers=headers) as c:
+            for i in range(100):
+                f = torch.randn(2, n, d, generator=g)
+                c.post("/v1/enrol", params={"name": f"person{i}"}, content=encode(f[:1], f[1:])).raise_for_status()
+        bodies = [encode(*torch.randn(2, 1, n, d, generator=g).unbind(0)) for _ in range(args.requests)]
+        latencies, errors, wall = asyncio.run(load(url, bodies, args.concurrency, headers, verify))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    q = statistics.quantiles(latencies, n=100)
+    return {"mode": mode, "requests": args.requests, "errors": errors, "throughput_rps": args.requests / wall,
+            "latency_ms": {"p50": 1000 * q[49], "p99": 1000 * q[98], "mean": 1000 * statistics.fmean(latencies),
+                           "max": 1000 * max(latencies)}, "wall_seconds": wall, "body_bytes": len(bodies[0])}
 
 
 def main() -> None:
@@ -97,10 +139,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--recnet", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating plain / tls_auth rounds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serve.json")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         recnet_path = args.recnet or (DEFAULT_RECNET if DEFAULT_RECNET.exists() else None)
         weights = "trained (bench/table4.py)" if recnet_path else "random init, same architecture"
@@ -108,36 +153,41 @@ def main() -> None:
             recnet_path = save_recnet(RecNet(RecNetConfig(17, 256, 128, 2, 4, 128)), Path(tmp) / "r.safetensors",
                                       {"synthetic": True})
         rec, _ = load_recnet(recnet_path)
-        n, d = rec.cfg.in_tokens, rec.cfg.in_dim
-        g = torch.Generator().manual_seed(args.seed)
-        proc, url = start(recnet_path, Path(tmp) / "gallery.safetensors", args.threads)
-        try:
-            with httpx.Client(base_url=url, timeout=60) as c:
-                for i in range(100):
-                    f = torch.randn(2, n, d, generator=g)
-                    c.post("/v1/enrol", params={"name": f"person{i}"}, content=encode(f[:1], f[1:])).raise_for_status()
-            bodies = [encode(*torch.randn(2, 1, n, d, generator=g).unbind(0)) for _ in range(args.requests)]
-            latencies, errors, wall = asyncio.run(load(url, bodies, args.concurrency))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-    q = statistics.quantiles(latencies, n=100)
-    result = {"benchmark": "serve", "requests": args.requests, "concurrency": args.concurrency, "errors": errors,
-              "throughput_rps": args.requests / wall, "latency_ms": {"p50": 1000 * q[49], "p99": 1000 * q[98],
-                                                                     "mean": 1000 * statistics.fmean(latencies),
-                                                                     "max": 1000 * max(latencies)},
-              "wall_seconds": wall, "body_bytes": len(bodies[0]), "gallery": 100, "recnet": weights,
-              "server_threads": args.threads, "seed": args.seed, "environment": environment(torch.device("cpu")),
+        shape = (rec.cfg.in_tokens, rec.cfg.in_dim)
+        for r in range(args.rounds):
+            order = ("plain", "tls_auth") if r % 2 == 0 else ("tls_auth", "plain")
+            for mode in order:
+                rounds.append({"round": r, **run_mode(mode, recnet_path, Path(tmp), args, shape, args.seed + r)})
+                print(f"round {r} {mode}: {rounds[-1]['throughput_rps']:.1f} req/s, errors {rounds[-1]['errors']}",
+                      flush=True)
+    modes = {}
+    for mode in ("plain", "tls_auth"):
+        rs = [x for x in rounds if x["mode"] == mode]
+        modes[mode] = {"errors": sum(x["errors"] for x in rs),
+                       "throughput_rps_median": statistics.median(x["throughput_rps"] for x in rs),
+                       "throughput_rps_rounds": [round(x["throughput_rps"], 1) for x in rs],
+                       "p50_ms_median": statistics.median(x["latency_ms"]["p50"] for x in rs),
+                       "p99_ms_median": statistics.median(x["latency_ms"]["p99"] for x in rs)}
+    ratio = modes["tls_auth"]["throughput_rps_median"] / modes["plain"]["throughput_rps_median"]
+    result = {"benchmark": "serve", "requests": args.requests, "concurrency": args.concurrency, "rounds": rounds,
+              "modes": modes, "tls_auth_over_plain_throughput": ratio, "target_ratio": 0.75,
+              "errors": sum(m["errors"] for m in modes.values()),
+              "throughput_rps": modes["plain"]["throughput_rps_median"], "body_bytes": rounds[0]["body_bytes"],
+              "gallery": 100, "recnet": weights, "server_threads": args.threads, "seed": args.seed,
+              "wall_seconds": time.perf_counter() - t0, "environment": environment(torch.device("cpu")),
               "command": "python bench/serve.py " + " ".join(sys.argv[1:])}
     write_json(args.out, result)
-    lat = result["latency_ms"]
-    md = ("| requests | concurrency | errors | throughput | p50 | p99 | body |\n|---|---|---|---|---|---|---|\n"
-          f"| {args.requests} | {args.concurrency} | {errors} | {result['throughput_rps']:.1f} req/s | "
-          f"{lat['p50']:.1f} ms | {lat['p99']:.1f} ms | {result['body_bytes']} B |\n\n"
-          f"Loopback, client and server on the same {os.cpu_count()}-core machine; server RecNet {weights}, "
-          f"{args.threads} torch thread(s); gallery of 100; regenerate: `{result['command']}`.\n")
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    md = ["| mode | requests x rounds | concurrency | errors | throughput (median) | rounds | p50 | p99 |",
+          "|---|---|---|---|---|---|---|---|"]
+    for mode, m in modes.items():
+        md.append(f"| {mode} | {args.requests} x {args.rounds} | {args.concurrency} | {m['errors']} | "
+                  f"{m['throughput_rps_median']:.1f} req/s | {', '.join(map(str, m['throughput_rps_rounds']))} | "
+                  f"{m['p50_ms_median']:.1f} ms | {m['p99_ms_median']:.1f} ms |")
+    md.append(f"\nTLS + auth / plain throughput: {ratio:.3f} (target >= 0.75). Loopback, client and server on the same "
+              f"{os.cpu_count()}-core machine; server RecNet {weights}, {args.threads} torch thread(s); gallery of "
+              f"100; body {result['body_bytes']} B; regenerate: `{result['command']}`.")
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
 
 
 if __name__ == "__main__":

@@ -112,32 +112,10 @@ def server(tiny_models: dict, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def self_signed_cert(folder: Path) -> tuple[Path, Path]:
-    """A throwaway EC certificate for 127.0.0.1 (its own CA) and its 0600 key, made with ``cryptography``."""
-    import datetime
-    import ipaddress
+    """A throwaway certificate for 127.0.0.1 (its own CA) and its 0600 key."""
+    from veil.serve.selfsigned import write_self_signed
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    from veil.secretfile import write_private
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "veil test server")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path = folder / "server.crt"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path = write_private(folder / "server.key", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_path, key_path
+    return write_self_signed(folder / "server.crt", folder / "server.key")
 
 
 @dataclass
