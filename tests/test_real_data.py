@@ -13,6 +13,7 @@ from veil.train.pretrain import PretrainConfig
 
 TINY = Preset(
     "tiny-test",
+    extractor_name="hybrid",
     split=SplitSpec(owner_test=40, owner_train=60, aux_a=5, aux_b=5),
     extractor=ExtractorConfig(img_size=32, stem_stages=2, embed_dim=64, num_heads=2, depth=2, ext_depth=1),
     pretrain=PretrainConfig(epochs=1, batch_size=128),

@@ -116,6 +116,8 @@ def extract_tokens(ext: ExtNet, images: torch.Tensor, batch_size: int = 256, fli
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """Public ExtNet tokens of uint8 images (of their mirrors with ``flip``): anyone with ExtNet can do this."""
     ext = ext.to(device)
+    if len(images) == 0:  # e.g. zero leaked pairs: an empty batch of the right shape
+        return torch.zeros(0, *ext.token_shape)
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device)
