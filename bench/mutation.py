@@ -1,0 +1,193 @@
+"""Mutation testing of the modules whose correctness is a security claim (issue 17), with mutmut.
+
+    python bench/mutation.py                       # every module below, writes bench/results/mutation.json
+    python bench/mutation.py --modules keys keyed  # a subset (the JSON keeps the other modules' last rows)
+
+Each module is mutated in a scratch copy of the working tree (``src``, ``tests``, ``pyproject.toml``
+plus a ``[tool.mutmut]`` section written there), so a long run neither litters the checkout nor sees
+edits made while it runs. mutmut runs only the tests that execute the mutated function (its own
+coverage stats over the module's covering tests listed below), forks each mutant from a warm fork
+server, and kills a mutant whose tests exceed ``timeout_multiplier`` times their clean CPU time.
+Tests that start subprocesses (DDP's second rank) see the mutant too: ``PYTHONPATH`` points at the
+mutated copy and mutmut's ``MUTANT_UNDER_TEST`` is inherited.
+
+Score = (killed + timed out) / (generated - equivalent): a mutant that makes its tests hang is
+detected. "no tests" (no covering test executes the mutated function) counts as surviving.
+Every survivor is either listed in ``EQUIVALENT`` below with a one-line reason (checked against the
+mutant's diff, so a stale entry stops counting) or shows up in the JSON as a survivor to kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "results" / "mutation.json"
+
+
+@dataclass
+class Target:
+    name: str
+    path: str  # relative to the repository root
+    tests: list[str]
+    skip_lines: list[str] = field(default_factory=list)  # regexes of lines not to mutate (logging, progress)
+
+
+TARGETS = [
+    Target("keys", "src/veil/keys.py", ["tests/test_keyed_stream.py", "tests/test_keys.py", "tests/test_store_secrets.py"]),
+    Target("keyed", "src/veil/obfuscation/keyed.py",
+           ["tests/test_keys.py", "tests/test_store_secrets.py", "tests/test_obfuscation.py",
+            "tests/test_baselines.py"]),
+    Target("xnn", "src/veil/obfuscation/xnn.py",
+           ["tests/test_obfuscation.py", "tests/test_store_secrets.py", "tests/test_keys.py"]),
+    Target("store", "src/veil/store.py", ["tests/test_store.py", "tests/test_store_secrets.py"]),
+    Target("cloud", "src/veil/train/cloud.py", ["tests/test_ddp.py", "tests/test_cloud_training.py"],
+           skip_lines=[r"bar\.(update|add_task)", r"progress_bar\(", r"history\[\"(seconds|samples_per_second)\"\]"]),
+    Target("packet", "src/veil/cascade/packet.py", ["tests/cascade/test_packet.py"]),
+    Target("routing", "src/veil/cascade/routing.py", ["tests/cascade/test_packet.py", "tests/cascade/test_routing.py"]),
+    Target("protocol", "src/veil/serve/protocol.py", ["tests/serve"]),
+    Target("gallery", "src/veil/serve/gallery.py", ["tests/serve"]),
+]
+
+# mutant name -> (a line of its diff that must still be there, why it cannot change behaviour)
+EQUIVALENT: dict[str, tuple[str, str]] = {}
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
+          -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault",
+          None: "not checked"}
+
+
+def scratch_copy(target: Target, root: Path, timeout_multiplier: float) -> Path:
+    work = root / target.name
+    work.mkdir(parents=True)
+    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    tests = [t for t in target.tests if (REPO / t).exists()]
+    config = {"source_paths": ["src"], "only_mutate": [target.path],
+              "pytest_add_cli_args": ["-p", "no:cacheprovider", "-x", "-q"],
+              "pytest_add_cli_args_test_selection": tests, "process_isolation": "forkserver",
+              "timeout_multiplier": timeout_multiplier, "timeout_constant": 2.0,
+              "use_git_change_detection": False, "do_not_mutate_patterns": target.skip_lines}
+    lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in config.items()]
+    (work / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text() + "\n".join(lines) + "\n")
+    return work
+
+
+def mutmut(work: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(work / "mutants" / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def diff_of(work: Path, name: str) -> str:
+    shown = mutmut(work, "show", name, timeout=120).stdout
+    return "\n".join(line for line in shown.splitlines() if line.startswith(("+", "-")) and
+                     not line.startswith(("+++", "---")))
+
+
+def results_of(target: Target, work: Path) -> dict:
+    meta = json.loads((work / "mutants" / (target.path + ".meta")).read_text())
+    statuses = {name: STATUS.get(code, "suspicious") for name, code in meta["exit_code_by_key"].items()}
+    row = {"module": target.path, "tests": target.tests, "generated": len(statuses)}
+    for status in ("killed", "timeout", "survived", "no tests", "suspicious", "segfault", "not checked", "skipped"):
+        row[status.replace(" ", "_")] = sum(s == status for s in statuses.values())
+    survivors, equivalent = [], 0
+    for name, status in sorted(statuses.items()):
+        if status in ("killed", "timeout"):
+            continue
+        diff = diff_of(work, name)
+        entry = {"mutant": name, "status": status, "diff": diff}
+        if name in EQUIVALENT and EQUIVALENT[name][0] in diff:
+            entry.update(status="equivalent", reason=EQUIVALENT[name][1])
+            equivalent += 1
+        survivors.append(entry)
+    row["equivalent"] = equivalent
+    detected = row["killed"] + row["timeout"]
+    row["score"] = round(detected / max(1, row["generated"] - equivalent), 4)
+    row["survivors"] = survivors
+    return row
+
+
+def run_target(target: Target, root: Path, args: argparse.Namespace) -> dict:
+    work = scratch_copy(target, root, args.timeout_multiplier)
+    start = time.time()
+    try:
+        proc = mutmut(work, "run", "--max-children", str(args.jobs), timeout=args.module_timeout)
+        log = proc.stdout[-4000:] + proc.stderr[-4000:]
+        ok = proc.returncode == 0
+    except subprocess.TimeoutExpired as exc:
+        log, ok = f"stopped after {args.module_timeout} s: {str(exc.stdout)[-2000:]}", False
+    wall = time.time() - start
+    meta = work / "mutants" / (target.path + ".meta")
+    if not meta.is_file():
+        return {"module": target.path, "error": "mutmut produced no results", "log": log[-3000:], "wall_s": wall}
+    row = results_of(target, work)
+    row.update(wall_s=round(wall, 1), completed=ok)
+    if not ok:
+        row["log"] = log[-3000:]
+    return row
+
+
+def environment() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "device": "cpu", "torch": torch.__version__, "mutmut": version("mutmut"), "pytest": version("pytest")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modules", nargs="*", default=[t.name for t in TARGETS],
+                        help=f"names among {[t.name for t in TARGETS]}")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
+    parser.add_argument("--timeout-multiplier", type=float, default=8.0)
+    parser.add_argument("--module-timeout", type=float, default=900.0, help="wall seconds per module")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    chosen = [t for t in TARGETS if t.name in args.modules]
+    root = Path(tempfile.mkdtemp(prefix="veil-mutation-"))
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    rows = {r["module"]: r for r in old.get("modules", [])}
+    start = time.time()
+    try:
+        for target in chosen:
+            row = run_target(target, root, args)
+            rows[target.path] = row
+            print(f"{target.path}: " + ", ".join(f"{k} {row.get(k)}" for k in
+                                                   ("generated", "killed", "timeout", "survived", "no_tests",
+                                                    "equivalent", "score", "wall_s")), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"scratch copies kept in {root}")
+    order = [t.path for t in TARGETS]
+    payload = {"command": "python bench/mutation.py " + " ".join(sys.argv[1:]), "tool": f"mutmut {version('mutmut')}",
+               "score_formula": "(killed + timeout) / (generated - equivalent); 'no tests' counts as survived",
+               "seed": "n/a (mutmut enumerates mutants deterministically; the tests seed their own RNGs)",
+               "environment": environment(), "wall_s_this_invocation": round(time.time() - start, 1),
+               "jobs": args.jobs, "timeout_multiplier": args.timeout_multiplier,
+               "modules": sorted(rows.values(), key=lambda r: order.index(r["module"]) if r["module"] in order else 99)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    low = [r["module"] for r in payload["modules"] if r.get("score", 0) < 0.9]
+    if low:
+        print("below 90%: " + ", ".join(low))
+
+
+if __name__ == "__main__":
+    main()
