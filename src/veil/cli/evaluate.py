@@ -21,7 +21,7 @@ from veil.pipeline import owner_model
 
 @friendly
 def evaluate(split: Path = typer.Option(..., help="Split file."),
-             extractor: Path = typer.Option(..., help="ExtNet checkpoint."),
+             extractor: str = typer.Option("dlib-resnet", help="ExtNet: a name (`veil extractor list`) or a file."),
              recnet: Path = typer.Option(..., help="RecNet returned by the cloud."),
              key: Path = typer.Option(None, help="Owner key (omit for a vanilla RecNet)."),
              group: str = typer.Option("owner_test", help="Split group of held-out persons."),
@@ -37,7 +37,8 @@ def evaluate(split: Path = typer.Option(..., help="Split file."),
 @friendly
 def identify(images: list[Path] = typer.Argument(..., help="Probe image files."),
              gallery: Path = typer.Option(..., help="Folder with one sub-folder of images per enrolled person."),
-             extractor: Path = typer.Option(...), recnet: Path = typer.Option(...),
+             extractor: str = typer.Option("dlib-resnet", help="ExtNet: a name or a file."),
+             recnet: Path = typer.Option(...),
              key: Path = typer.Option(None, help="Owner key (omit for a vanilla RecNet)."),
              device: str = typer.Option(None)) -> None:
     """Name the enrolled person each probe image is most similar to."""

@@ -17,7 +17,7 @@ from veil.pipeline import obfuscate as obfuscate_step
 
 @friendly
 def obfuscate(split: Path = typer.Option(..., help="Split file."),
-              extractor: Path = typer.Option(..., help="ExtNet checkpoint (safetensors)."),
+              extractor: str = typer.Option("dlib-resnet", help="ExtNet: a name (`veil extractor list`) or a file."),
               out: Path = typer.Option(..., "--out", "-o", help="Store directory to create."),
               key: Path = typer.Option(None, help="Owner key; omit with --vanilla."),
               vanilla: bool = typer.Option(False, help="No obfuscation (the Vanilla+PE baseline)."),
