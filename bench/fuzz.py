@@ -229,31 +229,6 @@ def service_campaign(examples: int, seed: int, tmp: Path) -> dict:
 
 
 # --- layer node ---------------------------------------------------------------------------------------------
-SMALL_MODEL = """\
-[model]
-name = "small"
-[[layers]]
-kind = "linear"
-in = "auto"
-out = 32
-activation = "relu"
-[[layers]]
-kind = "linear"
-in = 32
-out = 10
-[[layers]]
-kind = "log_softmax"
-[[layers]]
-kind = "nll"
-[optimizer]
-kind = "sgd"
-lr = 0.1
-momentum = 0.9
-[train]
-batch = 32
-"""
-
-
 def node_campaign(packets: int, seed: int, tmp: Path) -> dict:
     import struct
 
@@ -274,12 +249,11 @@ def node_campaign(packets: int, seed: int, tmp: Path) -> dict:
     logging.getLogger("veil.cascade").setLevel(logging.ERROR)  # one warning per rejected packet otherwise
     rng = random.Random(seed)
     layer_ops = (C.OP_INIT, C.OP_FORWARD, C.OP_BACKWARD, C.OP_TEST, C.OP_STATE, C.OP_CLOSE)
-    (tmp / "small.toml").write_text(SMALL_MODEL)
     ds = D.load(seed=5)
     ds.x_train, ds.y_train = ds.x_train[:320], ds.y_train[:320]
-    spec = load_spec(tmp / "small.toml", ds.input_dim)
+    spec = load_spec("mlp", ds.input_dim)  # the built-in 5-layer model: one node per layer
     pool = tmp / "pool.json"
-    nodes = [Node(transport="zmq").start() for _ in range(4)]
+    nodes = [Node(transport="zmq").start() for _ in range(len(spec.layers))]
     for n in nodes:
         pool_mod.register(pool, n.address, n.public_key, transport="zmq")
     counts = row("node: cascade layer node (forged from the pool file, mutated, replayed, random)")
@@ -492,7 +466,7 @@ def main() -> None:
     env.update(hypothesis=hypothesis.__version__, schemathesis=schemathesis.SCHEMATHESIS_VERSION)
     result = {"benchmark": "fuzz", "campaigns": campaigns, "seed": args.seed, "wall_seconds": sum(walls.values()),
               "all_zero": all(c[k] == 0 for c in campaigns for k in ROW_KEYS[2:]), "environment": env,
-              "command": "python bench/fuzz.py " + " ".join(sys.argv[1:])}
+              "command": " ".join(["python bench/fuzz.py", *sys.argv[1:]])}
     write_json(args.out, result)
     md = ["| surface | inputs | crashes | server errors | accepted invalid | data lost | wall |",
           "|---|---|---|---|---|---|---|"]

@@ -175,7 +175,7 @@ def main() -> None:
               "throughput_rps": modes["plain"]["throughput_rps_median"], "body_bytes": rounds[0]["body_bytes"],
               "gallery": 100, "recnet": weights, "server_threads": args.threads, "seed": args.seed,
               "wall_seconds": time.perf_counter() - t0, "environment": environment(torch.device("cpu")),
-              "command": "python bench/serve.py " + " ".join(sys.argv[1:])}
+              "command": " ".join(["python bench/serve.py", *sys.argv[1:]])}
     write_json(args.out, result)
     md = ["| mode | requests x rounds | concurrency | errors | throughput (median) | rounds | p50 | p99 |",
           "|---|---|---|---|---|---|---|---|"]
