@@ -463,7 +463,12 @@ def main() -> None:
     import schemathesis
 
     env = environment(torch.device("cpu"))
-    env.update(hypothesis=hypothesis.__version__, schemathesis=schemathesis.SCHEMATHESIS_VERSION)
+    import cryptography
+    import fastapi
+    import uvicorn
+
+    env.update(hypothesis=hypothesis.__version__, schemathesis=schemathesis.SCHEMATHESIS_VERSION,
+               fastapi=fastapi.__version__, uvicorn=uvicorn.__version__, cryptography=cryptography.__version__)
     result = {"benchmark": "fuzz", "campaigns": campaigns, "seed": args.seed, "wall_seconds": sum(walls.values()),
               "all_zero": all(c[k] == 0 for c in campaigns for k in ROW_KEYS[2:]), "environment": env,
               "command": " ".join(["python bench/fuzz.py", *sys.argv[1:]])}

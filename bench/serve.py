@@ -99,6 +99,16 @@ async def load(url: str, bodies: list[bytes], concurrency: int, headers: dict[st
     return latencies, errors, wall
 
 
+def serving_environment() -> dict:
+    """``environment()`` plus the versions of what carries the requests (HTTP stack, TLS)."""
+    import cryptography
+    import fastapi
+    import uvicorn
+
+    return {**environment(torch.device("cpu")), "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__,
+            "httpx": httpx.__version__, "cryptography": cryptography.__version__}
+
+
 def run_mode(mode: str, recnet_path: Path, tmp: Path, args: argparse.Namespace, shape: tuple[int, int],
              seed: int) -> dict:
     """One round: a fresh server in ``mode``, 100 enrolments, then the timed identify load."""
@@ -174,7 +184,7 @@ def main() -> None:
               "errors": sum(m["errors"] for m in modes.values()),
               "throughput_rps": modes["plain"]["throughput_rps_median"], "body_bytes": rounds[0]["body_bytes"],
               "gallery": 100, "recnet": weights, "server_threads": args.threads, "seed": args.seed,
-              "wall_seconds": time.perf_counter() - t0, "environment": environment(torch.device("cpu")),
+              "wall_seconds": time.perf_counter() - t0, "environment": serving_environment(),
               "command": " ".join(["python bench/serve.py", *sys.argv[1:]])}
     write_json(args.out, result)
     md = ["| mode | requests x rounds | concurrency | errors | throughput (median) | rounds | p50 | p99 |",
