@@ -16,13 +16,16 @@ $(BIN)/veil: pyproject.toml
 
 setup: $(BIN)/veil
 
-# Headless Chromium for the report's browser test (Debian packages); skipped quietly where apt is absent.
+# Headless Chromium for the report's browser test (Debian packages); skipped quietly where apt is absent,
+# unless VEIL_REQUIRE_BROWSER=1 (.ci/run sets it, and VEIL_REQUIRE_DATA=1: there a missing browser or
+# missing ../shared data fails the run instead of skipping the tests that need them).
 browser:
 	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
 	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; } || \
-	  echo "warning: could not install chromium; the browser test will be skipped"; \
+	  { echo "warning: could not install chromium; the browser test will be skipped"; \
+	    [ "$${VEIL_REQUIRE_BROWSER:-0}" != 1 ] || { echo "VEIL_REQUIRE_BROWSER=1: failing"; exit 1; }; }; \
 	fi
 
 demo: setup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,29 @@ from veil.data.synthetic import synthetic_faces
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "data" / "lfw112"
-needs_lfw = pytest.mark.skipif(not LFW.is_dir(), reason="real LFW data not found at ../shared/data/lfw112")
+
+def needs_data(path: Path, what: str) -> pytest.MarkDecorator:
+    """Skip a test whose shared data is missing, unless ``VEIL_REQUIRE_DATA=1`` (CI sets it): then it fails.
+
+    CI runs beside ``../shared``; a skip there would report green while the real-data tests never ran.
+    """
+    reason = f"{what} not found at {path}"
+    if path.is_dir() or os.environ.get("VEIL_REQUIRE_DATA") != "1":
+        return pytest.mark.skipif(not path.is_dir(), reason=reason)
+    return pytest.mark.veil_required_missing(reason=f"VEIL_REQUIRE_DATA=1 but {reason}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "veil_required_missing(reason): data or a tool the run requires is missing")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    mark = item.get_closest_marker("veil_required_missing")
+    if mark is not None:
+        pytest.fail(mark.kwargs["reason"], pytrace=False)
+
+
+needs_lfw = needs_data(LFW, "real LFW data")
 
 TINY_EXTRACTOR = ["--img-size", "32", "--embed-dim", "64", "--heads", "2", "--depth", "2", "--ext-depth", "1",
                   "--stem-stages", "2"]

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import LFW, needs_lfw
 from veil.attacks.recnet_fit import AttackRecNetConfig
 from veil.cli.app import app
 from veil.errors import VeilError
 from veil.evaluation.table2 import Table2Config, markdown, run_table2
-
-LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw112"
 
 
 def _rate(hits: int, n: int) -> dict:
@@ -49,7 +47,7 @@ def test_cli_missing_dataset_is_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LFW.is_dir(), reason="LFW not present at ../shared/data/lfw112")
+@needs_lfw
 def test_tiny_real_run_writes_every_row(tmp_path):
     cfg = Table2Config(preset="demo", owner_epochs=1, attack=AttackRecNetConfig(epochs=1), public_pool=100,
                        ih_encodings=1, ablations=False)

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import needs_data
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 LFW = SHARED / "lfw112"
 TON = SHARED / "ton_iot"
-needs_lfw = pytest.mark.skipif(not LFW.is_dir(), reason="real LFW data not found at ../shared/data/lfw112")
-needs_ton = pytest.mark.skipif(not TON.is_dir(), reason="real TON_IoT data not found at ../shared/data/ton_iot")
+needs_lfw = needs_data(LFW, "real LFW data")
+needs_ton = needs_data(TON, "real TON_IoT data")
 
 
 @pytest.fixture(autouse=True)
