@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,22 +43,27 @@ class Target:
     path: str  # relative to the repository root
     tests: list[str]
     skip_lines: list[str] = field(default_factory=list)  # regexes of lines not to mutate (logging, progress)
+    budget_s: float = 300.0
 
 
+# Covering tests per module, fastest first (each mutant stops at its first failing test). ``budget_s`` bounds a
+# module's wall time so the whole campaign fits in 30 minutes on 2 cores; a module cut short says so
+# (``completed: false`` and its ``not_checked`` count).
 TARGETS = [
-    Target("keys", "src/veil/keys.py", ["tests/test_keyed_stream.py", "tests/test_keys.py", "tests/test_store_secrets.py"]),
+    Target("keys", "src/veil/keys.py", ["tests/test_keyed_stream.py", "tests/test_keys.py"], budget_s=200),
     Target("keyed", "src/veil/obfuscation/keyed.py",
-           ["tests/test_keys.py", "tests/test_store_secrets.py", "tests/test_obfuscation.py",
-            "tests/test_baselines.py"]),
+           ["tests/test_keyed_stream.py", "tests/test_keys.py", "tests/test_store_secrets.py"], budget_s=150),
     Target("xnn", "src/veil/obfuscation/xnn.py",
-           ["tests/test_obfuscation.py", "tests/test_store_secrets.py", "tests/test_keys.py"]),
-    Target("store", "src/veil/store.py", ["tests/test_store.py", "tests/test_store_secrets.py"]),
-    Target("cloud", "src/veil/train/cloud.py", ["tests/test_ddp.py", "tests/test_cloud_training.py"],
-           skip_lines=[r"bar\.(update|add_task)", r"progress_bar\(", r"history\[\"(seconds|samples_per_second)\"\]"]),
-    Target("packet", "src/veil/cascade/packet.py", ["tests/cascade/test_packet.py"]),
-    Target("routing", "src/veil/cascade/routing.py", ["tests/cascade/test_packet.py", "tests/cascade/test_routing.py"]),
-    Target("protocol", "src/veil/serve/protocol.py", ["tests/serve"]),
-    Target("gallery", "src/veil/serve/gallery.py", ["tests/serve"]),
+           ["tests/test_obfuscation.py", "tests/test_keys.py", "-k", "not costs_a_few_percent"], budget_s=150),
+    Target("store", "src/veil/store.py", ["tests/test_store.py"], budget_s=200),
+    Target("cloud", "src/veil/train/cloud.py", ["tests/test_ddp.py", "tests/test_cloud_training.py", "-k",
+                                                "not single_process_and_ddp_both_train"],
+           skip_lines=[r"bar\.(update|add_task)", r"progress_bar\(", r"history\[\"(seconds|samples_per_second)\"\]"],
+           budget_s=330),
+    Target("packet", "src/veil/cascade/packet.py", ["tests/cascade/test_packet.py"], budget_s=200),
+    Target("routing", "src/veil/cascade/routing.py", ["tests/cascade/test_packet.py"], budget_s=150),
+    Target("protocol", "src/veil/serve/protocol.py", ["tests/serve"], budget_s=150),
+    Target("gallery", "src/veil/serve/gallery.py", ["tests/serve"], budget_s=150),
 ]
 
 # mutant name -> (a line of its diff that must still be there, why it cannot change behaviour)
@@ -73,22 +79,32 @@ def scratch_copy(target: Target, root: Path, timeout_multiplier: float) -> Path:
     work.mkdir(parents=True)
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(REPO / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
-    tests = [t for t in target.tests if (REPO / t).exists()]
+    tests = [t for t in target.tests if t.startswith("-") or not t.startswith("tests") or (REPO / t).exists()]
     config = {"source_paths": ["src"], "only_mutate": [target.path],
               "pytest_add_cli_args": ["-p", "no:cacheprovider", "-x", "-q"],
               "pytest_add_cli_args_test_selection": tests, "process_isolation": "forkserver",
               "timeout_multiplier": timeout_multiplier, "timeout_constant": 2.0,
               "use_git_change_detection": False, "do_not_mutate_patterns": target.skip_lines}
+    # PYTHONPATH names mutants/src before mutmut creates it: make it now, or the import system caches it as absent
+    (work / "mutants" / "src").mkdir(parents=True)
     lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in config.items()]
     (work / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text() + "\n".join(lines) + "\n")
     return work
 
 
 def mutmut(work: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run mutmut in ``work``; on timeout its whole process group (fork server, workers) is ended."""
     env = {**os.environ, "PYTHONPATH": str(work / "mutants" / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.Popen([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def diff_of(work: Path, name: str) -> str:
@@ -105,7 +121,7 @@ def results_of(target: Target, work: Path) -> dict:
         row[status.replace(" ", "_")] = sum(s == status for s in statuses.values())
     survivors, equivalent = [], 0
     for name, status in sorted(statuses.items()):
-        if status in ("killed", "timeout"):
+        if status in ("killed", "timeout", "not checked"):
             continue
         diff = diff_of(work, name)
         entry = {"mutant": name, "status": status, "diff": diff}
@@ -124,11 +140,11 @@ def run_target(target: Target, root: Path, args: argparse.Namespace) -> dict:
     work = scratch_copy(target, root, args.timeout_multiplier)
     start = time.time()
     try:
-        proc = mutmut(work, "run", "--max-children", str(args.jobs), timeout=args.module_timeout)
+        proc = mutmut(work, "run", "--max-children", str(args.jobs), timeout=target.budget_s * args.budget_scale)
         log = proc.stdout[-4000:] + proc.stderr[-4000:]
         ok = proc.returncode == 0
     except subprocess.TimeoutExpired as exc:
-        log, ok = f"stopped after {args.module_timeout} s: {str(exc.stdout)[-2000:]}", False
+        log, ok = f"stopped after {exc.timeout:.0f} s (the module's budget)", False
     wall = time.time() - start
     meta = work / "mutants" / (target.path + ".meta")
     if not meta.is_file():
@@ -153,7 +169,7 @@ def main() -> None:
                         help=f"names among {[t.name for t in TARGETS]}")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
     parser.add_argument("--timeout-multiplier", type=float, default=8.0)
-    parser.add_argument("--module-timeout", type=float, default=900.0, help="wall seconds per module")
+    parser.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every module's wall budget")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
