@@ -8,6 +8,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from tests.secret_scan import store_problems
 from veil.cli.app import app
 from veil.keys import OwnerKey
 from veil.store import open_store
@@ -43,10 +44,12 @@ def trained(workspace, tmp_path_factory):
 def test_store_holds_no_secret_and_no_name(trained):
     names = [n for g in json.loads(trained["split"].read_text())["groups"].values() for n in g]
     key = OwnerKey.load(trained["key"])
-    blob = b"".join(p.read_bytes() for p in trained["store"].iterdir())
-    assert key.seed.hex().encode() not in blob and key.seed not in blob
-    assert not [n for n in names if n.encode() in blob]
     manifest = open_store(trained["store"]).manifest
+    # every key-derived parameter (P, M rows/columns, label map, seed), names, and fields off the allow-list
+    owner_names = json.loads(trained["split"].read_text())["groups"]["owner_train"]
+    assert store_problems(trained["store"], key, manifest["tokens"], manifest["dim"], owner_names) == []
+    blob = b"".join(p.read_bytes() for p in trained["store"].iterdir())
+    assert not [n for n in names if n.encode() in blob]
     assert set(manifest["obfuscation"]) == {"method", "matrix"}
     assert manifest["key_fingerprint"] == key.fingerprint
     assert all(f.suffix in {".safetensors", ".json"} for f in trained["store"].iterdir())
@@ -79,8 +82,9 @@ def test_vanilla_recnet_refuses_a_key(trained, tmp_path):
     invoke("obfuscate", "--split", trained["split"], "--extractor", trained["extractor"], "--vanilla",
            "--data", trained["data"], "--out", tmp_path / "vstore")
     invoke("train", "--store", tmp_path / "vstore", "--out", tmp_path / "v.safetensors", *TRAIN)
-    fails("evaluate", "--split", trained["split"], "--extractor", trained["extractor"], "--recnet",
-          tmp_path / "v.safetensors", "--key", trained["key"], "--data", trained["data"])
+    out = fails("evaluate", "--split", trained["split"], "--extractor", trained["extractor"], "--recnet",
+                tmp_path / "v.safetensors", "--key", trained["key"], "--data", trained["data"])
+    assert "none (vanilla)" in out and "wrong key" in out, out
 
 
 def test_truncated_shard_is_named_and_nothing_is_lost(trained, tmp_path):
@@ -88,9 +92,10 @@ def test_truncated_shard_is_named_and_nothing_is_lost(trained, tmp_path):
     shutil.copytree(trained["store"], bad)
     shard = sorted(bad.glob("shard-*.safetensors"))[0]
     shard.write_bytes(shard.read_bytes()[:-100])
+    model_before = trained["recnet"].read_bytes()
     out = fails("train", "--store", bad, "--out", trained["recnet"], "--force", *TRAIN)
     assert shard.name in out and "truncated" in out
-    assert trained["recnet"].stat().st_size > 0  # the existing model file was not touched
+    assert trained["recnet"].read_bytes() == model_before  # the existing model file was not touched
 
 
 def test_missing_manifest_and_existing_store(trained, tmp_path):
