@@ -36,6 +36,7 @@ from veil.obfuscation.neuracrypt import NeuraCrypt
 from veil.obfuscation.noise import RandomNoise
 from veil.obfuscation.randomness import Randomness, SystemRandomness, TorchRandomness
 from veil.obfuscation.xnn import MATRIX_KINDS, XNN
+from veil.obfuscation.xnn_hardened import XNNHardened
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,15 @@ register(Method(
     build_random=lambda g, gen, _rng, o: XNN.random(g.tokens, g.dim, o["matrix"], gen)))
 
 register(Method(
+    name="xnnh", level="tokens",
+    summary="XNN-hardened: one-time chaff, keyed orthogonal butterfly over all N*D values, optional keyed curve",
+    secret="owner key (maps) + one-time CSPRNG chaff", label=lambda o: _xnnh_label(o),
+    label_pattern=r"XNN-H(?:\(chaff=(?P<chaff>\d+)(?:,curve=(?P<curve>[0-9.]+))?\))?",
+    options={"chaff": 0, "noise": 1.0, "curve": 0.0, "tokens": 1, "block": 64},
+    build_keyed=lambda key, g, o: XNNHardened.from_key(key, g.tokens, g.dim, **o),
+    build_random=lambda g, gen, rng, o: XNNHardened.random(g.tokens, g.dim, **o, generator=gen, randomness=rng)))
+
+register(Method(
     name="instahide", level="image",
     summary="pixel mixing with k-1 private/public images and random sign flips (InstaHide baseline)",
     secret="one-time CSPRNG mixes and signs", label=lambda o: f"IH(k={o['k']})", label_pattern=r"IH\(k=(?P<k>\d+)\)",
@@ -228,6 +238,12 @@ register(Method(
     secret="trained noise encoder (veil xnnd train), not a key", label=lambda o: f"XNN-d(eps={o['eps']:g})",
     label_pattern=r"XNN-d\(eps=(?P<eps>[0-9.]+)\)", options={"eps": 1.0},
     build_random=lambda _g, gen, _rng, o: RandomNoise(o["eps"], gen)))
+
+
+def _xnnh_label(o: dict[str, Any]) -> str:
+    if not o["chaff"] and not o["curve"]:
+        return "XNN-H"
+    return f"XNN-H(chaff={o['chaff']}" + (f",curve={o['curve']:g})" if o["curve"] else ")")
 
 
 __all__ = ["Geometry", "Method", "register", "get", "names", "methods", "parse"]

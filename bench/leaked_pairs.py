@@ -1,0 +1,230 @@
+"""Benchmark (issue 16): how many leaked (image, obfuscated feature) pairs each keyed obfuscation withstands.
+
+    python bench/leaked_pairs.py [--run runs/leaked-pairs] [--methods "Vanilla+PE,XNN,XNN-H,..."]
+
+Owner side (holds the key, only to *make* what the adversary receives). ExtNet tokens of owner_train and
+owner_test come from a private cache in the run directory (``bench/leaked_pairs_cache.py``, extracted once).
+For every method: the store = owner_train under the owner's key; the cloud's RecNet = the demo preset's
+recipe (20 epochs, dim 128) trained on it; utility = that RecNet on owner_test (gallery and probes under the
+owner's key), ratio to Vanilla+PE with a bootstrap over identities. Then the leaked-pairs attack
+(``veil.attacks.leaked_pairs``): pairs from owner_train, the adversary's clean photos of owner_test as the
+gallery, the owner's obfuscated owner_test features as probes, dlib's public head as the identifier.
+k_half = the smallest k whose strongest leakage reaches half of the clean leakage (Vanilla+PE at k = 0).
+Writes bench/results/leaked_pairs.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _common import HERE, Envelope, write_markdown, write_result
+from leaked_pairs_cache import ensure_split, token_cache
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from veil.attacks.leakage import Target  # noqa: E402
+from veil.attacks.leaked_pairs import (  # noqa: E402
+    DEFAULT_KS,
+    CleanGalleryTarget,
+    CurvePoint,
+    InverseConfig,
+    LeakedPairsAttack,
+    k_half,
+)
+from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder  # noqa: E402
+from veil.keys import OwnerKey  # noqa: E402
+from veil.metrics import Rate, bootstrap_ratio, top1  # noqa: E402
+from veil.models.dlib_resnet import load_whole  # noqa: E402
+from veil.obfuscation import registry  # noqa: E402
+from veil.paths import cache_dir  # noqa: E402
+from veil.pipeline import write_json  # noqa: E402
+
+DEFAULT_METHODS = "Vanilla+PE,XNN,XNN-H,XNN-H(chaff=1024),XNN-H(chaff=1024,curve=1)"
+# the demo preset's cloud recipe (veil.presets: epochs 20, dim 128; batch 256, warm-up 3, lr 0.05)
+CLOUD = dict(epochs=20, batch_size=256, warmup_epochs=3.0, dim=128)
+
+
+def dlib_identifier(cut: int = 4):
+    """The rest of dlib's public network after the cut: tokens (B, HW, C) -> 128-d descriptors."""
+    net = load_whole(cache_dir())
+
+    @torch.no_grad()
+    def embed(tokens: torch.Tensor) -> torch.Tensor:
+        b, hw, c = tokens.shape
+        side = int(round(hw ** 0.5))
+        return net.head(tokens.float().transpose(1, 2).reshape(b, c, side, side), cut)
+
+    return embed
+
+
+def obfuscate(obf: torch.nn.Module, tokens: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Rows as the store carries them (float16 on the wire, back to float32)."""
+    with torch.no_grad():
+        return torch.cat([obf(tokens[i:i + batch]) for i in range(0, len(tokens), batch)]).half().float()
+
+
+def pct(r: dict | None) -> str:
+    if r is None or r.get("rate") is None:
+        return "n.d."
+    return f"{100 * r['rate']:.1f} [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=HERE.parent / "runs" / "leaked-pairs")
+    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "lfw112")
+    parser.add_argument("--methods", default=DEFAULT_METHODS)
+    parser.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--collate", action="store_true", help="only collate the methods measured so far")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    env = Envelope("leaked_pairs", seed=args.seed, device="cpu")
+    log = lambda m: print(m, flush=True)  # noqa: E731
+
+    split = ensure_split(args.run, args.data, args.seed)
+    cache = token_cache(args.run, args.data, log=log)
+    key_path = args.run / "owner.key"
+    if not key_path.is_file():
+        OwnerKey.generate().save(key_path)
+    key = OwnerKey.load(key_path)
+    train_x, train_y = cache["owner_train/tokens"], cache["owner_train/labels"]
+    test_x, test_y = cache["owner_test/tokens"], cache["owner_test/labels"]
+    n_tok, dim = train_x.shape[1:]
+    geometry = registry.Geometry(int(n_tok), int(dim), 150)
+    idx = Target.from_features(test_x, test_y, seed=split.gallery_seed)
+    gallery, probe = idx.gallery, idx.probe
+    ks = [int(k) for k in args.ks.split(",")]
+    pick = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(train_x))[:max(ks)])
+    identifier = dlib_identifier()
+    cfg = AttackRecNetConfig(**CLOUD, seed=args.seed)
+
+    methods_dir = args.run / "methods"
+    methods_dir.mkdir(parents=True, exist_ok=True)
+    for label in ([] if args.collate else args.methods.split(",")):
+        method, options = registry.parse(label)
+        log(f"== {label} ({method.name} {options})")
+        obf = method.from_key(key if method.keyed else None, geometry, **options)
+        store = obfuscate(obf, train_x)
+        recnet = fit_recnet(store, train_y, cfg)
+        test_obf = obfuscate(obf, test_x)  # the owner's own view: gallery and probes under its key
+        emb = recnet_embedder(recnet)(test_obf)
+        util, hits = top1(emb[gallery], test_y[gallery], emb[probe], test_y[probe])
+        log(f"utility {util}")
+        target = CleanGalleryTarget(test_x[gallery], test_y[gallery], test_obf[probe], test_y[probe])
+        matrix = obf.public_info().get("matrix", "orthogonal")
+        attack = LeakedPairsAttack(ks, matrix=matrix, inverse=InverseConfig(seed=args.seed), identifier=identifier)
+        r = attack.run(train_x[pick], store[pick], target, store, recnet, log=log)
+        slug = slugify(label)
+        save_file({"hits": hits.to(torch.uint8), "labels": test_y[probe]},
+                  str(methods_dir / f"{slug}.hits.safetensors"))
+        write_json(methods_dir / f"{slug}.json", {
+            "name": label, "method": method.name, "options": options, "public_info": obf.public_info(),
+            "utility": {**util.as_dict(), "chance": 1 / len(gallery)}, "curve": r.curve(),
+            "attack_seconds": r.seconds, "attack_config": r.config})
+        log(f"attack {r.seconds:.0f} s")
+    methods, figures = collate(methods_dir, args.methods, args.seed)
+    figures.update({"ks": ks, "owner_train_images": len(train_x), "owner_test_images": len(test_x),
+                    "gallery": len(gallery), "probes": len(probe), "chance": 1 / len(gallery),
+                    "token_shape": [int(n_tok), int(dim)], "cloud_recnet": CLOUD,
+                    "identifier": "dlib head after cut 4 (public), cosine", "key_fingerprint": key.fingerprint,
+                    "pairs": "the first k of one seeded random order of owner_train images"})
+    payload = env.finish(figures, methods=methods)
+    args.results.mkdir(parents=True, exist_ok=True)
+    write_result(args.results / "leaked_pairs.json", payload)
+    write_markdown(args.results / "leaked_pairs.md", markdown(payload))
+    plot(payload, args.results / "leaked_pairs.png")
+    log(f"wrote {args.results / 'leaked_pairs.json'} (.md, .png)")
+
+
+def slugify(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_")
+
+
+def collate(methods_dir: Path, order: str, seed: int) -> tuple[list[dict], dict]:
+    """Every method measured so far (one file each, possibly from parallel runs): ratios and k_half vs Vanilla+PE."""
+    found = {json.loads(p.read_text())["name"]: p for p in methods_dir.glob("*.json")}
+    if "Vanilla+PE" not in found:
+        raise SystemExit("collate: Vanilla+PE has not been measured yet (it is the reference)")
+    names = [n for n in DEFAULT_METHODS.split(",") + order.split(",") if n in found]
+    names = list(dict.fromkeys(names + sorted(found)))
+    ref = load_file(str(methods_dir / f"{slugify('Vanilla+PE')}.hits.safetensors"))
+    ref_body = json.loads(found["Vanilla+PE"].read_text())
+    clean_rate = next(p["rate"] for p in ref_body["curve"] if p["k"] == 0 and p["attack"] == "identity")
+    methods = []
+    for name in names:
+        body = json.loads(found[name].read_text())
+        hits = load_file(str(methods_dir / f"{slugify(name)}.hits.safetensors"))
+        ratio = bootstrap_ratio(hits["hits"].bool(), ref["hits"].bool(), ref["labels"], seed=seed)
+        strongest = [CurvePoint(p["k"], p["attack"], Rate(p["hits"], p["n"]), p["chance"])
+                     for p in body["curve"] if p["attack"].startswith("strongest") and p["rate"] is not None]
+        kh = k_half(strongest, clean_rate)
+        body.update({"utility_ratio": ratio["ratio"], "utility_ratio_ci95": ratio["ci95"],
+                     "utility_ratio_bootstrap": ratio, "k_half": kh,
+                     "k_half_note": None if kh is not None else "not reached at the largest k measured"})
+        methods.append(body)
+    return methods, {"clean_leakage": clean_rate, "half_clean_leakage": clean_rate / 2,
+                     "clean_leakage_meaning": "Vanilla+PE probes (clean tokens) vs the clean gallery, dlib head"}
+
+
+def markdown(payload: dict) -> str:
+    f, methods = payload["figures"], payload["methods"]
+    ks = f["ks"]
+    lines = [f"# Leaked pairs vs a clean gallery (`{payload['command']}`)", "",
+             f"Top-1 leakage % [95% CI], n = {f['probes']} probes, {f['gallery']} persons, chance "
+             f"{100 * f['chance']:.2f}%. Strongest of the determined estimators at each k (which one in "
+             f"brackets); n.d. = not determined. Clean leakage (Vanilla+PE, k = 0): {100 * f['clean_leakage']:.1f}%; "
+             f"k½ = smallest k reaching {100 * f['half_clean_leakage']:.1f}%. Utility: the cloud's RecNet on the "
+             "owner's test persons, ratio to Vanilla+PE with a bootstrap over identities.", "",
+             "| method | utility % [CI] | / Vanilla+PE [CI] | k½ | " + " | ".join(f"k={k}" for k in ks) + " |",
+             "|---|---|---|---|" + "---|" * len(ks)]
+    for m in methods:
+        strongest = {p["k"]: p for p in m["curve"] if p["attack"].startswith("strongest")}
+        cells = [f"{pct(strongest.get(k))} ({strongest[k]['attack'].split(':')[1]})" if k in strongest else "n.d."
+                 for k in ks]
+        kh = m["k_half"] if m["k_half"] is not None else m["k_half_note"]
+        lines.append(f"| {m['name']} | {pct(m['utility'])} | {100 * m['utility_ratio']:.1f}% "
+                     f"[{100 * m['utility_ratio_ci95'][0]:.1f}, {100 * m['utility_ratio_ci95'][1]:.1f}] | {kh} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Every estimator, every k (leakage %):", "",
+              "| method | estimator | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    for m in methods:
+        for est in sorted({p["attack"] for p in m["curve"] if not p["attack"].startswith("strongest")}):
+            row = {p["k"]: p for p in m["curve"] if p["attack"] == est}
+            lines.append(f"| {m['name']} | {est} | " + " | ".join(pct(row.get(k)) if k in row else "—" for k in ks)
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = payload["figures"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in payload["methods"]:
+        pts = sorted((p["k"], p["rate"], p["ci95"]) for p in m["curve"] if p["attack"].startswith("strongest"))
+        xs = [max(k, 0.5) for k, _, _ in pts]
+        ax.plot(xs, [100 * r for _, r, _ in pts], marker="o",
+                label=f"{m['name']} (utility {100 * m['utility_ratio']:.0f}%)")
+        ax.fill_between(xs, [100 * c[0] for _, _, c in pts], [100 * c[1] for _, _, c in pts], alpha=0.15)
+    ax.axhline(100 * f["half_clean_leakage"], color="grey", ls="--", lw=1, label="half of clean leakage")
+    ax.axhline(100 * f["chance"], color="black", ls=":", lw=1, label="chance")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("leaked pairs k (k = 0 drawn at 0.5)")
+    ax.set_ylabel("top-1 leakage vs clean gallery, % (strongest estimator)")
+    ax.set_title("Leaked pairs vs clean gallery (LFW, dlib ExtNet)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
