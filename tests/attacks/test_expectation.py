@@ -17,12 +17,30 @@ def test_unobfuscated_store_is_identified_well_above_chance():
     assert r.aux_identities == 60
 
 
-def test_xnn_mode_trains_under_fresh_parameters_and_reports_a_rate():
+def test_xnn_mode_trains_under_fresh_parameters_and_reports_a_rate(monkeypatch):
+    import veil.attacks.expectation as expectation
+
     aux, aux_labels = tokens_of(30, 4, seed=1)
     test, labels = tokens_of(10, 3, seed=2)
+    seen: list[torch.Tensor] = []
+    fit = expectation.fit_recnet
+
+    def spy(tokens, labels_, cfg, transform, device):
+        probe = torch.ones(1, *tokens.shape[1:])
+
+        def recorded(x):
+            seen.append(transform(probe))  # the parameters drawn for this batch, applied to a fixed probe
+            return transform(x)
+
+        return fit(tokens, labels_, cfg, recorded, device)
+
+    monkeypatch.setattr(expectation, "fit_recnet", spy)
     r = ExpectationAttack("xnn", "gaussian", recnet=FAST, seed=3).run(aux, aux_labels, target_of(test, labels))
-    assert 0 <= r.rate.value <= 1 and r.chance == pytest.approx(0.1)
-    assert r.obfuscation == "xnn" and r.matrix == "gaussian"
+    # 120 aux rows, batch 64: at least one draw per batch per epoch, each a different P and M
+    assert len(seen) >= FAST.epochs * (120 // 64), len(seen)
+    assert all(not torch.allclose(a, b) for a, b in zip(seen, seen[1:], strict=False))
+    assert r.rate.n == 20 and r.rate.value == r.rate.hits / 20 and r.chance == pytest.approx(0.1)
+    assert r.obfuscation == "xnn" and r.matrix == "gaussian" and r.aux_rows == 120 and r.aux_identities == 30
 
 
 def test_fresh_parameters_differ_between_batches():
