@@ -178,27 +178,36 @@ def main() -> None:
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
     rows = {r["module"]: r for r in old.get("modules", [])}
     start = time.time()
+    order = [t.path for t in TARGETS]
+
+    def write() -> dict:  # after every module, so a run cut short keeps what it measured
+        payload = {"command": "python bench/mutation.py " + " ".join(sys.argv[1:]),
+                   "tool": f"mutmut {version('mutmut')}",
+                   "score_formula": "(killed + timeout) / (generated - equivalent); 'no tests' and 'not checked' "
+                                    "(budget ran out) count against the score",
+                   "seed": "n/a (mutmut enumerates mutants deterministically; the tests seed their own RNGs)",
+                   "environment": environment(), "wall_s_this_invocation": round(time.time() - start, 1),
+                   "jobs": args.jobs, "timeout_multiplier": args.timeout_multiplier, "budget_scale": args.budget_scale,
+                   "modules": sorted(rows.values(),
+                                     key=lambda r: order.index(r["module"]) if r["module"] in order else 99)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=1) + "\n")
+        return payload
+
+    payload = write()
     try:
         for target in chosen:
             row = run_target(target, root, args)
             rows[target.path] = row
             print(f"{target.path}: " + ", ".join(f"{k} {row.get(k)}" for k in
                                                    ("generated", "killed", "timeout", "survived", "no_tests",
-                                                    "equivalent", "score", "wall_s")), flush=True)
+                                                    "not_checked", "equivalent", "score", "wall_s")), flush=True)
+            payload = write()
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"scratch copies kept in {root}")
-    order = [t.path for t in TARGETS]
-    payload = {"command": "python bench/mutation.py " + " ".join(sys.argv[1:]), "tool": f"mutmut {version('mutmut')}",
-               "score_formula": "(killed + timeout) / (generated - equivalent); 'no tests' counts as survived",
-               "seed": "n/a (mutmut enumerates mutants deterministically; the tests seed their own RNGs)",
-               "environment": environment(), "wall_s_this_invocation": round(time.time() - start, 1),
-               "jobs": args.jobs, "timeout_multiplier": args.timeout_multiplier,
-               "modules": sorted(rows.values(), key=lambda r: order.index(r["module"]) if r["module"] in order else 99)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"wrote {args.out}")
     low = [r["module"] for r in payload["modules"] if r.get("score", 0) < 0.9]
     if low:

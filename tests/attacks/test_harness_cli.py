@@ -1,6 +1,7 @@
 """End to end on SYNTHETIC images: a tiny run directory, the owner-side harness, and ``veil attack``."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -73,7 +74,11 @@ def test_cli_runs_each_attack_and_prints_chance(run_dir, tmp_path):
                  ["cloud-model", "--method", "vanilla"]):
         result = runner.invoke(app, ["attack", *args, "--run", str(run_dir), "--device", "cpu"])
         assert result.exit_code == 0, result.output
-        assert "chance" in result.output
+        # a result row, not just the header: a rate, its interval, n probes (8 persons x 3) and chance (1 / 8)
+        row = re.search(r"(\d+\.\d\d)%.*\[(\d+\.\d\d)%, (\d+\.\d\d)%\].*\b24\b.*12\.50%", result.output)
+        assert row, result.output
+        rate, lo, hi = map(float, row.groups())
+        assert lo <= rate <= hi, result.output
     assert [p["k"] for p in json.loads(out.read_text())["points"]] == [0, 2]
 
 
