@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=20, help="cloud RecNet epochs (same for every method)")
+    parser.add_argument("--inverse-steps", type=int, default=300, help="learned inverse training steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--collate", action="store_true", help="only collate the methods measured so far")
@@ -102,7 +104,8 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     pick = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(train_x))[:max(ks)])
     identifier = dlib_identifier()
-    cfg = AttackRecNetConfig(**CLOUD, seed=args.seed)
+    cloud = {**CLOUD, "epochs": args.epochs}
+    cfg = AttackRecNetConfig(**cloud, seed=args.seed)
 
     methods_dir = args.run / "methods"
     methods_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +121,8 @@ def main() -> None:
         log(f"utility {util}")
         target = CleanGalleryTarget(test_x[gallery], test_y[gallery], test_obf[probe], test_y[probe])
         matrix = obf.public_info().get("matrix", "orthogonal")
-        attack = LeakedPairsAttack(ks, matrix=matrix, inverse=InverseConfig(seed=args.seed), identifier=identifier)
+        inverse = InverseConfig(steps=args.inverse_steps, seed=args.seed)
+        attack = LeakedPairsAttack(ks, matrix=matrix, inverse=inverse, identifier=identifier)
         r = attack.run(train_x[pick], store[pick], target, store, recnet, log=log)
         slug = slugify(label)
         save_file({"hits": hits.to(torch.uint8), "labels": test_y[probe]},
@@ -131,7 +135,7 @@ def main() -> None:
     methods, figures = collate(methods_dir, args.methods, args.seed)
     figures.update({"ks": ks, "owner_train_images": len(train_x), "owner_test_images": len(test_x),
                     "gallery": len(gallery), "probes": len(probe), "chance": 1 / len(gallery),
-                    "token_shape": [int(n_tok), int(dim)], "cloud_recnet": CLOUD,
+                    "token_shape": [int(n_tok), int(dim)], "cloud_recnet": cloud,
                     "identifier": "dlib head after cut 4 (public), cosine", "key_fingerprint": key.fingerprint,
                     "pairs": "the first k of one seeded random order of owner_train images"})
     payload = env.finish(figures, methods=methods)

@@ -124,6 +124,28 @@ def known_plaintext(run: Path = RUN, method: str = METHOD,
     _finish(table, r, json_out)
 
 
+@app.command("leaked-pairs")
+@friendly
+@_bad_value_is_user_error
+def leaked_pairs(run: Path = RUN, method: str = METHOD,
+                 k: str = typer.Option("0,1,4,16,64,256,1024", help="Numbers of leaked pairs, comma-separated."),
+                 seed: int = typer.Option(0, help="Which owner images leak."),
+                 data: Path = DATA, device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
+    """Leaked pairs vs a clean gallery (issue 16): structured, ridge, learned and cloud-RecNet-bridge estimators."""
+    try:
+        ks = [int(v) for v in k.split(",") if v.strip()]
+    except ValueError:
+        raise VeilError(f"--k must be comma-separated integers, got {k!r}") from None
+    r = _harness(run, data, device).leaked_pairs_attack(method, ks, seed=seed)
+    table = _table(f"leaked pairs vs clean gallery on {method}", "k pairs / estimator")
+    for p in r["curve"]:
+        if p["rate"] is None:
+            table.add_row(f"{p['k']} {p['attack']}", "n.d.", p["note"], "", _pct(p["chance"]))
+        else:
+            _row(table, f"{p['k']} {p['attack']}", p)
+    _finish(table, r, json_out)
+
+
 @app.command("alignment")
 @friendly
 @_bad_value_is_user_error

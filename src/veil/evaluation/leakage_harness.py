@@ -200,6 +200,40 @@ class LeakageHarness:
         return {"attack": "known_plaintext", "method": method, "identifier": identifier, "points": points,
                 "seconds": r.seconds, "config": r.config, "utility": self.utility(method)}
 
+    def identifier(self):
+        """The adversary's public identifier for clean tokens: the rest of dlib's network after the cut (dlib
+        ExtNets), else mean-pooled tokens."""
+        cut = getattr(self.ext.cfg, "cut", None)
+        if getattr(self.ext.cfg, "kind", "") != "dlib-resnet" or cut is None:
+            return None
+        from veil.models.dlib_resnet import load_whole
+        from veil.paths import cache_dir
+
+        net = load_whole(cache_dir())
+
+        @torch.no_grad()
+        def embed(tokens: torch.Tensor) -> torch.Tensor:
+            b, hw, c = tokens.shape
+            side = int(round(hw ** 0.5))
+            return net.head(tokens.float().transpose(1, 2).reshape(b, c, side, side), cut)
+
+        return embed
+
+    def leaked_pairs_attack(self, method: str = "xnn", ks: Sequence[int] = (0, 1, 4, 16, 64, 256, 1024),
+                     estimators: Sequence[str] | None = None, seed: int = 0) -> dict:
+        """Issue 16's threat model: k leaked pairs + store + the cloud's RecNet vs a gallery of clean photos."""
+        from veil.attacks.leaked_pairs import ESTIMATORS, CleanGalleryTarget, LeakedPairsAttack
+
+        kind = self.matrix_kind(method) if method == "xnn" else "orthogonal"
+        attack = LeakedPairsAttack(ks, estimators or ESTIMATORS, kind, identifier=self.identifier())
+        clean, obf = self.leaked_pairs(method, max(attack.ks), seed)
+        path = self.run / f"recnet_{method}.safetensors"
+        recnet = load_recnet(path)[0] if path.is_file() else None
+        target = CleanGalleryTarget.from_target(self.target(method, "clean"))
+        r = attack.run(clean, obf, target, self.store_features(method), recnet, log=self.log)
+        return {"attack": "leaked_pairs", "method": method, "gallery_kind": "clean", "curve": r.curve(),
+                "seconds": r.seconds, "config": r.config, "utility": self.utility(method)}
+
     def public_tokens(self, group: str, max_identities: int | None = None, seed: int = 0) -> torch.Tensor:
         """Unlabelled public ExtNet tokens (images and mirrors) of up to ``max_identities`` persons of ``group``."""
         if group.startswith("owner"):
