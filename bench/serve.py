@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -133,14 +134,18 @@ def run_mode(mode: str, recnet_path: Path, tmp: Path, args: argparse.Namespace, 
                 f = torch.randn(2, n, d, generator=g)
                 c.post("/v1/enrol", params={"name": f"person{i}"}, content=encode(f[:1], f[1:])).raise_for_status()
         bodies = [encode(*torch.randn(2, 1, n, d, generator=g).unbind(0)) for _ in range(args.requests)]
+        server = psutil.Process(proc.pid)
+        cpu0 = sum(server.cpu_times()[:2])
         latencies, errors, wall = asyncio.run(load(url, bodies, args.concurrency, headers, verify))
+        cpu = sum(server.cpu_times()[:2]) - cpu0  # the server's own CPU: robust to other jobs on the machine
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     q = statistics.quantiles(latencies, n=100)
     return {"mode": mode, "requests": args.requests, "errors": errors, "throughput_rps": args.requests / wall,
             "latency_ms": {"p50": 1000 * q[49], "p99": 1000 * q[98], "mean": 1000 * statistics.fmean(latencies),
-                           "max": 1000 * max(latencies)}, "wall_seconds": wall, "body_bytes": len(bodies[0])}
+                           "max": 1000 * max(latencies)}, "wall_seconds": wall, "body_bytes": len(bodies[0]),
+            "server_cpu_ms_per_request": 1000 * cpu / args.requests, "load_average": os.getloadavg()}
 
 
 def main() -> None:
@@ -177,23 +182,32 @@ def main() -> None:
                        "throughput_rps_median": statistics.median(x["throughput_rps"] for x in rs),
                        "throughput_rps_rounds": [round(x["throughput_rps"], 1) for x in rs],
                        "p50_ms_median": statistics.median(x["latency_ms"]["p50"] for x in rs),
-                       "p99_ms_median": statistics.median(x["latency_ms"]["p99"] for x in rs)}
+                       "p99_ms_median": statistics.median(x["latency_ms"]["p99"] for x in rs),
+                       "server_cpu_ms_per_request_median": statistics.median(x["server_cpu_ms_per_request"]
+                                                                            for x in rs)}
     ratio = modes["tls_auth"]["throughput_rps_median"] / modes["plain"]["throughput_rps_median"]
+    cpu_ratio = (modes["plain"]["server_cpu_ms_per_request_median"]
+                 / modes["tls_auth"]["server_cpu_ms_per_request_median"])
     result = {"benchmark": "serve", "requests": args.requests, "concurrency": args.concurrency, "rounds": rounds,
               "modes": modes, "tls_auth_over_plain_throughput": ratio, "target_ratio": 0.75,
+              "tls_auth_over_plain_capacity_by_server_cpu": cpu_ratio,
               "errors": sum(m["errors"] for m in modes.values()),
               "throughput_rps": modes["plain"]["throughput_rps_median"], "body_bytes": rounds[0]["body_bytes"],
               "gallery": 100, "recnet": weights, "server_threads": args.threads, "seed": args.seed,
               "wall_seconds": time.perf_counter() - t0, "environment": serving_environment(),
               "command": " ".join(["python bench/serve.py", *sys.argv[1:]])}
     write_json(args.out, result)
-    md = ["| mode | requests x rounds | concurrency | errors | throughput (median) | rounds | p50 | p99 |",
-          "|---|---|---|---|---|---|---|---|"]
+    loads = ", ".join(f"{x['load_average'][0]:.1f}" for x in rounds)
+    md = ["| mode | requests x rounds | concurrency | errors | throughput (median) | rounds | p50 | p99 | server CPU "
+          "/ request |", "|---|---|---|---|---|---|---|---|---|"]
     for mode, m in modes.items():
         md.append(f"| {mode} | {args.requests} x {args.rounds} | {args.concurrency} | {m['errors']} | "
                   f"{m['throughput_rps_median']:.1f} req/s | {', '.join(map(str, m['throughput_rps_rounds']))} | "
-                  f"{m['p50_ms_median']:.1f} ms | {m['p99_ms_median']:.1f} ms |")
-    md.append(f"\nTLS + auth / plain throughput: {ratio:.3f} (target >= 0.75). Loopback, client and server on the same "
+                  f"{m['p50_ms_median']:.1f} ms | {m['p99_ms_median']:.1f} ms | "
+                  f"{m['server_cpu_ms_per_request_median']:.2f} ms |")
+    md.append(f"\nTLS + auth / plain throughput: {ratio:.3f} (target >= 0.75); by the server's CPU per request: "
+              f"{cpu_ratio:.3f}. Load average during the rounds: "
+              f"{loads}. Loopback, client and server on the same "
               f"{os.cpu_count()}-core machine; server RecNet {weights}, {args.threads} torch thread(s); gallery of "
               f"100; body {result['body_bytes']} B; regenerate: `{result['command']}`.")
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
