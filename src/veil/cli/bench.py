@@ -67,3 +67,71 @@ def table2(data: Path = typer.Option(None, help="Face dataset (default: ../share
     if results is not None:
         js, md = publish(payload, results)
         console.print(f"written: {js}, {md}")
+
+
+@app.command("table4")
+@friendly
+def table4(data: Path = typer.Option(None, help="Face dataset (default: ../shared/data/lfw112 or $VEIL_DATA)."),
+           run: Path = typer.Option(Path("runs/bench-table4"), "--run", help="Run directory (split, service files)."),
+           sweep: bool = typer.Option(False, help="The whole curve: every eps x adversary setting (aux_a only)."),
+           eps: float = typer.Option(1.0, help="Default run: the noise bound of the one XNN-d setting."),
+           adversary: str = typer.Option("weak", help="Default run: adversary strength (weak, strong)."),
+           eps_list: str = typer.Option("0.5,1,2,4,8", "--eps-list", help="Sweep: noise bounds."),
+           adversaries: str = typer.Option("weak,strong", help="Sweep: adversary strengths (weak, strong, steps)."),
+           extra: str = typer.Option("", help="Sweep: further settings, e.g. '1/strong,4/steps'."),
+           stage1_epochs: int = typer.Option(3), teacher_epochs: int = typer.Option(8),
+           student_epochs: int = typer.Option(6), attack_epochs: int = typer.Option(8),
+           recnet_depth: int = typer.Option(1, help="Depth of every RecNet (teacher, server, attackers)."),
+           encoder_depth: int = typer.Option(0, help="Token noise encoder: transformer blocks before its MLP."),
+           budgets: str = typer.Option("200", help="Black-box query budgets below the full aux group."),
+           ks: str = typer.Option("4,16,64,256", help="Known-plaintext numbers of leaked pairs."),
+           extractor: str = typer.Option("dlib-resnet", help="Public ExtNet (name or file)."),
+           results: Path = typer.Option(Path("bench/results/table4.json"), help="Where the JSON (+ .md, .png) go."),
+           seed: int = typer.Option(0), device: str = typer.Option(None, help="cpu, cuda (default: auto)."),
+           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+    """XNN-d (paper Table 4): baseline vs noise encoder, utility and four attacks; --sweep for the curve + verdict."""
+    import shlex
+    import sys
+
+    from veil.paths import resolve_data
+    from veil.pipeline import prepare_split
+    from veil.presets import PRESETS as _PRESETS
+    from veil.xnnd.sweep import ADVERSARIES, SweepConfig
+    from veil.xnnd.table4 import publish, run_table4, verdict_sentence
+
+    configure_threads()
+
+    def ints(s: str, what: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in s.split(",") if x.strip())
+        except ValueError:
+            raise VeilError(f"--{what} must be comma-separated integers, got {s!r}") from None
+
+    try:
+        eps_values = tuple(float(x) for x in eps_list.split(",") if x.strip())
+    except ValueError:
+        raise VeilError(f"--eps-list must be comma-separated numbers, got {eps_list!r}") from None
+    advs = tuple(a.strip() for a in adversaries.split(",") if a.strip())
+    for a in advs + (adversary,):
+        if a not in ADVERSARIES:
+            raise VeilError(f"adversary must be one of {', '.join(ADVERSARIES)}, got {a!r}")
+    if min((stage1_epochs, teacher_epochs, student_epochs, attack_epochs)) < 1 or not eps_values or eps < 0:
+        raise VeilError("epochs must be >= 1 and eps >= 0")
+    extras = tuple(x.strip() for x in extra.split(",") if x.strip())
+    for x in extras:
+        if x.partition("/")[2] not in ADVERSARIES:
+            raise VeilError(f"--extra wants EPS/ADVERSARY items ({', '.join(ADVERSARIES)}), got {x!r}")
+    if recnet_depth < 1 or encoder_depth < 0:
+        raise VeilError("--recnet-depth must be >= 1 and --encoder-depth >= 0")
+    cfg = SweepConfig(eps_values, advs, stage1_epochs, teacher_epochs, student_epochs, attack_epochs,
+                      ints(budgets, "budgets"), ints(ks, "ks"), seed, recnet_depth, encoder_depth, extras)
+    data_path = resolve_data(data)
+    split = prepare_split(data_path, run / "split.json", _PRESETS["bench"].split)
+    script = Path(sys.argv[0]).name if sys.argv else ""
+    command = (shlex.join(["python", "bench/table4.py", *sys.argv[1:]]) if script == "table4.py"
+               else shlex.join(["veil", *sys.argv[1:]]) if "table4" in sys.argv else "veil bench table4")
+    res = run_table4(data_path, split, run, cfg, sweep, eps, adversary, extractor, pick_device(device),
+                     not quiet, console.print, command)
+    js, md, png = publish(res, results)
+    console.print(f"verdict: {verdict_sentence(res['verdict'])}")
+    console.print(f"written: {js}, {md}" + (f", {png}" if png else "") + f"  (wall {res['wall_seconds'] / 60:.1f} min)")

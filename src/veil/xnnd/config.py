@@ -30,6 +30,12 @@ class AdversarialConfig:
     token (LayerNorm, no affine) has RMS 1, so ``eps`` is the noise-to-signal amplitude ratio.
     ``adv_weight`` scales the encoder's loss ``-CE(adversary)``, capped at chance level (log C)
     so that the encoder stops pushing once the adversary is no better than a guess.
+
+    Adversary strength: ``adversary_steps`` adversary steps per encoder step, and a pool of
+    ``adversary_pool`` adversaries, one of which is re-initialised every ``reinit_every`` encoder
+    steps in turn (0: never), so that the encoder cannot win by fooling one stale adversary.
+    ``encoder`` chooses the noise encoder: ``images`` (the paper's, ExtNet's architecture) or
+    ``tokens`` (:class:`veil.xnnd.token_noise.TokenNoiseEncoder`, ``encoder_depth`` blocks).
     """
 
     epochs: int = 6
@@ -41,13 +47,23 @@ class AdversarialConfig:
     adversary_steps: int = 1
     adversary_dim: int = 128
     adversary_depth: int = 2
+    adversary_pool: int = 1
+    reinit_every: int = 0
+    encoder: str = "images"
+    encoder_depth: int = 1
     weight_decay: float = 1e-4
     margin: float = 0.35
     scale: float = 32.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "adversary_steps", "adversary_dim", "adversary_depth"):
+        if self.encoder not in ("images", "tokens"):
+            raise VeilError(f"encoder must be 'images' or 'tokens', got {self.encoder!r}")
+        if int(self.reinit_every) < 0:
+            raise VeilError(f"reinit_every must be >= 0, got {self.reinit_every!r}")
+        if int(self.encoder_depth) < 0:
+            raise VeilError(f"encoder_depth must be >= 0, got {self.encoder_depth!r}")
+        for name in ("epochs", "batch_size", "adversary_steps", "adversary_dim", "adversary_depth", "adversary_pool"):
             if int(getattr(self, name)) < 1:
                 raise VeilError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("encoder_lr", "adversary_lr", "scale"):

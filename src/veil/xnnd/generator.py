@@ -24,6 +24,7 @@ from veil.errors import VeilError
 from veil.models.extractor import ExtNet, ExtractorConfig, _load_state, extnet_digest, make_extnet, read_metadata
 from veil.obfuscation.noise import NoiseEncoder
 from veil.secretfile import check_private, write_private
+from veil.xnnd.token_noise import TokenEncoderConfig, TokenNoiseEncoder
 
 FORMAT = "veil-xnnd-fg"
 
@@ -31,7 +32,7 @@ FORMAT = "veil-xnnd-fg"
 class FeatureGenerator(nn.Module):
     """FG: what the client runs before anything leaves the device. ``encoder=None`` is the baseline (no noise)."""
 
-    def __init__(self, ext: ExtNet, encoder: NoiseEncoder | None = None) -> None:
+    def __init__(self, ext: ExtNet, encoder: NoiseEncoder | TokenNoiseEncoder | None = None) -> None:
         super().__init__()
         self.ext = ext
         self.encoder = encoder
@@ -52,7 +53,25 @@ class FeatureGenerator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         clean = self.clean(images)
-        return clean if self.encoder is None else clean + self.encoder(images)
+        if self.encoder is None:
+            return clean
+        return clean + self.noise_from_tokens(clean) if self.token_level else clean + self.encoder(images)
+
+    @property
+    def token_level(self) -> bool:
+        """True when the encoder reads the clean tokens (``TokenNoiseEncoder``), not the image."""
+        return getattr(self.encoder, "level", "images") == "tokens"
+
+    def noise_from_tokens(self, clean: torch.Tensor) -> torch.Tensor:
+        """The noise of a token-level encoder from clean tokens LayerNorm(ExtNet(x)) (the owner's cached ones)."""
+        if not self.token_level:
+            raise VeilError("this feature generator's noise encoder reads images, not tokens")
+        return self.encoder(clean)
+
+    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """FG's output from raw ExtNet tokens (B, N, D): what ``forward`` gives for the images they came from."""
+        clean = self.norm(tokens.float())
+        return clean if self.encoder is None else clean + self.noise_from_tokens(clean)
 
 
 def save_generator(fg: FeatureGenerator, path: str | Path, info: dict | None = None) -> Path:
@@ -64,8 +83,9 @@ def save_generator(fg: FeatureGenerator, path: str | Path, info: dict | None = N
     state = {f"ext.{k}": v for k, v in fg.ext.state_dict().items()}
     state.update({f"enc.{k}": v for k, v in fg.encoder.state_dict().items()})
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    encoder = fg.encoder.config_dict() if fg.token_level else {"kind": "images"}
     meta = {"format": FORMAT, "extractor_config": json.dumps(asdict(fg.ext.cfg)), "eps": repr(fg.encoder.eps),
-            "extractor_digest": extnet_digest(fg.ext), "info": json.dumps(info or {})}
+            "encoder": json.dumps(encoder), "extractor_digest": extnet_digest(fg.ext), "info": json.dumps(info or {})}
     return write_private(path, st_save(state, metadata=meta))  # unique O_EXCL|O_NOFOLLOW temp file, 0600
 
 
@@ -78,11 +98,16 @@ def load_generator(path: str | Path) -> tuple[FeatureGenerator, dict]:
     try:
         cfg = ExtractorConfig(**json.loads(meta["extractor_config"]))
         eps = float(meta["eps"])
+        enc_meta = json.loads(meta.get("encoder", '{"kind": "images"}'))  # files before token encoders: images
+        kind = enc_meta.pop("kind")
+        enc_cfg = TokenEncoderConfig(**enc_meta) if kind == "tokens" else None
+        if kind not in ("images", "tokens"):
+            raise ValueError(f"unknown noise encoder kind {kind!r}")
     except (KeyError, TypeError, ValueError) as exc:
         raise VeilError(f"{path}: corrupt metadata ({exc})") from None
     state = _load_state(path)
     ext = make_extnet(cfg)
-    enc = NoiseEncoder(ext, eps)
+    enc = TokenNoiseEncoder(enc_cfg, eps) if enc_cfg is not None else NoiseEncoder(ext, eps)
     try:
         ext.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ext.")})
         enc.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("enc.")})

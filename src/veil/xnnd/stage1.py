@@ -25,6 +25,7 @@ from veil.xnnd.config import AdversarialConfig
 from veil.xnnd.features import generate
 from veil.xnnd.generator import FeatureGenerator, NoiseEncoder
 from veil.xnnd.heads import CosineHead
+from veil.xnnd.token_noise import TokenEncoderConfig, TokenNoiseEncoder
 
 
 def train_noise_encoder(fg: FeatureGenerator, images: torch.Tensor, labels: torch.Tensor,
@@ -87,6 +88,89 @@ def train_noise_encoder(fg: FeatureGenerator, images: torch.Tensor, labels: torc
                 sums["enc"] += loss_e.item()
                 bar.update(task, advance=1, status=f"epoch {epoch + 1} adversary CE {sums['ce'] / (s + 1):.2f}")
             history["adversary_ce"].append(sums["ce"] / steps)
+            history["adversary_acc"].append(sums["acc"] / steps)
+            history["encoder_loss"].append(sums["enc"] / steps)
+    history["seconds"] = time.time() - start
+    encoder = encoder.cpu().eval()
+    encoder.requires_grad_(False)
+    return encoder, history
+
+
+def train_token_noise_encoder(clean: torch.Tensor, labels: torch.Tensor, cfg: AdversarialConfig | None = None,
+                              device: torch.device | str = "cpu", show_progress: bool = True,
+                              flipped: torch.Tensor | None = None) -> tuple[TokenNoiseEncoder, dict]:
+    """Stage 1 on cached tokens: a :class:`TokenNoiseEncoder` against a pool of adversaries.
+
+    ``clean``: the owner's training features LayerNorm(ExtNet(x)) (n, N, D); ``flipped`` the same of
+    the mirrored images (used as random augmentation when given). Each batch: every adversary of the
+    pool takes ``adversary_steps`` CosFace steps on the detached noised features, then the encoder
+    takes one step on the mean over the pool of ``adv_weight * max(0, log C - CE)``. Every
+    ``reinit_every`` encoder steps the next adversary of the pool starts again from random weights.
+    """
+    cfg = cfg or AdversarialConfig(encoder="tokens")
+    if clean.ndim != 3 or len(clean) != len(labels):
+        raise VeilError(f"clean tokens must be (n, N, D) with n labels, got {tuple(clean.shape)}, {len(labels)}")
+    if len(clean) < cfg.batch_size:
+        raise VeilError(f"{len(clean)} training rows, fewer than one batch of {cfg.batch_size}")
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    classes = int(labels.max()) + 1
+    n_tok, dim = clean.shape[1:]
+    encoder = TokenNoiseEncoder(TokenEncoderConfig(n_tok, dim, cfg.encoder_depth), cfg.eps).to(device).train()
+
+    def new_adversary() -> tuple[torch.nn.Module, CosineHead, torch.optim.Optimizer]:
+        adv = build_recnet(n_tok, dim, RecNetArch(cfg.adversary_dim, cfg.adversary_depth, 4, 128)).to(device).train()
+        head = CosineHead(128, classes, cfg.scale, cfg.margin).to(device)
+        opt = torch.optim.AdamW(list(adv.parameters()) + list(head.parameters()), lr=cfg.adversary_lr,
+                                weight_decay=cfg.weight_decay)
+        return adv, head, opt
+
+    pool = [new_adversary() for _ in range(cfg.adversary_pool)]
+    opt_e = torch.optim.AdamW(encoder.parameters(), lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
+    chance_ce = math.log(classes)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    steps = len(clean) // cfg.batch_size
+    history: dict = {"config": asdict(cfg), "adversary_ce": [], "adversary_acc": [], "encoder_loss": [],
+                     "chance_ce": chance_ce, "classes": classes, "rows": len(clean), "reinits": 0}
+    start, step = time.time(), 0
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("xnnd stage 1 (token encoder)", total=cfg.epochs * steps, status="")
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(clean), generator=gen)
+            sums = {"ce": 0.0, "acc": 0.0, "enc": 0.0}
+            for s in range(steps):
+                idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                c = clean[idx]
+                if flipped is not None:
+                    flip = torch.rand(len(idx), generator=gen) < 0.5
+                    c = torch.where(flip.view(-1, 1, 1), flipped[idx], c)
+                c, y = c.to(device).float(), labels[idx].to(device)
+                noised = c + encoder(c)
+                for adv, head, opt in pool:
+                    for _ in range(cfg.adversary_steps):
+                        loss_a = head.margin_loss(adv(noised.detach()), y)
+                        opt.zero_grad(set_to_none=True)
+                        loss_a.backward()
+                        opt.step()
+                ces, accs = [], []
+                for adv, head, _ in pool:
+                    logits = head.logits(adv(noised))
+                    ces.append(F.cross_entropy(logits, y))
+                    accs.append((logits.argmax(1) == y).float().mean().item())
+                loss_e = cfg.adv_weight * torch.stack([F.relu(chance_ce - ce) for ce in ces]).mean()
+                opt_e.zero_grad(set_to_none=True)
+                loss_e.backward()
+                opt_e.step()
+                step += 1
+                if cfg.reinit_every and step % cfg.reinit_every == 0:
+                    pool[(step // cfg.reinit_every) % len(pool)] = new_adversary()
+                    history["reinits"] += 1
+                sums["ce"] += min(ce.item() for ce in ces)
+                sums["acc"] += max(accs)
+                sums["enc"] += loss_e.item()
+                bar.update(task, advance=1, status=f"epoch {epoch + 1} adversary CE {sums['ce'] / (s + 1):.2f}")
+            history["adversary_ce"].append(sums["ce"] / steps)   # the pool's best adversary, batch by batch
             history["adversary_acc"].append(sums["acc"] / steps)
             history["encoder_loss"].append(sums["enc"] / steps)
     history["seconds"] = time.time() - start
