@@ -33,7 +33,7 @@ from veil.serve.gallery import Gallery
 from veil.serve.protocol import BadRequest, decode, encode
 from veil.store import StoreWriter, open_store
 
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 TOKENS, DIM = 3, 4
