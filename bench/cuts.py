@@ -2,7 +2,8 @@
 
     python bench/cuts.py [--cuts 2,3,4,5] [--epochs 20] [--data PATH]
 
-For each cut, the real XNN flow (``veil.demo.run_xnn``: store, cloud training, owner evaluation) on LFW,
+For each cut, the real XNN flow (``veil.demo.run_xnn``: store, cloud training with the demo preset's recipe,
+owner evaluation) on LFW,
 Vanilla+PE and XNN, the ratio with its bootstrap interval, and N (tokens) beside every row: a cut with
 few tokens leaves the permutation almost nothing to hide. Also the teacher whole (dlib end to end).
 Writes bench/results/cuts.json and cuts.md.
@@ -19,14 +20,48 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
+import torch  # noqa: E402
+
 from veil.data.splits import Split  # noqa: E402
 from veil.demo import environment, run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.teacher import teacher_whole  # noqa: E402
+from veil.models.extractor import load_extnet  # noqa: E402
+from veil.models.memo import MemoExtNet  # noqa: E402
 from veil.paths import default_data  # noqa: E402
 from veil.pipeline import write_json  # noqa: E402
 from veil.presets import PRESETS  # noqa: E402
 from veil.train.cloud import CloudTrainConfig  # noqa: E402
+
+
+class FromShallowerCut(torch.nn.Module):
+    """The cut-c ExtNet computed from a (memoised) shallower cut's tokens: same weights, same digest, same output.
+
+    Every cut shares the stem and first levels, most of the network's cost at 150 px, so the benchmark runs
+    them once per image instead of once per cut.
+    """
+
+    def __init__(self, ext: torch.nn.Module, shallow: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.cfg = ext, ext.cfg
+        self._shallow = [shallow]  # not a submodule: the state (and digest) is the cut-c ExtNet's own
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return self.inner.token_shape
+
+    def state_dict(self, *args, **kwargs):
+        return self.inner.state_dict(*args, **kwargs)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        shallow = self._shallow[0]
+        tokens = shallow(images)
+        side = int(round(tokens.shape[1] ** 0.5))
+        x = tokens.transpose(1, 2).reshape(len(tokens), tokens.shape[2], side, side)
+        for level in self.inner.levels[shallow.cfg.cut:]:
+            x = level(x)
+        return x.flatten(2).transpose(1, 2).contiguous()
 
 
 def pct(r: dict) -> str:
@@ -53,7 +88,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cuts", default="2,3,4,5")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=None, help="cloud epochs (default: the demo preset's)")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-cuts"))
     parser.add_argument("--device", default=None)
@@ -64,11 +99,16 @@ def main() -> None:
     data = args.data or default_data()
     start = time.time()
     base = PRESETS["demo"]
+    epochs = args.epochs or base.cloud.epochs
+    cuts = [int(c) for c in args.cuts.split(",")]
+    shallow = MemoExtNet(load_extnet(f"dlib-resnet-cut{min(cuts)}"))  # shared by every cut: computed once
     rows = []
-    for cut in [int(c) for c in args.cuts.split(",")]:
+    for cut in cuts:
         preset = replace(base, name=f"cut{cut}", extractor_name=f"dlib-resnet-cut{cut}",
-                         cloud=CloudTrainConfig(**{**base.cloud.__dict__, "epochs": args.epochs}))
-        s = run_xnn(data, args.runs / f"cut{cut}", preset, device, show_progress=sys.stderr.isatty(), attacks=False)
+                         cloud=CloudTrainConfig(**{**base.cloud.__dict__, "epochs": epochs}))
+        ext = MemoExtNet(FromShallowerCut(load_extnet(f"dlib-resnet-cut{cut}"), shallow))
+        s = run_xnn(data, args.runs / f"cut{cut}", preset, device, show_progress=sys.stderr.isatty(), attacks=False,
+                    ext=ext)
         tokens, dim = s["extractor_info"]["token_shape"]
         rows.append({"cut": cut, "tokens": tokens, "dim": dim, "utility": s["utility"],
                      "ratio_xnn_over_vanilla": s["ratio_xnn_over_vanilla"], "extractor": s["extractor_info"],
@@ -76,7 +116,8 @@ def main() -> None:
         print(f"cut {cut}: Vanilla+PE {pct(s['utility']['Vanilla+PE'])}, XNN {pct(s['utility']['XNN'])}", flush=True)
     teacher = teacher_whole(data, Split.load(args.runs / f"cut{rows[0]['cut']}" / "split.json"), device)
     result = {"benchmark": "cuts", "command": "python bench/cuts.py " + " ".join(sys.argv[1:]), "data": str(data),
-              "seed": base.split.seed, "epochs": args.epochs, "teacher_whole": teacher, "cuts": rows,
+              "seed": base.split.seed, "epochs": epochs,
+              "cloud": base.cloud.__dict__ | {"epochs": epochs}, "teacher_whole": teacher, "cuts": rows,
               "environment": environment(device), "wall_seconds": time.time() - start}
     write_json(args.out, result)
     md = markdown(result)

@@ -92,8 +92,13 @@ def cached_extractor(data: str | Path, split: Split, preset: Preset, device: str
 
 
 def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", preset: str | Preset = "demo",
-            device: str | torch.device = "cpu", show_progress: bool = True, log=print, attacks: bool = True) -> dict:
-    """Split, key, extractor, obfuscate, cloud-train and evaluate Vanilla+PE and XNN; then the cheap attacks."""
+            device: str | torch.device = "cpu", show_progress: bool = True, log=print, attacks: bool = True,
+            ext: torch.nn.Module | None = None) -> dict:
+    """Split, key, extractor, obfuscate, cloud-train and evaluate Vanilla+PE and XNN; then the cheap attacks.
+
+    ``ext`` may pass in an already-built ExtNet for the preset's extractor (a benchmark sharing work
+    between runs); by default it is loaded and memoised here.
+    """
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     data = resolve_data(data)
     out = Path(out)
@@ -111,7 +116,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
 
     t = time.time()
     ext_path, pre_history = cached_extractor(data, split, preset, device, show_progress, log)
-    ext = MemoExtNet(load_extnet(ext_path))  # each private image through ExtNet once per run, in memory only
+    ext = ext or MemoExtNet(load_extnet(ext_path))  # each private image through ExtNet once per run, in memory
     timings["pretrain_s"] = time.time() - t
 
     methods = {"Vanilla+PE": None, "XNN": key}

@@ -32,6 +32,14 @@ class RecNetConfig:
     num_heads: int = 4
     emb_dim: int = 128
     drop_path: float = 0.1
+    init: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.init not in ("random", "identity"):
+            raise VeilError(f"RecNet init must be 'random' or 'identity', got {self.init!r}")
+        if self.init == "identity" and not self.in_dim == self.dim == self.emb_dim:
+            raise VeilError(f"identity init needs in_dim == dim == emb_dim, got {self.in_dim}, {self.dim}, "
+                            f"{self.emb_dim}")
 
 
 class RecNetShape(Protocol):
@@ -56,11 +64,16 @@ class RecNetArch:
 def build_recnet(in_tokens: int, in_dim: int, recipe: RecNetShape) -> RecNet:
     """The one place a RecNet is built: input shape from the data, architecture from a training recipe.
 
+    ``init='identity'`` (the recipe for a strong pre-trained ExtNet) sets the width and the embedding to the
+    token width so the network can start as mean pooling.
+
     Why one place: the cloud (``train.cloud``), the adversary (``attacks.recnet_fit``) and XNN-d's
     distillation (``xnnd.distill``) must train *the same* network, or leakage would be measured with a
     different tool than the owner's utility.
     """
-    return RecNet(RecNetConfig(in_tokens, in_dim, recipe.dim, recipe.depth, recipe.num_heads, recipe.emb_dim))
+    init = getattr(recipe, "init", "random")
+    dim, emb_dim = (in_dim, in_dim) if init == "identity" else (recipe.dim, recipe.emb_dim)
+    return RecNet(RecNetConfig(in_tokens, in_dim, dim, recipe.depth, recipe.num_heads, emb_dim, init=init))
 
 
 class RecNet(nn.Module):
@@ -76,6 +89,13 @@ class RecNet(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.emb_dim)
         self.bn = nn.BatchNorm1d(cfg.emb_dim)
+        if cfg.init == "identity":
+            # Start as mean pooling of the (normalised) tokens: with a strong pre-trained ExtNet that is
+            # already a good face embedding, and training learns a correction instead of a new metric
+            # from a few hundred identities. Generic: it assumes nothing about the owner's key.
+            for lin in (self.proj, self.head):
+                nn.init.eye_(lin.weight)
+                nn.init.zeros_(lin.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 3 or tokens.shape[-1] != self.cfg.in_dim:

@@ -44,6 +44,7 @@ class CloudTrainConfig:
     depth: int = 2
     num_heads: int = 4
     emb_dim: int = 128
+    init: str = "random"
 
 
 class _Trainee(nn.Module):
