@@ -2,13 +2,13 @@
 
 File layout: one safetensors file; tensor ``L<index>.<name>`` is tensor ``<name>`` of layer ``index``
 (``p.*`` parameters, ``m.*`` momentum buffers); metadata holds the step and the model spec as JSON.
-Written with mode 0600: the weights are the designer's secret.
+Written with mode 0600 through ``veil.secretfile.write_private`` (unique ``O_EXCL | O_NOFOLLOW`` temporary file,
+renamed; a symlink at the destination is refused, never followed): the weights are the designer's secret.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from veil.errors import VeilError
+from veil.secretfile import write_private
 
 
 @dataclass
@@ -32,10 +33,7 @@ def write(path: str | Path, ckpt: Checkpoint, spec_layers: list[dict]) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"L{i}.{k}": v.contiguous() for i, st in ckpt.states.items() for k, v in st.items()}
     meta = {"step": str(ckpt.step), "verified": str(ckpt.verified), "layers": json.dumps(spec_layers)}
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(save(tensors, metadata=meta))
-    return p
+    return write_private(p, save(tensors, metadata=meta))
 
 
 def read(path: str | Path) -> tuple[Checkpoint, list[dict]]:

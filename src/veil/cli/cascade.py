@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -178,10 +177,11 @@ def _progress() -> Progress:
 
 
 def _write_private(path: Path, obj: object) -> None:
-    """The cascade's order and addresses are the designer's secret: 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
+    """The cascade's order, addresses and per-node session secrets are the designer's secret: written 0600
+    through a unique O_EXCL | O_NOFOLLOW temporary file and renamed (a symlink planted at ``path`` is refused)."""
+    from veil.secretfile import write_private
+
+    write_private(path, json.dumps(obj, indent=1).encode())
 
 
 if __name__ == "__main__":
