@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -32,9 +34,16 @@ def test_stage1_trains_the_encoder_and_keeps_the_bound(setup):
     cfg = AdversarialConfig(epochs=2, batch_size=16, eps=0.5, adversary_dim=32, adversary_depth=1, encoder_lr=1e-3)
     enc, hist = train_noise_encoder(fg, faces.images, faces.labels, cfg, show_progress=False)
     assert len(hist["adversary_ce"]) == 2 and all(torch.isfinite(torch.tensor(hist["adversary_ce"])))
-    moved = [(a - b).abs().max().item() for a, b in zip(enc.blocks.parameters(), ext.blocks.parameters(),
-                                                         strict=True)]
-    assert max(moved) > 1e-4, "the encoder's weights never moved"
+
+    def moved(encoder) -> float:
+        return max((a - b).abs().max().item() for a, b in zip(encoder.blocks.parameters(), ext.blocks.parameters(),
+                                                               strict=True))
+
+    assert moved(enc) > 1e-4, "the encoder's weights never moved"
+    # the adversary's loss is what moves it: with adv_weight=0 (and no weight decay) the encoder stays put
+    still, _ = train_noise_encoder(fg, faces.images, faces.labels, replace(cfg, adv_weight=0.0, weight_decay=0.0),
+                                   show_progress=False)
+    assert moved(still) == 0.0, "the encoder moved without the adversarial loss"
     noised = FeatureGenerator(ext, enc)
     x = faces.images[:4]
     rms = (noised(x) - noised.clean(x)).pow(2).mean(-1).sqrt()
