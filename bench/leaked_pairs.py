@@ -32,6 +32,7 @@ from veil.attacks.leaked_pairs import (  # noqa: E402
     CurvePoint,
     InverseConfig,
     LeakedPairsAttack,
+    LeakedPairsResult,
     k_half,
 )
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder  # noqa: E402
@@ -42,9 +43,22 @@ from veil.obfuscation import registry  # noqa: E402
 from veil.paths import cache_dir  # noqa: E402
 from veil.pipeline import write_json  # noqa: E402
 
-DEFAULT_METHODS = "Vanilla+PE,XNN,XNN-H,XNN-H(chaff=1024),XNN-H(chaff=1024,curve=1)"
+DEFAULT_METHODS = "Vanilla+PE;Vanilla+PE(flat);XNN;XNN-H;XNN-H(chaff=1024);xnnh:curve=1;xnnh:chaff=256,noise=0.5"
 # the demo preset's cloud recipe (veil.presets: epochs 20, dim 128; batch 256, warm-up 3, lr 0.05)
 CLOUD = dict(epochs=20, batch_size=256, warmup_epochs=3.0, dim=128)
+
+
+FLAT_VANILLA = "Vanilla+PE(flat)"
+
+
+class FlatNone(torch.nn.Module):
+    """No obfuscation, tokens flattened into one row: Vanilla+PE with XNN-H's RecNet input shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(len(x), 1, -1)
+
+    def public_info(self) -> dict:
+        return {"method": "none", "tokens": 1}
 
 
 def dlib_identifier(cut: int = 4):
@@ -67,8 +81,10 @@ def obfuscate(obf: torch.nn.Module, tokens: torch.Tensor, batch: int = 512) -> t
 
 
 def pct(r: dict | None) -> str:
-    if r is None or r.get("rate") is None:
-        return "n.d."
+    if r is None:
+        return "—"
+    if r.get("rate") is None:
+        return "n.a." if str(r.get("note", "")).startswith("not applicable") else "n.d."
     return f"{100 * r['rate']:.1f} [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
 
 
@@ -76,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=HERE.parent / "runs" / "leaked-pairs")
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "lfw112")
-    parser.add_argument("--methods", default=DEFAULT_METHODS)
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help="labels or name:opt=v,... separated by ';'")
     parser.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=20, help="cloud RecNet epochs (same for every method)")
@@ -109,10 +125,13 @@ def main() -> None:
 
     methods_dir = args.run / "methods"
     methods_dir.mkdir(parents=True, exist_ok=True)
-    for label in ([] if args.collate else args.methods.split(",")):
-        method, options = registry.parse(label)
+    for label in ([] if args.collate else args.methods.split(";")):
+        if label == FLAT_VANILLA:  # the utility reference for one-token methods: no obfuscation, same input shape
+            method, options, obf = registry.get("none"), {"tokens": 1}, FlatNone()
+        else:
+            method, options = registry.parse(label)
+            obf = method.from_key(key if method.keyed else None, geometry, **options)
         log(f"== {label} ({method.name} {options})")
-        obf = method.from_key(key if method.keyed else None, geometry, **options)
         store = obfuscate(obf, train_x)
         recnet = fit_recnet(store, train_y, cfg)
         test_obf = obfuscate(obf, test_x)  # the owner's own view: gallery and probes under its key
@@ -155,7 +174,7 @@ def collate(methods_dir: Path, order: str, seed: int) -> tuple[list[dict], dict]
     found = {json.loads(p.read_text())["name"]: p for p in methods_dir.glob("*.json")}
     if "Vanilla+PE" not in found:
         raise SystemExit("collate: Vanilla+PE has not been measured yet (it is the reference)")
-    names = [n for n in DEFAULT_METHODS.split(",") + order.split(",") if n in found]
+    names = [n for n in DEFAULT_METHODS.split(";") + order.split(";") if n in found]
     names = list(dict.fromkeys(names + sorted(found)))
     ref = load_file(str(methods_dir / f"{slugify('Vanilla+PE')}.hits.safetensors"))
     ref_body = json.loads(found["Vanilla+PE"].read_text())
@@ -165,9 +184,13 @@ def collate(methods_dir: Path, order: str, seed: int) -> tuple[list[dict], dict]
         body = json.loads(found[name].read_text())
         hits = load_file(str(methods_dir / f"{slugify(name)}.hits.safetensors"))
         ratio = bootstrap_ratio(hits["hits"].bool(), ref["hits"].bool(), ref["labels"], seed=seed)
-        strongest = [CurvePoint(p["k"], p["attack"], Rate(p["hits"], p["n"]), p["chance"])
-                     for p in body["curve"] if p["attack"].startswith("strongest") and p["rate"] is not None]
-        kh = k_half(strongest, clean_rate)
+        # the envelope is recomputed from the estimators' points, so a file from an older rule is read alike
+        points = [CurvePoint(p["k"], p["attack"], None if p["rate"] is None else Rate(p["hits"], p["n"]),
+                             p["chance"], p.get("note", "")) for p in body["curve"]
+                  if not p["attack"].startswith("strongest")]
+        result = LeakedPairsResult(points, body["attack_seconds"])
+        body["curve"] = result.curve()
+        kh = k_half(result.strongest(), clean_rate)
         body.update({"utility_ratio": ratio["ratio"], "utility_ratio_ci95": ratio["ci95"],
                      "utility_ratio_bootstrap": ratio, "k_half": kh,
                      "k_half_note": None if kh is not None else "not reached at the largest k measured"})

@@ -93,3 +93,13 @@ def test_more_pairs_than_given_is_an_error(data):
     train, *_ = data
     with pytest.raises(ValueError, match="only"):
         LeakedPairsAttack((500,)).run(train, train, target_for(lambda t: t, data))
+
+
+def test_strongest_never_falls_as_k_grows():
+    from veil.attacks.leaked_pairs import LeakedPairsResult
+
+    pts = [CurvePoint(0, "identity", Rate(30, 100), 0.01), CurvePoint(4, "ridge", Rate(10, 100), 0.01),
+           CurvePoint(4, "bridge", None, 0.01, "not determined"), CurvePoint(16, "bridge", Rate(50, 100), 0.01)]
+    env = {p.k: p for p in LeakedPairsResult(pts, 0.0).strongest()}
+    assert env[4].rate.hits == 30 and env[4].estimator == "strongest:identity" and "k = 0" in env[4].note
+    assert env[16].rate.hits == 50

@@ -122,14 +122,17 @@ class LeakedPairsResult:
     config: dict = field(default_factory=dict)
 
     def strongest(self) -> list[CurvePoint]:
-        """Per k, the best determined estimator (``attack`` = ``strongest:<estimator>``)."""
-        out = []
+        """Per k, the best estimator determined with at most k pairs (an adversary may ignore pairs), so the
+        envelope never falls as k grows; ``attack`` = ``strongest:<estimator>``, ``note`` says at which k."""
+        out: list[CurvePoint] = []
+        best: CurvePoint | None = None
         for k in sorted({p.k for p in self.points}):
-            done = [p for p in self.points if p.k == k and p.rate is not None]
-            if not done:
-                continue
-            best = max(done, key=lambda p: p.rate.value)
-            out.append(CurvePoint(k, f"strongest:{best.estimator}", best.rate, best.chance, best.note, best.hits))
+            for p in self.points:
+                if p.k == k and p.rate is not None and (best is None or p.rate.value > best.rate.value):
+                    best = p
+            if best is not None:
+                out.append(CurvePoint(k, f"strongest:{best.estimator}", best.rate, best.chance,
+                                      f"{best.estimator} with k = {best.k}", best.hits))
         return out
 
     def curve(self) -> list[dict]:
@@ -254,7 +257,7 @@ def _learned(feats: torch.Tensor, targets: torch.Tensor, cfg: InverseConfig) -> 
 
 def _batched(fn: Embedder, x: torch.Tensor, size: int = 512) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)])
+        return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)]) if len(x) else fn(x)
 
 
 class LeakedPairsAttack(Attack):
