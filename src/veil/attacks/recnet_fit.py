@@ -80,7 +80,7 @@ def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConf
     with torch.no_grad():
         _, n_tok, dim = prepare(tokens[:2], labels[:2])[0].shape
     recnet = build_recnet(n_tok, dim, cfg).to(device)
-    loss_fn = (SoftCosFace if soft else cosface)(classes, cfg.emb_dim, cfg.margin, cfg.scale).to(device)
+    loss_fn = (SoftCosFace if soft else cosface)(classes, recnet.cfg.emb_dim, cfg.margin, cfg.scale).to(device)
     data = TensorDataset(tokens, labels)
     batch = min(cfg.batch_size, len(data))
     loader = DataLoader(data, batch_size=batch, sampler=RandomSampler(data, generator=torch.Generator().manual_seed(

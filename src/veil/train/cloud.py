@@ -85,7 +85,7 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
         raise VeilError(f"store labels fall outside 0..{store.num_classes - 1}")
     tokens, dim = store.token_shape
     recnet = build_recnet(tokens, dim, cfg)
-    trainee = _Trainee(recnet, cosface(store.num_classes, cfg.emb_dim, cfg.margin, cfg.scale)).to(device)
+    trainee = _Trainee(recnet, cosface(store.num_classes, recnet.cfg.emb_dim, cfg.margin, cfg.scale)).to(device)
     model: nn.Module = DistributedDataParallel(trainee) if distributed else trainee
     data = TensorDataset(feats, labels)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -33,7 +33,7 @@ def _fit(features: torch.Tensor, labels: torch.Tensor, cfg: DistillConfig, teach
     classes = int(labels.max()) + 1
     _, n_tok, dim = features.shape
     recnet = build_recnet(n_tok, dim, cfg).to(device)
-    head = CosineHead(cfg.emb_dim, classes, cfg.scale, cfg.margin).to(device)
+    head = CosineHead(recnet.cfg.emb_dim, classes, cfg.scale, cfg.margin).to(device)
     tensors = [features, labels] + ([teacher_logits] if teacher_logits is not None else [])
     data = TensorDataset(*tensors)
     batch = min(cfg.batch_size, len(data))
