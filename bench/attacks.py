@@ -37,7 +37,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=HERE.parent / "runs" / "bench-xnn")
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--epochs", type=int, default=20, help="attacker RecNet epochs")
+    parser.add_argument("--epochs", type=int, default=5, help="attacker RecNet epochs")
+    parser.add_argument("--recipe", choices=("strong", "transformer"), default="strong",
+                        help="attacker RecNet: the cloud's strong-extractor recipe (linear, identity init; default) "
+                             "or the 2-block transformer trained from scratch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -47,7 +50,8 @@ def main() -> None:
     device = pick_device(args.device)
     wall = time.time()
     h = LeakageHarness(args.run, args.data, device, log=lambda m: print(f"  {m}", flush=True))
-    cfg = AttackRecNetConfig(epochs=args.epochs, seed=args.seed)
+    recipe = {"depth": 0, "init": "identity"} if args.recipe == "strong" else {}
+    cfg = AttackRecNetConfig(epochs=args.epochs, seed=args.seed, **recipe)
     jobs = {
         "expectation_xnn_aux_a": lambda: h.expectation("xnn", "aux_a", cfg, args.seed),
         "expectation_xnn_aux_b": lambda: h.expectation("xnn", "aux_b", cfg, args.seed),
@@ -96,6 +100,7 @@ def main() -> None:
     print(table)
     payload = {"command": "python bench/attacks.py", "run": str(args.run), "results": results,
                "environment": environment(device), "seed": args.seed, "attack_epochs": args.epochs,
+               "attack_recipe": {"name": args.recipe, **recipe},
                "wall_seconds": time.time() - wall}
     write_json(HERE / "results" / "attacks.json", payload)
     (HERE / "results" / "attacks.md").write_text(

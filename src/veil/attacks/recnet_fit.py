@@ -36,9 +36,12 @@ class AttackRecNetConfig(CloudTrainConfig):
     dim: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "dim", "depth", "num_heads", "emb_dim"):
+        for name in ("epochs", "batch_size", "dim", "num_heads", "emb_dim"):
             params.positive_int(name, getattr(self, name))
+        params.non_negative_int("depth", self.depth)  # 0: the linear RecNet of the strong-extractor recipe
         params.non_negative_int("seed", self.seed)
+        if self.init not in ("random", "identity"):
+            raise params.AttackParameterError("init", f"init must be 'random' or 'identity', got {self.init!r}")
         for name in ("lr", "scale"):
             params.positive_float(name, getattr(self, name))
         for name in ("momentum", "weight_decay", "warmup_epochs", "margin"):
