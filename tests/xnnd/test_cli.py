@@ -62,3 +62,44 @@ def test_bad_arguments_are_one_line_errors(xnnd_ws):
     r = CliRunner().invoke(app, ["train", *xnnd_ws["common"], "--extractor", str(xnnd_ws["dir"] / "nope"),
                                  "--out", str(xnnd_ws["dir"] / "x")])
     assert r.exit_code == 2 and "error" in r.output
+
+
+def test_bench_table4_sweep_end_to_end_tiny(xnnd_ws, synthetic_folder, tmp_path):
+    """`veil bench table4 --sweep` on SYNTHETIC faces: curve rows, verdict, service files, the owner's token cache."""
+    from veil.cli.bench import app as bench_app
+
+    d = xnnd_ws["dir"]
+    args = ["table4", "--data", str(synthetic_folder), "--split", str(d / "split.json"), "--run", str(tmp_path / "run"),
+            "--extractor", str(d / "ext.safetensors"), "--tokens", str(tmp_path / "tokens"), "--sweep",
+            "--eps-list", "0.5,4", "--adversaries", "weak", "--extra", "4/strong", "--stage1-epochs", "1",
+            "--teacher-epochs", "1", "--student-epochs", "1", "--attack-epochs", "1", "--budgets", "4",
+            "--ks", "2,8", "--results", str(tmp_path / "out" / "table4.json"), "--quiet"]
+    r = CliRunner().invoke(bench_app, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "table4.json").read_text())
+    assert [(c["eps"], c["adversary"]) for c in res["curve"]] == [(0.5, "weak"), (4.0, "weak"), (4.0, "strong")]
+    keys = {"eps", "adversary", "utility", "asr_black_box", "asr_transfer", "asr_expectation", "asr_known_plaintext"}
+    assert all(keys <= set(c) for c in res["curve"])
+    assert {"met", "setting", "asr_bound", "utility_bound"} <= set(res["verdict"])
+    kp = res["baseline"]["known_plaintext"]["curve"]
+    assert kp[0]["k"] == 2 and kp[0]["rate"] is None and not kp[0]["determined"]  # too few pairs: no figure
+    for m in [res["baseline"], *res["settings"]]:
+        for a in ("utility", "black_box", "transfer", "expectation"):
+            assert {"n", "ci95", "chance"} <= set(m[a])
+    assert (tmp_path / "out" / "table4.md").is_file() and (tmp_path / "out" / "table4.png").is_file()
+    assert stat.S_IMODE((tmp_path / "run" / "fg.safetensors").stat().st_mode) == 0o600
+    assert load_generator(tmp_path / "run" / "fg.safetensors")[0].token_level
+    cached = list((tmp_path / "tokens").rglob("*.safetensors"))
+    assert len(cached) == 3 and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in cached)
+    from veil.report.html import build_report
+
+    page = build_report(tmp_path / "run", tsne=False).read_text()  # `veil report RUN` shows the curve
+    assert 'id="xnnd-curve-plot"' in page and "Verdict:" in page
+
+
+def test_bench_table4_rejects_an_unknown_adversary_in_one_line(tmp_path):
+    from veil.cli.bench import app as bench_app
+
+    for bad in (["--adversary", "nope"], ["--extra", "1/nope"]):
+        r = CliRunner().invoke(bench_app, ["table4", "--run", str(tmp_path), *bad])
+        assert r.exit_code != 0 and "adversary" in r.output.lower() and "Traceback" not in r.output

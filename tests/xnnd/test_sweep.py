@@ -84,3 +84,29 @@ def test_verdict_needs_both_halved_asr_and_ninety_percent_utility():
     v = verdict(base, points[:2])
     # scores max(ASR / 0.20, 0.54 / utility): 1.5 for eps 1, 1.35 for eps 8: the closest point is eps 8
     assert not v["met"] and v["setting"] == {"eps": 8.0, "adversary": "weak"} and v["score"] == pytest.approx(1.35)
+
+
+def test_the_chosen_settings_files_load_into_the_service(ext, tmp_path):  # noqa: F811
+    """Issue 15 item 5: what ``veil bench table4`` writes is what ``veil serve`` / ``veil client`` load today."""
+    from fastapi.testclient import TestClient
+
+    from veil.models.recnet import RecNet, RecNetConfig
+    from veil.serve.app import create_app
+    from veil.serve.protocol import encode
+    from veil.xnnd.features import generate
+    from veil.xnnd.table4 import write_setting_files
+
+    n_tok, dim = ext.token_shape
+    torch.manual_seed(0)
+    enc = TokenNoiseEncoder(TokenEncoderConfig(n_tok, dim), 8.0)
+    server = RecNet(RecNetConfig(n_tok, dim, 32, 1, 2, 16)).eval()
+    files = write_setting_files(tmp_path, ext, enc, server, server, {"eps": 8.0, "adversary": "weak"})
+    fg, info = load_generator(files["fg"])  # what `veil client` does
+    assert fg.token_level and info["eps"] == 8.0
+    x = images(3)
+    feats, flipped = generate(fg, x), generate(fg, x, flip=True)
+    with TestClient(create_app(files["server"], tmp_path / "gallery.safetensors")) as client:
+        assert client.get("/health").json()["tokens"] == n_tok
+        assert client.post("/v1/enrol?name=alice", content=encode(feats[:1], flipped[:1])).status_code == 200
+        out = client.post("/v1/identify", content=encode(feats, flipped)).json()
+    assert out["results"][0]["name"] == "alice"

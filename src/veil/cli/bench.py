@@ -73,6 +73,10 @@ def table2(data: Path = typer.Option(None, help="Face dataset (default: ../share
 @friendly
 def table4(data: Path = typer.Option(None, help="Face dataset (default: ../shared/data/lfw112 or $VEIL_DATA)."),
            run: Path = typer.Option(Path("runs/bench-table4"), "--run", help="Run directory (split, service files)."),
+           split_file: Path = typer.Option(None, "--split", help="An existing split.json (default: RUN/split.json, "
+                                           "made with the bench preset's split)."),
+           tokens: Path = typer.Option(Path("runs/xnnd-tokens"), help="The owner's token cache (private; keep it "
+                                       "under runs/, never in a shared cache)."),
            sweep: bool = typer.Option(False, help="The whole curve: every eps x adversary setting (aux_a only)."),
            eps: float = typer.Option(1.0, help="Default run: the noise bound of the one XNN-d setting."),
            adversary: str = typer.Option("weak", help="Default run: adversary strength (weak, strong)."),
@@ -94,7 +98,7 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
     import sys
 
     from veil.paths import resolve_data
-    from veil.pipeline import prepare_split
+    from veil.pipeline import prepare_split, write_json
     from veil.presets import PRESETS as _PRESETS
     from veil.xnnd.sweep import ADVERSARIES, SweepConfig
     from veil.xnnd.table4 import publish, run_table4, verdict_sentence
@@ -126,12 +130,18 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
     cfg = SweepConfig(eps_values, advs, stage1_epochs, teacher_epochs, student_epochs, attack_epochs,
                       ints(budgets, "budgets"), ints(ks, "ks"), seed, recnet_depth, encoder_depth, extras)
     data_path = resolve_data(data)
-    split = prepare_split(data_path, run / "split.json", _PRESETS["bench"].split)
+    if split_file is not None:
+        from veil.data.splits import Split
+
+        split = Split.load(split_file)
+    else:
+        split = prepare_split(data_path, run / "split.json", _PRESETS["bench"].split)
     script = Path(sys.argv[0]).name if sys.argv else ""
     command = (shlex.join(["python", "bench/table4.py", *sys.argv[1:]]) if script == "table4.py"
                else shlex.join(["veil", *sys.argv[1:]]) if "table4" in sys.argv else "veil bench table4")
     res = run_table4(data_path, split, run, cfg, sweep, eps, adversary, extractor, pick_device(device),
-                     not quiet, console.print, command)
+                     not quiet, console.print, command, tokens)
     js, md, png = publish(res, results)
+    write_json(run / "table4.json", res)  # beside the run, where `veil report RUN` finds the curve
     console.print(f"verdict: {verdict_sentence(res['verdict'])}")
     console.print(f"written: {js}, {md}" + (f", {png}" if png else "") + f"  (wall {res['wall_seconds'] / 60:.1f} min)")

@@ -166,6 +166,7 @@ class RunData:
     sources: list[SourceFile] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     synthetic: bool = False
+    xnnd_curve: dict | None = None  # table4.json of an XNN-d run (``veil bench table4 --sweep``)
 
 
 def scrub(value: Any) -> Any:
@@ -353,4 +354,8 @@ def collect(run_dir: str | Path) -> RunData:
     _load_results(data)
     _load_table2(data)
     _load_attacks(data)
+    if (run / "table4.json").is_file():
+        table4 = read_json(run / "table4.json", data)
+        if isinstance(table4.get("curve"), list) and isinstance(table4.get("verdict"), dict):
+            data.xnnd_curve = table4
     return data

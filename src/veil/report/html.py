@@ -19,7 +19,7 @@ import jinja2
 from veil.errors import VeilError
 from veil.io import write_text
 from veil.report.collect import RateView, RunData, SourceFile, collect, scrub
-from veil.report.plots import TradeoffPoint, known_plaintext_plot, tradeoff_plot
+from veil.report.plots import TradeoffPoint, known_plaintext_plot, tradeoff_plot, xnnd_curve_plot
 from veil.report.template import PAGE, RATE_CELLS
 
 TSNE_CAP = 40
@@ -176,7 +176,16 @@ def render(data: RunData, command: str, tsne: Any = None, tsne_note: str = "", s
         seed=seed, provenance=_provenance(data, command), environment=[(k, _plain(v)) for k, v in env_raw.items()],
         timings=list(timings.items()), attack_meta=attack_meta,
         table2_meta=[(k, _plain(v)) for k, v in data.table2_meta.items()], dumps=dumps, sources=data.sources,
+        xnnd_plot=xnnd_curve_plot(data.xnnd_curve), xnnd_verdict=_xnnd_verdict(data.xnnd_curve),
     )
+
+
+def _xnnd_verdict(table4: dict | None) -> str:
+    if not table4:
+        return ""
+    from veil.xnnd.table4 import verdict_sentence
+
+    return verdict_sentence(table4["verdict"]).replace("**", "")
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, tsne: bool = True, persons: int = 8,

@@ -162,3 +162,14 @@ def _key_panel(ax: Axes, curve: KPCurve) -> None:
         right.set_ylim(-5, 105)
         right.set_ylabel("permutation recovered (%)")
     ax.legend(handles=handles, fontsize=8, loc="center left")
+
+
+def xnnd_curve_plot(table4: dict | None) -> str | None:
+    """XNN-d's privacy-utility curve (utility vs strongest-attack ASR), drawn by ``veil.xnnd.table4``."""
+    if not table4 or not table4.get("curve"):
+        return None
+    from veil.xnnd.table4 import draw_curve
+
+    fig = Figure(figsize=(6.4, 4.6))
+    draw_curve(fig.add_subplot(1, 1, 1), table4)
+    return to_data_uri(fig)

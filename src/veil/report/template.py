@@ -154,6 +154,17 @@ and chance. Right: how much of the key (permutation P, matrix M) the pairs revea
 </section>
 {% endif %}
 
+{% if xnnd_plot %}
+<section id="xnnd-curve-section">
+<h2>XNN-d privacy-utility curve</h2>
+<figure id="xnnd-figure"><img id="xnnd-curve-plot" alt="XNN-d utility vs strongest-attack ASR" src="{{ xnnd_plot }}">
+<figcaption>One point per (noise bound eps, adversary strength) setting: the server RecNet's utility against the
+strongest of the black-box, transfer, expectation and known-plaintext attacks; the baseline (no noise), the paper's
+points and the targets (ASR at most half the baseline's, utility at least 90% of it) marked.
+Verdict: {{ xnnd_verdict }}</figcaption></figure>
+</section>
+{% endif %}
+
 <section id="tsne-section">
 <h2>Clean vs obfuscated features (t-SNE, cf. the paper's Figure 6)</h2>
 {% if tsne %}

@@ -59,7 +59,7 @@ def adversarial_config(eps: float, adversary: str, epochs: int, rows: int, batch
     spec = dict(ADVERSARIES[adversary])
     if spec["reinit_every"] < 0:
         spec["reinit_every"] = max(1, rows // batch_size // 2)
-    return AdversarialConfig(epochs=epochs, batch_size=batch_size, eps=eps, encoder="tokens", seed=seed,
+    return AdversarialConfig(epochs=epochs, batch_size=min(batch_size, rows), eps=eps, encoder="tokens", seed=seed,
                              encoder_depth=encoder_depth, adversary_depth=adversary_depth, **spec)
 
 
