@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from _common import Envelope, write_markdown, write_result  # noqa: E402  (also puts src/ on sys.path)
 
 from veil.attacks.recnet_fit import AttackRecNetConfig  # noqa: E402
-from veil.demo import environment  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.leakage_harness import LeakageHarness  # noqa: E402
 from veil.pipeline import write_json  # noqa: E402
@@ -48,7 +49,7 @@ def main() -> None:
         sys.exit(f"error: {args.run} has no XNN store; run `python bench/xnn.py` first")
     configure_threads()
     device = pick_device(args.device)
-    wall = time.time()
+    envelope = Envelope("attacks", seed=args.seed, device=device)
     h = LeakageHarness(args.run, args.data, device, log=lambda m: print(f"  {m}", flush=True))
     recipe = {"depth": 0, "init": "identity"} if args.recipe == "strong" else {}
     cfg = AttackRecNetConfig(epochs=args.epochs, seed=args.seed, **recipe)
@@ -98,14 +99,12 @@ def main() -> None:
                          f"{100 * r['chance']:.2f}% | {util} |")
     table = "\n".join(lines) + "\n"
     print(table)
-    payload = {"command": "python bench/attacks.py", "run": str(args.run), "results": results,
-               "environment": environment(device), "seed": args.seed, "attack_epochs": args.epochs,
-               "attack_recipe": {"name": args.recipe, **recipe},
-               "wall_seconds": time.time() - wall}
-    write_json(HERE / "results" / "attacks.json", payload)
-    (HERE / "results" / "attacks.md").write_text(
-        f"Command: `python bench/attacks.py` on `{args.run.name}` ({device}, seed {args.seed}, "
-        f"wall {payload['wall_seconds']:.0f} s)\n\n" + table)
+    payload = envelope.finish({"run": str(args.run), "results": results, "attack_epochs": args.epochs,
+                               "attack_recipe": {"name": args.recipe, **recipe}})
+    write_result(HERE / "results" / "attacks.json", payload)
+    write_markdown(HERE / "results" / "attacks.md",
+                   f"Command: `{payload['command']}` on `{args.run.name}` ({device}, seed {args.seed}, "
+                   f"attacker RecNet recipe {args.recipe}, wall {payload['wall_seconds']:.0f} s)\n\n" + table)
     print(f"wrote {HERE / 'results' / 'attacks.json'}")
 
 
