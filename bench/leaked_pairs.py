@@ -156,7 +156,10 @@ def main() -> None:
                     "gallery": len(gallery), "probes": len(probe), "chance": 1 / len(gallery),
                     "token_shape": [int(n_tok), int(dim)], "cloud_recnet": cloud,
                     "identifier": "dlib head after cut 4 (public), cosine", "key_fingerprint": key.fingerprint,
-                    "pairs": "the first k of one seeded random order of owner_train images"})
+                    "pairs": "the first k of one seeded random order of owner_train images",
+                    "reproduce": "python bench/leaked_pairs.py --epochs 8 --inverse-steps 150 (every method in one "
+                                 "process); the committed file: one process per method with --methods LABEL "
+                                 "(--ks 0 for Vanilla+PE(flat)), in parallel, then --collate"})
     payload = env.finish(figures, methods=methods)
     args.results.mkdir(parents=True, exist_ok=True)
     write_result(args.results / "leaked_pairs.json", payload)
@@ -191,6 +194,10 @@ def collate(methods_dir: Path, order: str, seed: int) -> tuple[list[dict], dict]
         result = LeakedPairsResult(points, body["attack_seconds"])
         body["curve"] = result.curve()
         kh = k_half(result.strongest(), clean_rate)
+        if FLAT_VANILLA in found and body.get("public_info", {}).get("tokens") == 1:
+            flat = load_file(str(methods_dir / f"{slugify(FLAT_VANILLA)}.hits.safetensors"))
+            vs_flat = bootstrap_ratio(hits["hits"].bool(), flat["hits"].bool(), flat["labels"], seed=seed)
+            body["utility_ratio_vs_flat_vanilla"] = vs_flat
         body.update({"utility_ratio": ratio["ratio"], "utility_ratio_ci95": ratio["ci95"],
                      "utility_ratio_bootstrap": ratio, "k_half": kh,
                      "k_half_note": None if kh is not None else "not reached at the largest k measured"})
@@ -208,16 +215,22 @@ def markdown(payload: dict) -> str:
              f"brackets); n.d. = not determined. Clean leakage (Vanilla+PE, k = 0): {100 * f['clean_leakage']:.1f}%; "
              f"k½ = smallest k reaching {100 * f['half_clean_leakage']:.1f}%. Utility: the cloud's RecNet on the "
              "owner's test persons, ratio to Vanilla+PE with a bootstrap over identities.", "",
-             "| method | utility % [CI] | / Vanilla+PE [CI] | k½ | " + " | ".join(f"k={k}" for k in ks) + " |",
-             "|---|---|---|---|" + "---|" * len(ks)]
+             "`Vanilla+PE(flat)`: no obfuscation, tokens flattened into one row, the RecNet input shape of the "
+             "one-token XNN-H rows; the last utility column compares those rows with it.", "",
+             "| method | utility % [CI] | / Vanilla+PE [CI] | / Vanilla+PE(flat) [CI] | k½ | "
+             + " | ".join(f"k={k}" for k in ks) + " |",
+             "|---|---|---|---|---|" + "---|" * len(ks)]
     for m in methods:
         strongest = {p["k"]: p for p in m["curve"] if p["attack"].startswith("strongest")}
         cells = [f"{pct(strongest.get(k))} ({strongest[k]['attack'].split(':')[1]})" if k in strongest else "n.d."
                  for k in ks]
         kh = m["k_half"] if m["k_half"] is not None else m["k_half_note"]
+        flat = m.get("utility_ratio_vs_flat_vanilla")
+        flat_cell = (f"{100 * flat['ratio']:.1f}% [{100 * flat['ci95'][0]:.1f}, {100 * flat['ci95'][1]:.1f}]"
+                     if flat else "—")
         lines.append(f"| {m['name']} | {pct(m['utility'])} | {100 * m['utility_ratio']:.1f}% "
-                     f"[{100 * m['utility_ratio_ci95'][0]:.1f}, {100 * m['utility_ratio_ci95'][1]:.1f}] | {kh} | "
-                     + " | ".join(cells) + " |")
+                     f"[{100 * m['utility_ratio_ci95'][0]:.1f}, {100 * m['utility_ratio_ci95'][1]:.1f}] | "
+                     f"{flat_cell} | {kh} | " + " | ".join(cells) + " |")
     lines += ["", "Every estimator, every k (leakage %):", "",
               "| method | estimator | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
     for m in methods:
@@ -238,6 +251,8 @@ def plot(payload: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for m in payload["methods"]:
         pts = sorted((p["k"], p["rate"], p["ci95"]) for p in m["curve"] if p["attack"].startswith("strongest"))
+        if len(pts) < 2:  # a utility reference measured at k = 0 only
+            continue
         xs = [max(k, 0.5) for k, _, _ in pts]
         ax.plot(xs, [100 * r for _, r, _ in pts], marker="o",
                 label=f"{m['name']} (utility {100 * m['utility_ratio']:.0f}%)")

@@ -29,6 +29,7 @@ Estimators (one :class:`LeakedPairsAttack`, one curve point per (k, estimator)):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -188,7 +189,7 @@ def store_pca(store: torch.Tensor | None, dim: int, fallback: torch.Tensor) -> C
     axes = vh[:d].T / (s[:d] / max(1, len(rows) - 1) ** 0.5).clamp_min(1e-12)
 
     def project(x: torch.Tensor) -> torch.Tensor:
-        return ((x.reshape(len(x), -1).double() - mean) @ axes).float()
+        return ((x.flatten(1).double() - mean) @ axes).float()
 
     return project
 
@@ -318,7 +319,7 @@ class LeakedPairsAttack(Attack):
         start = time.time()
         shape = tuple(clean.shape[1:])
         tokenlike = tuple(obfuscated.shape[1:]) == shape
-        same_numel = obfuscated[0].numel() == clean[0].numel()
+        same_numel = math.prod(obfuscated.shape[1:]) == math.prod(shape)
         probes = target.probes.float()
         gal_emb = _batched(self.identifier, target.gallery.float())
         pair_emb = _batched(self.identifier, clean.float())
