@@ -18,6 +18,8 @@ import argparse
 import importlib.metadata as md
 import json
 import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 shared cores, 7+ processes: one OpenMP thread each (nodes inherit)
 import platform
 import statistics
 import subprocess
@@ -28,13 +30,14 @@ import time
 from pathlib import Path
 
 import torch
+from _common import Envelope, write_markdown, write_result  # also puts src/ on sys.path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from veil.cascade import constants as C
 from veil.cascade import data as D
-from veil.cascade import local, transport
+from veil.cascade import local, message, transport
 from veil.cascade import pool as pool_mod
 from veil.cascade.designer import Designer
 from veil.cascade.models import load_spec
@@ -67,6 +70,20 @@ def spawn_nodes(k: int, pool: Path, root: Path, extra: tuple[str, ...] = (), tag
     if len(pool_mod.load(pool)) < k:
         raise SystemExit("nodes did not register")
     return procs
+
+
+def stop_nodes(procs: list[subprocess.Popen], grace: float = 60.0) -> None:
+    """SIGTERM every node (each logs its timing line, deregisters), then wait on one shared deadline; kill the
+    rest. Interpreter teardown with torch takes seconds per process on a loaded machine, so the grace is long."""
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
 
 
 def hop_veil(body_size: int, reps: int, cell: int) -> float:
@@ -127,13 +144,14 @@ def transfer_us(name: str, size: int, n: int = 300) -> float:
     return statistics.median(times[20:]) / 2 * 1e6
 
 
-def node_timing(root: Path) -> dict[str, dict[str, float]]:
-    """Each node's ``node timing {json}`` line (written at shutdown), by log file name."""
+def node_timing(root: Path, key: str = "node timing") -> dict[str, dict[str, float]]:
+    """Each node's last ``<key> {json}`` line, by log file name: ``node timing`` (whole life, written at shutdown)
+    or ``session timing`` (the last run released on it)."""
     out = {}
     for log in sorted(root.glob("node*.log")):
         for line in log.read_text().splitlines():
-            if "node timing " in line:
-                out[log.stem] = json.loads(line.split("node timing ", 1)[1])
+            if f"{key} " in line:
+                out[log.stem] = json.loads(line.split(f"{key} ", 1)[1])
     return out
 
 
@@ -173,14 +191,16 @@ def main() -> None:
     ap.add_argument("--mix-delay-ms", type=float, default=1.0, help="mean delay of the mixing-cost run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--reduced-why", default="", help="why epochs or the sweep were cut (stated in the outputs)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    t_start = time.perf_counter()
+    env = Envelope("cascade", seed=args.seed, device="cpu")
+    load_start = os.getloadavg()
     ds = D.load(args.mnist, args.seed, args.train_limit, upsample=args.mnist is None)
     spec = load_spec("mlp", ds.input_dim)
     ms = [int(v) for v in args.microbatches.split(",")]
 
-    ref = local.train_local(spec, ds, args.epochs, args.seed)
+    ref = local.train_local(spec, ds, args.epochs, args.seed, track_accuracy=True)
     spe = D.steps_per_epoch(len(ds.x_train), spec.batch)
     sizes_t = sorted({70_552, C.packet_size(C.cell_for(200_000)), C.packet_size(C.CELL_SIZES[2])})
     transfer = {name: {str(sz): transfer_us(name, sz) for sz in sizes_t} for name in ("zmq", "grpc")}
@@ -201,65 +221,74 @@ def main() -> None:
                                  "breakdown": f["breakdown"]}
                 print(f"m={m}: {c_ep:.3f} s / {l_ep:.4f} s = {c_ep / l_ep:.2f}x", flush=True)
             best = min(ms, key=lambda m: sweep[str(m)]["ratio"])
+            # the ratio's denominator right beside the main run (load changes over minutes); accuracy: ``ref``
+            loc_main = local.train_local(spec, ds, args.epochs, args.seed)
             res, facts = cascade_run(pool, spec, ds, args.epochs, args, best)
             pid_of = {e.address: e.pid for e in pool_mod.load(pool)}
             order = [pid_of[a] for a in facts["order"]]
             peaks = {pid: vm_hwm_kib(pid) for pid in order}
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(timeout=20)
+            stop_nodes(procs)
         timing = node_timing(root)
+        run_timing = node_timing(root, "session timing")  # the main run: the last one released on these nodes
         # the mixing delay's cost: the same cascade shape on nodes that hold each packet ~Exp(mean) before sending
         mix_pool = root / "mix.json"
         procs = spawn_nodes(n, mix_pool, root, ("--mix-delay-ms", str(args.mix_delay_ms)), tag="mix")
         try:
             mix_res, _ = cascade_run(mix_pool, spec, ds, args.sweep_epochs, args, best)
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_nodes(procs)
     bare = bare_torch_peak_kib()
     cell = facts["cell"]
-    inp = spec.batch * ds.input_dim * 4
-    act = -(-spec.batch // best) * ds.input_dim * 4
-    sizes = {act: cell, inp: C.cell_for(inp + 256)}
-    hop = {size: {"cell": c, "veil_us": hop_veil(size, args.reps, c) * 1e6,
-                  "rsa2048_oaep_hybrid_us": hop_rsa(size, args.reps) * 1e6} for size, c in sizes.items()}
-    cas_epoch, loc_epoch = statistics.median(res.epoch_seconds), statistics.median(ref.epoch_seconds)
-    # per-step breakdown: designer side measured by the designer; node side from the nodes' own counters,
-    # summed over the cascade and divided by every packet they handled (all runs), times packets per step
-    node_pkts = sum(t.get("packets", 0) for k, t in timing.items() if not k.startswith("nodemix"))
-    per_pkt = {k: sum(t.get(k, 0.0) for n_, t in timing.items() if not n_.startswith("nodemix")) / max(node_pkts, 1)
-               for k in ("crypto", "layer", "send")}
+    # per-hop crypto on the bodies this workload sends: the full batch (m = 1) and micro-batches, each in its class
+    hop = {}
+    for rows in sorted({spec.batch, -(-spec.batch // best), -(-spec.batch // 4)}, reverse=True):
+        size = len(message.encode({}, {"x": torch.zeros(rows, ds.input_dim)}))
+        c = C.cell_for(size + 256)
+        hop[size] = {"rows": rows, "cell": c, "veil_us": hop_veil(size, args.reps, c) * 1e6,
+                     "rsa2048_oaep_hybrid_us": hop_rsa(size, args.reps) * 1e6}
+        hop[size]["ratio"] = hop[size]["veil_us"] / hop[size]["rsa2048_oaep_hybrid_us"]
+    run_size = next(k for k, v in hop.items() if v["rows"] == -(-spec.batch // best))
+    cas_epoch, loc_epoch = statistics.median(res.epoch_seconds), statistics.median(loc_main.epoch_seconds)
+    # per-step breakdown: designer side measured by the designer; node side from the nodes' own counters of the
+    # main run's forward and backward packets, summed over the cascade, per packet, times packets per step
+    main = {k: t for k, t in run_timing.items() if not k.startswith("nodemix")}
+    node_pkts = sum(t.get("packets", 0) for t in main.values())
+    per_pkt = {k: sum(t.get(k, 0.0) for t in main.values()) / max(node_pkts, 1) for k in ("crypto", "layer", "send")}
     pkts_per_step = 2 * best * n
     step_s = facts["breakdown"]["step_s"]
     bd = {"step_s": step_s, "local_step_s": loc_epoch / spe, "designer_pack_s": facts["breakdown"]["designer_pack_s"],
           "node_crypto_s": per_pkt["crypto"] * pkts_per_step, "node_layer_s": per_pkt["layer"] * pkts_per_step,
-          "node_send_s": per_pkt["send"] * pkts_per_step, "packets_per_step": pkts_per_step}
+          "node_send_s": per_pkt["send"] * pkts_per_step, "packets_per_step": pkts_per_step,
+          "note": "node terms are sums over the cascade's packets of a step, from the nodes' own clocks; they can "
+                  "overlap: a node's send ends when its thread runs again after the hand-off, while the next hop "
+                  "already works (on 2 oversubscribed cores the sender is often descheduled there), and with "
+                  "m > 1 micro-batches overlap; transport_and_waiting = step - the rest, floored at 0"}
     bd["transport_and_waiting_s"] = max(0.0, step_s - bd["designer_pack_s"] - bd["node_crypto_s"]
                                         - bd["node_layer_s"] - bd["node_send_s"])
     # the floor: every packet of a step crosses (n + 1) links each way, sequentially, with one hop's crypto each
-    one_hop_us = hop[act]["veil_us"]
+    one_hop_us = hop[run_size]["veil_us"]
     link_us = transfer["zmq"][str(min(sizes_t, key=lambda z: abs(z - C.packet_size(cell))))]
     floor_s = 2 * (n + 1) * (link_us + one_hop_us) / 1e6
     mix_epoch = statistics.median(mix_res.epoch_seconds)
     no_mix_epoch = sweep[str(best)]["cascade_epoch_s"]
-    result = {
-        "benchmark": "cascade", "command": "python bench/cascade.py " + " ".join(sys.argv[1:]),
-        "epoch_time_ratio": cas_epoch / loc_epoch, "accuracy_gap": abs(res.accuracy - ref.accuracy),
-        "accuracy_local": ref.accuracy, "accuracy_cascade": res.accuracy, "microbatches": best,
-        "transport": "zmq", "breakdown": bd, "per_step_floor_s": floor_s,
-        "targets": {"epoch_time_ratio": 5.0, "accuracy_gap": 0.001, "paper_ratio": 7.5},
+    ratio, gap = cas_epoch / loc_epoch, abs(res.accuracy - ref.accuracy)
+    crypto_ratio = hop[run_size]["ratio"]
+    reduced = args.epochs < 30 or ms != [1, 2, 4, 8]
+    figures = {
+        "accuracy_cascade": res.accuracy, "epoch_s": {"cascade": cas_epoch, "local": loc_epoch},
+        "per_step_floor_s": floor_s, "per_hop_crypto_ratio_vs_rsa": crypto_ratio,
+        "targets": {"epoch_time_ratio": {"target": 5.0, "value": ratio, "met": ratio <= 5.0, "paper": 7.5},
+                    "accuracy_gap": {"target": 0.001, "value": gap, "met": gap <= 0.001},
+                    "per_hop_crypto_vs_rsa2048_oaep_hybrid": {"target": 0.5, "value": crypto_ratio,
+                                                              "met": crypto_ratio <= 0.5,
+                                                              "at": f"{run_size:,} B body in the run's "
+                                                                    f"{cell:,} B cell"}},
+        "reduced_run": ({"epochs": args.epochs, "microbatches": ms, "why": args.reduced_why} if reduced else None),
         "data": ds.name, "train_samples": len(ds.x_train), "test_samples": len(ds.x_test),
         "model": "mlp " + "-".join([str(ds.input_dim), "128", "64", "10"]) + " + LogSoftmax + NLL",
-        "optimizer": spec.optimizer, "batch": spec.batch, "epochs": args.epochs, "seed": args.seed,
-        "local_accuracy_by_epoch_note": "local trained the same epochs; plateau = no gain over the last epochs",
+        "optimizer": spec.optimizer, "batch": spec.batch, "epochs": args.epochs, "sweep_epochs": args.sweep_epochs,
+        "local_accuracy_by_epoch": ref.epoch_accuracy,
         "max_step_loss_diff": max(abs(a - b) for a, b in zip(res.losses, ref.losses, strict=True)),
         "microbatch_sweep": sweep,
         "transfer_one_way_us": transfer,
@@ -269,30 +298,34 @@ def main() -> None:
                     "loop_rate": args.loop_rate, "loops_sent": facts["loops"][0], "loops_returned": facts["loops"][1],
                     "cell_bytes": cell, "packet_bytes": C.packet_size(cell), "header_bytes": C.HEADER_SIZE,
                     "timeout_s": facts["timeout_s"]},
-        "epoch_seconds": {"cascade": res.epoch_seconds, "local": ref.epoch_seconds},
+        "epoch_seconds": {"cascade": res.epoch_seconds, "local_beside_main_run": loc_main.epoch_seconds,
+                          "local_first_run": ref.epoch_seconds},
         "per_hop_packet_us": {str(k): v for k, v in hop.items()},
-        "node_timing": timing,
+        "node_timing": {"whole_life": timing, "main_run": main},
         "node_peak_rss_kib": {"per_position": [peaks[p] for p in order], "bare_python_torch": bare},
-        "device": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                   "cpus": os.cpu_count(), "torch_threads_per_process": 1, "load_average": os.getloadavg()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+                    "load_average_at_start": load_start},
+        "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch_threads_designer_and_local": 1,
+                    "torch_threads_per_node": 1, "node_processes": n},
         "versions": versions(),
-        "wall_seconds": time.perf_counter() - t_start,
     }
+    payload = env.finish(figures, epoch_time_ratio=ratio, accuracy_gap=gap, accuracy_local=ref.accuracy,
+                         microbatches=best, transport="zmq", breakdown=bd)
     OUT.mkdir(parents=True, exist_ok=True)
-    tmp_out = OUT / "cascade.json.tmp"
-    tmp_out.write_text(json.dumps(result, indent=1))
-    os.replace(tmp_out, OUT / "cascade.json")
+    write_result(OUT / "cascade.json", payload)
     rows = [
-        ("test accuracy, cascade / local", f"{res.accuracy:.4f} / {ref.accuracy:.4f} (gap "
-         f"{abs(res.accuracy - ref.accuracy):.4f}; largest per-step loss difference "
-         f"{result['max_step_loss_diff']:.1e})"),
-        ("epoch time, cascade / local", f"{cas_epoch:.3f} s / {loc_epoch:.4f} s = {cas_epoch / loc_epoch:.2f}x at "
+        ("test accuracy, cascade / local", f"{res.accuracy:.4f} / {ref.accuracy:.4f} (gap {gap:.4f}, target <= 0.001; "
+         f"largest per-step loss difference {figures['max_step_loss_diff']:.1e})"),
+        ("epoch time, cascade / local", f"{cas_epoch:.3f} s / {loc_epoch:.4f} s = {ratio:.2f}x at "
          f"m = {best} (target <= 5.0x, paper 7.5x)"),
     ]
-    rows += [(f"ratio with m = {m}", f"{v['ratio']:.2f}x ({v['cascade_epoch_s']:.3f} s / {v['local_epoch_s']:.4f} s, "
-              f"cell {v['cell_bytes']:,} B)") for m, v in sweep.items()]
+    rows += [(f"ratio with m = {m} ({args.sweep_epochs} epochs)", f"{v['ratio']:.2f}x ({v['cascade_epoch_s']:.3f} s / "
+              f"{v['local_epoch_s']:.4f} s, cell {v['cell_bytes']:,} B, max loss diff {v['max_loss_diff']:.1e})")
+             for m, v in sweep.items()]
     rows += [(f"one-way transfer, {int(sz):,} B", f"ZeroMQ {transfer['zmq'][sz]:.0f} us, gRPC unary "
               f"{transfer['grpc'][sz]:.0f} us") for sz in transfer["zmq"]]
+    rows.append(("local test accuracy by epoch (plateau)", ", ".join(f"{a:.3f}" for a in ref.epoch_accuracy)))
     rows.append(("per-step time (cascade)", f"{step_s * 1e3:.2f} ms: designer packing "
                  f"{bd['designer_pack_s'] * 1e3:.2f}, "
                  f"node crypto {bd['node_crypto_s'] * 1e3:.2f}, layers {bd['node_layer_s'] * 1e3:.2f}, node send "
@@ -302,18 +335,23 @@ def main() -> None:
     rows.append((f"Poisson mixing delay, mean {args.mix_delay_ms} ms per hop", f"epoch {mix_epoch:.3f} s vs "
                  f"{no_mix_epoch:.3f} s = {mix_epoch / no_mix_epoch:.1f}x slower (accuracy {mix_res.accuracy:.4f})"))
     for size, v in hop.items():
-        rows.append((f"per-hop packet processing, {size:,} B body in a {v['cell']:,} B cell",
-                     f"Veil {v['veil_us']:.0f} us vs RSA-2048-OAEP hybrid {v['rsa2048_oaep_hybrid_us']:.0f} us"))
+        rows.append((f"per-hop packet processing, {size:,} B body ({v['rows']} rows) in a {v['cell']:,} B cell",
+                     f"Veil {v['veil_us']:.0f} us vs RSA-2048-OAEP hybrid {v['rsa2048_oaep_hybrid_us']:.0f} us "
+                     f"= {v['ratio']:.2f}x (target <= 0.5x)"))
     rows.append(("node peak RSS (per position)", ", ".join(f"{peaks[p] / 1024:.0f}" for p in order)
                  + f" MiB; bare Python+torch {bare / 1024:.0f} MiB"))
     rows.append(("loop messages sent / returned", f"{facts['loops'][0]} / {facts['loops'][1]}"))
+    note = (f" Reduced run ({args.reduced_why})." if reduced else "")
     md_text = ["# MixNN cascade benchmark", "",
-               f"`{result['command'].strip()}` on {result['device']['processor']}, {os.cpu_count()} CPUs "
-               f"(load average {os.getloadavg()[0]:.1f}), {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "
-               f"{args.epochs} epochs, seed {args.seed}, {n} node processes ({args.dummies} dummy), ZeroMQ, packet "
-               f"{C.packet_size(cell):,} bytes (header {C.HEADER_SIZE:,} + cell {cell:,}) for every op and hop.", "",
+               f"`{payload['command']}` on {figures['machine']['processor']}, {os.cpu_count()} CPUs shared with other "
+               f"work (load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end), "
+               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, one torch thread per process, "
+               f"{ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "
+               f"{args.epochs} epochs (sweep: {args.sweep_epochs} per m), seed {args.seed}, {n} node processes "
+               f"({args.dummies} dummy), ZeroMQ, packet {C.packet_size(cell):,} bytes (header {C.HEADER_SIZE:,} + cell "
+               f"{cell:,}) for every op and hop; wall time {payload['wall_seconds']:.0f} s.{note}", "",
                "| measure | result |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
-    (OUT / "cascade.md").write_text("\n".join(md_text) + "\n")
+    write_markdown(OUT / "cascade.md", "\n".join(md_text) + "\n")
     print("\n".join(md_text))
 
 

@@ -188,3 +188,23 @@ def test_loopback_helper_sends_raw_bytes() -> None:
         ln.send(b"short")
         assert ln.wait_handled(2)
         assert ln.stats["rejected"] == 2 and any("wrong packet length" in r for r in ln.rejections)
+
+
+def test_a_missed_time_bound_on_a_slow_machine_is_not_taken_for_a_crash(tmp_path: Path, tiny) -> None:
+    """Flaky under load before: a step that overran T was a 'crash' and replaced a healthy cascade (with no spare
+    servers, the run failed). Now a missed bound triggers a liveness check; live servers mean 'slow', not crashed.
+    Simulated here with a bound far below the cascade's real latency (nodes hold each packet ~20 ms)."""
+    spec, ds = tiny
+    ds.x_train, ds.y_train = ds.x_train[:96], ds.y_train[:96]
+    pool = tmp_path / "pool.json"
+    ns = _nodes(4, pool, mix_delay=0.02)
+    try:
+        with Designer(pool, spec, dummies=0, seed=5, loop_rate=0, timeout_floor=0.001, timeout_margin=0.001) as des:
+            res = des.train(ds, epochs=1)
+    finally:
+        for n in ns:
+            n.stop()
+    kinds = [e["event"] for e in res.events]
+    assert "crash" not in kinds and "replaced" not in kinds
+    assert kinds.count("slow") >= 3  # every step's wait overran the 1 ms bound
+    assert res.losses == local.train_local(spec, ds, 1, seed=5).losses

@@ -115,6 +115,11 @@ GRPC_METHOD = "Push"
 GRPC_MAX_MESSAGE = 2 * packet_size(MAX_CELL)  # the largest class with room to spare, nothing more
 SEND_TIMEOUT_S = 10.0
 NODE_SEND_TIMEOUT_S = 2.0  # a node never stalls longer than this on a dead next hop
+# Deploy, first contact, and the liveness check behind a missed time bound: connection set-up, layer construction,
+# and a node paged back in on a loaded machine, not a training step (so generous; a dead node fails sooner, at
+# connecting).
+SETUP_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 3.0  # selection: a candidate's answer, when the pool has spares to replace it
 
 # --- behaviour ------------------------------------------------------------------------------------------
 SAVED_STEPS = 64  # forward state a layer keeps for pending backwards, oldest dropped first

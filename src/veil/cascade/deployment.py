@@ -20,11 +20,11 @@ from veil.cascade.inbox import CrashDetected, Inbox, TimeBound
 from veil.cascade.models import ModelSpec
 from veil.cascade.packet import Hop, open_e2e, seal_e2e
 from veil.cascade.routing import Routing
-from veil.cascade.selection import Cascade
+from veil.cascade.selection import Cascade, answering
 from veil.errors import VeilError
 
 DUMMY_SPEC = {"kind": "identity"}
-SETUP_TIMEOUT_S = 30.0  # deploy and first contact: connection set-up and layer construction, not steps
+SETUP_TIMEOUT_S = C.SETUP_TIMEOUT_S
 
 
 class ByzantineDetected(VeilError):
@@ -89,7 +89,8 @@ class Deployment:
                 routes = [Routing(op=C.OP_STATE, flags=C.FLAG_TARGET if k == pos else 0, frag=frag)
                           for k in range(len(hops))]
                 route = self.inbox.route(hops, routes)
-                reply, _ = self.inbox.trip(route, os.urandom(64), self.bound.seconds())
+                reply, _ = self.inbox.trip(route, os.urandom(64), self.bound.seconds(),
+                                           confirm=lambda: answering(self.inbox, cascade))
                 meta, t = message.decode(open_e2e(route.keys[pos].e2e, reply, from_hop=True))
                 count = int(meta["n"])
                 if "chunk" not in t:

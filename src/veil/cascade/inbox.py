@@ -77,6 +77,7 @@ class Inbox:
         self._replies: dict[bytes, bytes] = {}
         self.loops = LoopStats()
         self.rejected: list[str] = []
+        self.slow: list[dict[str, float | str]] = []  # missed time bounds that a liveness check found not a crash
         self.timing: dict[str, float] = {"pack": 0.0, "wait": 0.0}
         self.on_packet_hook: Callable[[bytes], None] | None = None  # observers (tests): every packet received
         self.on_send_hook: Callable[[bytes], None] | None = None  # observers (tests): every packet sent
@@ -134,12 +135,24 @@ class Inbox:
             raise CrashDetected(f"first hop unreachable: {exc}") from None
         return route.tag
 
-    def wait(self, tags: Iterable[bytes], timeout: float, what: str = "reply") -> tuple[bytes, bytes]:
-        """The first reply among ``tags`` (tag, body); CrashDetected when none arrives within ``timeout``."""
+    def wait(self, tags: Iterable[bytes], timeout: float, what: str = "reply",
+             confirm: Callable[[], bool] | None = None) -> tuple[bytes, bytes]:
+        """The first reply among ``tags`` (tag, body); CrashDetected when none arrives within ``timeout``.
+
+        With ``confirm`` (a liveness check of the servers on the way), a missed bound is a crash only if the
+        check fails too; if every server answers, the machine was slow, not a server dead: the event is counted
+        in ``slow`` and the wait goes on for up to the set-up bound (then it is a crash after all: a live server
+        lost the packet)."""
         wanted = set(tags)
         t0 = time.perf_counter()
         with self._cv:
             ok = self._cv.wait_for(lambda: any(t in self._replies for t in wanted), timeout=timeout)
+        if not ok and confirm is not None and confirm():
+            self.slow.append({"what": what, "bound_s": timeout, "waited_s": time.perf_counter() - t0})
+            with self._cv:
+                ok = self._cv.wait_for(lambda: any(t in self._replies for t in wanted),
+                                       timeout=max(timeout, C.SETUP_TIMEOUT_S))
+        with self._cv:
             if not ok:
                 raise CrashDetected(f"no {what} response within T = {timeout:.2f} s")
             tag = next(t for t in wanted if t in self._replies)
@@ -154,15 +167,16 @@ class Inbox:
                 self._awaiting.discard(t)
                 self._replies.pop(t, None)
 
-    def trip(self, route: Route, body: bytes, timeout: float,
-             during: Callable[[], None] | None = None) -> tuple[bytes, float]:
-        """Send, run ``during`` (designer-side work overlapping the cascade's), wait: (reply, round-trip s)."""
+    def trip(self, route: Route, body: bytes, timeout: float, during: Callable[[], None] | None = None,
+             confirm: Callable[[], bool] | None = None) -> tuple[bytes, float]:
+        """Send, run ``during`` (designer-side work overlapping the cascade's), wait (``confirm``: see ``wait``):
+        (reply, round-trip s)."""
         t0 = time.perf_counter()
         tag = self.push(route, body, timeout=min(timeout, C.SEND_TIMEOUT_S))
         try:
             if during is not None:
                 during()
-            _, reply = self.wait([tag], max(0.0, timeout - (time.perf_counter() - t0)), C.OPS[route.op])
+            _, reply = self.wait([tag], max(0.0, timeout - (time.perf_counter() - t0)), C.OPS[route.op], confirm)
         finally:
             self.forget([tag])
         return reply, time.perf_counter() - t0

@@ -17,6 +17,7 @@ class LocalResult:
     accuracy: float
     epoch_seconds: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    epoch_accuracy: list[float] = field(default_factory=list)  # held-out accuracy after each epoch, if tracked
     layers: list[nn.Module] = field(default_factory=list)
 
 
@@ -36,8 +37,9 @@ def accuracy(layers: list[nn.Module], x: torch.Tensor, y: torch.Tensor, batch: i
     return correct / max(len(x), 1)
 
 
-def train_local(spec: ModelSpec, ds: D.Dataset, epochs: int, seed: int) -> LocalResult:
-    """SGD over the whole model; per-layer SGD in the cascade is the same arithmetic."""
+def train_local(spec: ModelSpec, ds: D.Dataset, epochs: int, seed: int, track_accuracy: bool = False) -> LocalResult:
+    """SGD over the whole model; per-layer SGD in the cascade is the same arithmetic. With ``track_accuracy``,
+    the held-out accuracy after every epoch (outside the timed part), to show where training plateaus."""
     layers = build_all(spec, seed)
     params = [p for layer in layers for p in layer.parameters()]
     opt = torch.optim.SGD(params, lr=float(spec.optimizer.get("lr", 0.01)),
@@ -54,5 +56,7 @@ def train_local(spec: ModelSpec, ds: D.Dataset, epochs: int, seed: int) -> Local
             opt.step()
             res.losses.append(float(loss.detach()))
         res.epoch_seconds.append(time.perf_counter() - t0)
+        if track_accuracy:
+            res.epoch_accuracy.append(accuracy(layers, ds.x_test, ds.y_test, spec.batch))
     res.accuracy = accuracy(layers, ds.x_test, ds.y_test, spec.batch)
     return res

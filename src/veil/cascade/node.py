@@ -132,7 +132,10 @@ class Node:
         self.session_idle = session_idle
         self.layer: Layer | None = None
         self.stats: Counter[str] = Counter()
-        self.timing: Counter[str] = Counter()  # seconds spent: crypto (peel + reseal), layer, send
+        # seconds spent on training-step packets (forward, backward): crypto (peel + reseal), layer, send; and
+        # their count. Init, state and test packets are left out: they would skew a per-step breakdown.
+        self.timing: Counter[str] = Counter()
+        self._timing_mark: Counter[str] = Counter()  # ``timing`` when the last session ended
         self.rejections: list[str] = []
         self.transport = transport_mod.make(transport or C.DEFAULT_TRANSPORT) if not hasattr(
             transport, "push") else transport
@@ -221,7 +224,7 @@ class Node:
             return
         if out is None:
             return
-        address, data = out
+        address, data, step_op = out
         if self.mix_delay > 0:
             with self._delay_cv:
                 due = time.monotonic() + random.expovariate(1.0 / self.mix_delay)
@@ -229,9 +232,9 @@ class Node:
                 self.stats["queued"] += 1
                 self._delay_cv.notify()
             return
-        self._send(address, data)
+        self._send(address, data, step_op)
 
-    def _send(self, address: str, data: bytes) -> None:
+    def _send(self, address: str, data: bytes, step_op: bool = False) -> None:
         t0 = time.perf_counter()
         try:
             self.transport.push(address, data, timeout=C.NODE_SEND_TIMEOUT_S)
@@ -239,7 +242,8 @@ class Node:
         except VeilError as exc:
             self.stats["send_failed"] += 1
             log.warning("next hop unreachable, packet dropped: %s", exc)
-        self.timing["send"] += time.perf_counter() - t0
+        if step_op:
+            self.timing["send"] += time.perf_counter() - t0
 
     def _delay_loop(self) -> None:
         """Mixing: send each packet when its exponential delay is over (not in arrival order)."""
@@ -258,14 +262,18 @@ class Node:
             self._end_session("session expired (idle)")
 
     def _end_session(self, why: str) -> None:
+        run = self.timing - self._timing_mark
+        self._timing_mark = Counter(self.timing)
+        log.info("session timing %s", json.dumps(dict(run)))  # this run's share, for benchmarks
         self._peeler.unbind()
         self.layer = None
         self._state_cache = []
         self._init = message.Reassembly()
         log.info("%s: layer and session dropped", why)
 
-    def process(self, packet: bytes) -> tuple[str, bytes] | None:
-        """Peel, check the op against the session, act, reseal: (next address, packet) or None."""
+    def process(self, packet: bytes) -> tuple[str, bytes, bool] | None:
+        """Peel, check the op against the session, act, reseal: (next address, packet, whether it is a training
+        step's forward or backward) or None."""
         self._expire_session()
         t0 = time.perf_counter()
         p = self._peeler.peel(packet)
@@ -284,10 +292,12 @@ class Node:
         body = self._act(p)
         t2 = time.perf_counter()
         out = reseal(p, body)
-        self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)
-        self.timing["layer"] += t2 - t1
-        self.timing["packets"] += 1
-        return r.next_address, out
+        step_op = r.op in (C.OP_FORWARD, C.OP_BACKWARD)
+        if step_op:
+            self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)
+            self.timing["layer"] += t2 - t1
+            self.timing["packets"] += 1
+        return r.next_address, out, step_op
 
     def _act(self, p: Peeled) -> bytes:
         r = p.routing
@@ -355,7 +365,8 @@ def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file:
           transport: str = C.DEFAULT_TRANSPORT, mix_delay: float = 0.0,
           session_idle: float = C.SESSION_IDLE_S) -> None:
     """Run a node process until SIGINT/SIGTERM: fresh key pair, register in the pool, serve, deregister.
-    On exit it logs one ``node timing {json}`` line (packets, seconds in crypto, layer and send) for benchmarks."""
+    On exit it logs one ``node timing {json}`` line (training-step packets, seconds in crypto, layer and send) for
+    benchmarks; each ended session logs its own share as ``session timing {json}``."""
     torch.set_num_threads(1)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:

@@ -101,7 +101,7 @@ def train(des: Designer, ds: D.Dataset, epochs: int,
             epoch_t0, elapsed = time.perf_counter(), 0.0
     res.final = last if last.step == total else des.fetch_state(total)
     res.accuracy = des.test(ds.x_test, ds.y_test)
-    res.events = list(des.events)
+    res.events = list(des.events) + [{"event": "slow", **s} for s in des.inbox.slow]
     return res
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from veil.cascade.packet import Hop
 from veil.cascade.routing import Routing
 from veil.errors import VeilError
 
-PROBE_TIMEOUT_S = 3.0
+PROBE_TIMEOUT_S = C.PROBE_TIMEOUT_S
 PROBE_ROUNDS = 4  # retry budget: how many rounds of replacements for unresponsive entries
 
 
@@ -77,13 +78,15 @@ class Cascade:
         return c
 
 
-def probe(inbox: Inbox, entries: list[pool_mod.Entry], timeout: float = PROBE_TIMEOUT_S
+def probe(inbox: Inbox, entries: list[pool_mod.Entry], timeout: float = PROBE_TIMEOUT_S,
+          hop_of: Callable[[pool_mod.Entry], Hop] | None = None
           ) -> tuple[list[pool_mod.Entry], list[pool_mod.Entry]]:
-    """(alive and free, unresponsive) among ``entries``: one targeted open loop each, all in flight at once."""
+    """(alive and free, unresponsive) among ``entries``: one targeted loop each, all in flight at once; open
+    (``entry.hop``) unless ``hop_of`` gives the hop, e.g. in session mode for a node bound to this run."""
     pending: dict[bytes, pool_mod.Entry] = {}
     dead: list[pool_mod.Entry] = []
     for e in entries:
-        route = inbox.route([e.hop], [Routing(op=C.OP_LOOP, flags=C.FLAG_TARGET)])
+        route = inbox.route([hop_of(e) if hop_of else e.hop], [Routing(op=C.OP_LOOP, flags=C.FLAG_TARGET)])
         try:
             pending[inbox.push(route, os.urandom(64), timeout=min(timeout, 2.0))] = e
         except CrashDetected:
@@ -100,6 +103,14 @@ def probe(inbox: Inbox, entries: list[pool_mod.Entry], timeout: float = PROBE_TI
     dead += pending.values()
     order = {e.address: i for i, e in enumerate(entries)}
     return sorted(alive, key=lambda e: order[e.address]), dead
+
+
+def answering(inbox: Inbox, cascade: Cascade, timeout: float = C.SETUP_TIMEOUT_S) -> bool:
+    """Whether every server of ``cascade`` answers a targeted session loop within ``timeout``: asked when a
+    round trip missed its time bound T, to tell a crashed server (no connection, or no answer) from a slow
+    machine (every server answers, so the trip's packets are still on their way). A node handles its packets
+    in arrival order, so its answer also means what reached it before was handled."""
+    return not probe(inbox, cascade.entries, timeout, hop_of=cascade.hop)[1]
 
 
 def select(inbox: Inbox, pool: Path, remote_layers: list[int], dummies: int, rng: random.Random,
@@ -121,7 +132,10 @@ def select(inbox: Inbox, pool: Path, remote_layers: list[int], dummies: int, rng
     chosen: list[pool_mod.Entry] = []
     skipped: list[str] = []
     for _ in range(rounds):
-        alive, dead = probe(inbox, candidates)
+        # a candidate that the rest of the pool cannot replace gets the set-up bound, not the short probe bound:
+        # on a loaded machine a live node can take seconds to answer, and skipping it would fail the run anyway
+        spare = len(rest) >= len(candidates)
+        alive, dead = probe(inbox, candidates, PROBE_TIMEOUT_S if spare else C.SETUP_TIMEOUT_S)
         chosen += alive
         if dead:
             skipped += [e.address for e in dead]

@@ -23,7 +23,7 @@ from veil.cascade.inbox import Inbox, Route, TimeBound
 from veil.cascade.models import ModelSpec
 from veil.cascade.packet import Hop
 from veil.cascade.routing import Routing
-from veil.cascade.selection import Cascade
+from veil.cascade.selection import Cascade, answering
 from veil.errors import VeilError
 
 
@@ -75,9 +75,13 @@ class Trainer:
         loops = self.inbox.build_loops(self.loop_hops, self.loop_rate, self.rng) if self.loop_rate else []
         losses = [0.0] * m
         bwd_tags: set[bytes] = set()
+
+        def alive() -> bool:
+            return answering(self.inbox, cascade)
+
         try:
             for _ in range(m):
-                tag, reply = self.inbox.wait(fwd_tags, bound, "forward")
+                tag, reply = self.inbox.wait(fwd_tags, bound, "forward", alive)
                 j = fwd_tags.pop(tag)
                 out = _tensor(reply, "x")
                 weight = len(xs[j]) / total
@@ -93,7 +97,7 @@ class Trainer:
                 self.inbox.timing["pack"] += time.perf_counter() - t
                 bwd_tags.add(self.inbox.push(routes_b[j], body, timeout=min(bound, C.SEND_TIMEOUT_S)))
             for _ in range(m):
-                tag, _ = self.inbox.wait(bwd_tags, bound, "backward")
+                tag, _ = self.inbox.wait(bwd_tags, bound, "backward", alive)
                 bwd_tags.discard(tag)
         finally:
             self.inbox.forget(list(fwd_tags) + list(bwd_tags))
@@ -112,7 +116,7 @@ class Trainer:
         for i in range(0, len(x), rows):
             route = self.inbox.route(hops, [Routing(op=C.OP_TEST)] * len(hops))
             reply, _ = self.inbox.trip(route, message.encode({}, {"x": x[i : i + rows]}),
-                                       self.bound.seconds())
+                                       self.bound.seconds(), confirm=lambda: answering(self.inbox, cascade))
             outs.append(_tensor(reply, "x"))
         return torch.cat(outs) if outs else torch.empty(0)
 
