@@ -110,3 +110,28 @@ def test_the_chosen_settings_files_load_into_the_service(ext, tmp_path):  # noqa
         assert client.post("/v1/enrol?name=alice", content=encode(feats[:1], flipped[:1])).status_code == 200
         out = client.post("/v1/identify", content=encode(feats, flipped)).json()
     assert out["results"][0]["name"] == "alice"
+
+
+def _measured(eps, adv, util, asr):
+    r = {"rate": asr, "ci95": [asr, asr], "n": 10, "hits": 1}
+    return {"eps": eps, "adversary": adv, "utility": {"rate": util, "hits": int(10 * util), "n": 10},
+            "black_box": r, "transfer": r, "expectation": r, "known_plaintext": r, "chance": 0.1,
+            "strongest_attack": {"attack": "black_box", **r}}
+
+
+def test_merge_joins_pieces_with_the_same_baseline_and_refuses_others():
+    from veil.errors import VeilError
+    from veil.xnnd.table4 import merge
+
+    cfg = {"eps": (1.0,), "adversaries": ("weak",), "extra": (), "student_epochs": 3}
+    base = _measured(0.0, "none", 0.6, 0.4)
+    a = {"config": cfg, "baseline": base, "settings": [_measured(1.0, "weak", 0.55, 0.35)]}
+    b = {"config": {**cfg, "adversaries": ("strong",)}, "baseline": base, "verdict": {"setting": {}},
+         "settings": [_measured(1.0, "strong", 0.58, 0.15)], "files": {"fg": "run/fg.safetensors"}, "command": "b"}
+    out = merge([a, b], "merged")
+    assert [(c["eps"], c["adversary"]) for c in out["curve"]] == [(1.0, "weak"), (1.0, "strong")]
+    assert out["verdict"]["met"] and out["verdict"]["setting"] == {"eps": 1.0, "adversary": "strong"}
+    with pytest.raises(VeilError, match="baselines"):
+        merge([a, {**b, "baseline": _measured(0.0, "none", 0.5, 0.4)}], "x")
+    with pytest.raises(VeilError, match="recipes"):
+        merge([a, {**b, "config": {**cfg, "student_epochs": 9}}], "x")

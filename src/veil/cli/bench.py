@@ -92,6 +92,8 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
            extractor: str = typer.Option("dlib-resnet", help="Public ExtNet (name or file)."),
            results: Path = typer.Option(Path("bench/results/table4.json"), help="Where the JSON (+ .md, .png) go."),
            seed: int = typer.Option(0), device: str = typer.Option(None, help="cpu, cuda (default: auto)."),
+           merge: list[Path] = typer.Option(None, "--merge", help="Join finished pieces of a sweep (table4.json, "
+                                            "or a stopped run's table4_partial.json; repeat) into --results."),
            quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """XNN-d (paper Table 4): baseline vs noise encoder, utility and four attacks; --sweep for the curve + verdict."""
     import shlex
@@ -104,6 +106,14 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
     from veil.xnnd.table4 import publish, run_table4, verdict_sentence
 
     configure_threads()
+    if merge:
+        from veil.xnnd.table4 import load_result
+        from veil.xnnd.table4 import merge as merge_results
+
+        res = merge_results([load_result(p) for p in merge], shlex.join(["veil", *sys.argv[1:]]))
+        js, md, png = publish(res, results)
+        console.print(f"verdict: {verdict_sentence(res['verdict'])}\nwritten: {js}, {md}, {png}")
+        return
 
     def ints(s: str, what: str) -> tuple[int, ...]:
         try:

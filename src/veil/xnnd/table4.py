@@ -262,3 +262,39 @@ def load_result(path: Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise VeilError(f"{path}: not a table4 result ({exc})") from None
+
+
+def merge(parts: list[dict], command: str) -> dict:
+    """One result from sweeps run in pieces (e.g. in parallel): same baseline required, settings joined, verdict anew.
+
+    A piece may be a finished ``table4.json`` or a run's ``table4_partial.json`` (the settings measured before
+    it was stopped); the first finished piece supplies the extractor, environment and files.
+    """
+    if not parts:
+        raise VeilError("nothing to merge")
+    full = next((p for p in parts if "verdict" in p), None)
+    if full is None:
+        raise VeilError("merge needs at least one finished table4.json (extractor, environment, files)")
+    base = parts[0]["baseline"]
+    for p in parts[1:]:
+        b = p["baseline"]
+        if (b["utility"]["hits"], b["strongest_attack"]["rate"]) != (base["utility"]["hits"],
+                                                                     base["strongest_attack"]["rate"]):
+            raise VeilError("the pieces have different baselines (another split, ExtNet, seed or recipe?)")
+        if p["config"] | {"eps": (), "adversaries": (), "extra": ()} != \
+                parts[0]["config"] | {"eps": (), "adversaries": (), "extra": ()}:
+            raise VeilError("the pieces were run with different recipes (epochs, depths, budgets, ks or seed)")
+    settings, seen = [], set()
+    for p in parts:
+        for m in p["settings"]:
+            if (m["eps"], m["adversary"]) not in seen:
+                seen.add((m["eps"], m["adversary"]))
+                settings.append(m)
+    out = {**full, "mode": "sweep (merged)", "settings": settings, "curve": [curve_row(m) for m in settings],
+           "verdict": verdict(base, settings), "command": command,
+           "pieces": [{"command": p.get("command", "(stopped run: table4_partial.json)"),
+                       "settings": [[m["eps"], m["adversary"]] for m in p["settings"]],
+                       "wall_seconds": p.get("wall_seconds")} for p in parts]}
+    out["files_note"] = (f"service files in {Path(full['files']['fg']).parent} are those of its piece's chosen "
+                         f"setting ({full['verdict']['setting']}), not necessarily the merged verdict's")
+    return out
