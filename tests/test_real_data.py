@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import LFW, needs_lfw
 from veil.data.splits import SplitSpec
 from veil.demo import Preset, run_xnn
@@ -32,6 +34,16 @@ def test_xnn_flow_on_real_faces(tmp_path, monkeypatch):
         assert u["gallery"] == 40 and u["n"] > 40 and u["ci95"][0] <= u["rate"] <= u["ci95"][1]
     # even a tiny extractor identifies real faces well above chance (2.5%) with the right key ...
     assert summary["utility"]["XNN"]["rate"] > 2 * summary["utility"]["XNN"]["chance"]
+    # the ratio row: XNN's hits over Vanilla+PE's on the same probes, bootstrapped over the 40 test persons
+    v, x, wrong = (summary["utility"][n] for n in ("Vanilla+PE", "XNN", "XNN, wrong key"))
+    r = summary["ratio_xnn_over_vanilla"]
+    assert r == saved["ratio_xnn_over_vanilla"] and r["identities"] == 40
+    assert r["ratio"] == pytest.approx(x["hits"] / v["hits"]) and r["ci95"][0] <= r["ratio"] <= r["ci95"][1]
+    # the wrong-key row: the same probes and gallery under a fresh key, never better than the owner's key (this
+    # tiny hybrid run can be a near-constant predictor, then both are equal; the strong-feature check is the
+    # dlib test's)
+    assert (wrong["n"], wrong["gallery"], wrong["chance"]) == (x["n"], x["gallery"], x["chance"])
+    assert wrong["rate"] <= x["rate"]
     # ... and the store the cloud saw carries no identity name
     blob = b"".join(p.read_bytes() for p in (tmp_path / "run" / "store_xnn").iterdir())
     split = json.loads((tmp_path / "run" / "split.json").read_text())
