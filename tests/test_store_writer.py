@@ -68,7 +68,7 @@ def test_abort_removes_the_temporary_only_once(tmp_path):
     temp = w.dir
     w.abort()
     assert not temp.exists() and not final.exists() and w.closed is True
-    with pytest.raises(VeilError, match="store writer already closed"):
+    with pytest.raises(VeilError, match="^store writer already closed$"):
         w.close()
     w.abort()  # twice is harmless
     w2 = StoreWriter(final, INFO)
@@ -97,7 +97,7 @@ def test_context_manager_aborts_on_error_and_keeps_the_old_store(tmp_path):
 
 def test_refusals_name_the_way_out(tmp_path):
     final = tmp_path / "s"
-    with pytest.raises(VeilError, match="no rows were written to the store"):
+    with pytest.raises(VeilError, match="^no rows were written to the store$"):
         StoreWriter(final, INFO).close()
     assert _siblings(final) == []
     w = StoreWriter(final, INFO)
