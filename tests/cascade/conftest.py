@@ -13,6 +13,10 @@ import torch
 
 from veil.cascade import pool as pool_mod
 
+# A fresh Python + torch process doing set-up-sized work (start, register, or a 1-epoch CLI run): 60-80 s was
+# seen at load average 13-17 on 2 shared cores, so 300 s leaves ~4x; a wedged process still fails the test.
+PROCESS_TIMEOUT_S = 300.0
+
 SMALL_MODEL = """\
 [model]
 name = "small"
@@ -55,12 +59,14 @@ class NodeProc:
 class Cluster:
     """Node processes registered in one pool file; tests carve sub-pools out of it."""
 
+    process_timeout = PROCESS_TIMEOUT_S
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.pool = root / "pool.json"
         self.nodes: list[NodeProc] = []
 
-    def spawn(self, k: int, misbehave: str | None = None, timeout: float = 300.0) -> list[NodeProc]:
+    def spawn(self, k: int, misbehave: str | None = None, timeout: float = PROCESS_TIMEOUT_S) -> list[NodeProc]:
         procs = []
         for _ in range(k):
             log = self.root / f"node{len(self.nodes) + len(procs)}.log"

@@ -67,16 +67,17 @@ def test_cli_node_pool_train_and_test(cluster, small_model: Path, tmp_path: Path
     out = tmp_path / "run"
     env = dict(os.environ, COLUMNS="120")
     cmd = [sys.executable, "-m", "veil.cli.cascade"]
+    limit = cluster.process_timeout  # a fresh Python + torch process on a loaded machine
     r = subprocess.run(cmd + ["train", "--pool", str(pool), "--model", str(small_model), "--epochs", "1",
-                              "--out", str(out)], capture_output=True, text=True, timeout=120, env=env)
+                              "--out", str(out)], capture_output=True, text=True, timeout=limit, env=env)
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stderr
     assert (out / "model.safetensors").is_file() and oct((out / "cascade.json").stat().st_mode)[-3:] == "600"
-    r = subprocess.run(cmd + ["test", "--run", str(out)], capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run(cmd + ["test", "--run", str(out)], capture_output=True, text=True, timeout=limit, env=env)
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stderr
     r = subprocess.run(cmd + ["test", "--run", str(tmp_path / "missing")], capture_output=True, text=True,
-                       timeout=120, env=env)
+                       timeout=limit, env=env)
     assert r.returncode == 2 and "error:" in r.stderr and "not found" in r.stderr
 
 
