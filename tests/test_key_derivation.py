@@ -82,3 +82,13 @@ def test_xnn_random_uses_its_generator_and_kind() -> None:
     d = XNN.random(8, 16, "gaussian", torch.Generator().manual_seed(3))
     assert torch.equal(a.perm, d.perm) and torch.equal(a.matrix, d.matrix)
     assert a.kind == "gaussian" and XNN.random(8, 16).kind == "orthogonal"
+
+
+def test_xnn_default_kind_and_dtype_follow_the_tokens() -> None:
+    x = XNN.from_key(TEST_KEY, 6, 4)
+    assert x.kind == "orthogonal" and torch.allclose(x.matrix @ x.matrix.T, torch.eye(4), atol=1e-5)
+    assert torch.equal(x.matrix, xnn_from_key(TEST_KEY, 6, 4, "orthogonal").matrix)
+    tokens = torch.randn(2, 6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = x(tokens)  # the matrix follows the tokens' dtype
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, tokens[:, x.perm] @ x.matrix.double())
