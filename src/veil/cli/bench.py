@@ -45,7 +45,9 @@ def table2(data: Path = typer.Option(None, help="Face dataset (default: ../share
            preset: str = typer.Option("bench", help=f"Extractor and recipe sizes: {', '.join(PRESETS)}."),
            methods: str = typer.Option(",".join(METHODS), help="Comma-separated rows to run."),
            owner_epochs: int = typer.Option(None, help="Owner RecNet epochs (default: the preset's cloud recipe)."),
-           attack_epochs: int = typer.Option(20, help="Attacker RecNet epochs."),
+           attack_epochs: int = typer.Option(5, help="Attacker RecNet epochs."),
+           attack_recipe: str = typer.Option("strong", help="Attacker RecNet: strong (the cloud's: linear, identity "
+                                                            "init) or transformer (2 blocks from scratch)."),
            ablations: bool = typer.Option(True, help="Also run the Table 5 ablations."),
            results: Path = typer.Option(None, help="Also write table2.json + table2.md into this folder."),
            seed: int = typer.Option(0, help="Training seed."),
@@ -56,7 +58,10 @@ def table2(data: Path = typer.Option(None, help="Face dataset (default: ../share
     if owner_epochs is not None and owner_epochs < 1 or attack_epochs < 1:
         raise VeilError("epochs must be >= 1")
     cfg = Table2Config(preset=preset, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-                       owner_epochs=owner_epochs, attack=AttackRecNetConfig(epochs=attack_epochs, seed=seed),
+                       owner_epochs=owner_epochs,
+                       attack=AttackRecNetConfig(epochs=attack_epochs, seed=seed,
+                                                 **({"depth": 0, "init": "identity"} if attack_recipe == "strong"
+                                                    else {})),
                        ablations=ablations, seed=seed)
     command = "veil bench table2 " + " ".join(f"--{k} {v}" for k, v in (
         ("preset", preset), ("owner-epochs", owner_epochs), ("attack-epochs", attack_epochs), ("seed", seed))
@@ -107,10 +112,15 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
 
     configure_threads()
     if merge:
-        from veil.xnnd.table4 import load_result
+        from veil.models.extractor import extnet_digest, load_extnet
+        from veil.xnnd.table4 import environment, load_result
         from veil.xnnd.table4 import merge as merge_results
 
-        res = merge_results([load_result(p) for p in merge], shlex.join(["veil", *sys.argv[1:]]))
+        ext = load_extnet(extractor)
+        shell = {"benchmark": "table4", "data": str(data or ""), "seed": seed, "device": "cpu",
+                 "environment": environment(pick_device(device)),
+                 "extractor": {"name": extractor, "digest": extnet_digest(ext), "token_shape": list(ext.token_shape)}}
+        res = merge_results([load_result(p) for p in merge], shlex.join(["veil", *sys.argv[1:]]), shell)
         js, md, png = publish(res, results)
         console.print(f"verdict: {verdict_sentence(res['verdict'])}\nwritten: {js}, {md}, {png}")
         return
