@@ -39,11 +39,10 @@ def test_xnn_flow_on_real_faces(tmp_path, monkeypatch):
     r = summary["ratio_xnn_over_vanilla"]
     assert r == saved["ratio_xnn_over_vanilla"] and r["identities"] == 40
     assert r["ratio"] == pytest.approx(x["hits"] / v["hits"]) and r["ci95"][0] <= r["ratio"] <= r["ci95"][1]
-    # the wrong-key row: the same probes and gallery under a fresh key, never better than the owner's key (this
-    # tiny hybrid run can be a near-constant predictor, then both are equal; the strong-feature check is the
-    # dlib test's)
+    # the wrong-key row: the same probes and gallery under a fresh (random) key. No ordering is asserted: XNN's
+    # RecNet is not bound to the key (README, key binding), and on this tiny run a fresh key can score higher.
     assert (wrong["n"], wrong["gallery"], wrong["chance"]) == (x["n"], x["gallery"], x["chance"])
-    assert wrong["rate"] <= x["rate"]
+    assert wrong["rate"] == pytest.approx(wrong["hits"] / wrong["n"])
     # ... and the store the cloud saw carries no identity name
     blob = b"".join(p.read_bytes() for p in (tmp_path / "run" / "store_xnn").iterdir())
     split = json.loads((tmp_path / "run" / "split.json").read_text())
