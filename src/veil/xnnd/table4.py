@@ -109,6 +109,7 @@ def _write_partial(run: Path, base: dict, points: list[dict], cfg: SweepConfig) 
     from veil.pipeline import write_json
 
     write_json(run / "table4_partial.json", {"config": asdict(cfg), "baseline": base, "settings": points,
+                                             "written": time.time(),
                                              "curve": [curve_row(p) for p in points]})
 
 
@@ -264,17 +265,22 @@ def load_result(path: Path) -> dict:
         raise VeilError(f"{path}: not a table4 result ({exc})") from None
 
 
-def merge(parts: list[dict], command: str) -> dict:
+def merge(parts: list[dict], command: str, shell: dict | None = None) -> dict:
     """One result from sweeps run in pieces (e.g. in parallel): same baseline required, settings joined, verdict anew.
 
     A piece may be a finished ``table4.json`` or a run's ``table4_partial.json`` (the settings measured before
-    it was stopped); the first finished piece supplies the extractor, environment and files.
+    it was stopped); the first finished piece supplies the extractor, environment and files, or ``shell``
+    when every piece was stopped (then no service files exist: re-run the chosen setting to write them).
     """
     if not parts:
         raise VeilError("nothing to merge")
     full = next((p for p in parts if "verdict" in p), None)
     if full is None:
-        raise VeilError("merge needs at least one finished table4.json (extractor, environment, files)")
+        if shell is None:
+            raise VeilError("merge needs a finished table4.json, or a shell (extractor, environment)")
+        full = {**shell, **{k: parts[0][k] for k in ("config",)}, "files": {},
+                "verdict": {"setting": None}, "paper": PAPER, "notes": _notes(SweepConfig(**{
+                    k: tuple(v) if isinstance(v, list) else v for k, v in parts[0]["config"].items()}), True)}
     base = parts[0]["baseline"]
     for p in parts[1:]:
         b = p["baseline"]
@@ -295,6 +301,9 @@ def merge(parts: list[dict], command: str) -> dict:
            "pieces": [{"command": p.get("command", "(stopped run: table4_partial.json)"),
                        "settings": [[m["eps"], m["adversary"]] for m in p["settings"]],
                        "wall_seconds": p.get("wall_seconds")} for p in parts]}
+    out["baseline_row"] = curve_row(base)
+    out["wall_seconds"] = max((p.get("wall_seconds") or 0.0) for p in parts) if parts else 0.0
     out["files_note"] = (f"service files in {Path(full['files']['fg']).parent} are those of its piece's chosen "
-                         f"setting ({full['verdict']['setting']}), not necessarily the merged verdict's")
+                         f"setting ({full['verdict']['setting']}), not necessarily the merged verdict's"
+                         if full["files"] else "every piece was stopped before writing service files")
     return out
