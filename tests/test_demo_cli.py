@@ -54,7 +54,7 @@ def test_veil_demo_prints_rows_and_writes_results(synthetic_folder, tmp_path, mo
         kp = json.loads((out / "attacks" / f"known_plaintext_{method}.json").read_text())
         assert [p["k"] for p in kp["points"]] == ks
         assert [p["k"] for p in saved["attacks"][method]["points"]] == ks
-    assert "known-plaintext, k = 16 leaked pairs" in result.output
+    assert "known-plaintext, k=16" in result.output and "pooled cosine, k=0" in result.output
     assert f"veil report {out}" in result.output and str(out / "results.json") in result.output
     # the stores the cloud saw and both RecNets are there
     assert (out / "store_xnn" / "manifest.json").is_file() and (out / "recnet_xnn.safetensors").is_file()

@@ -20,7 +20,7 @@ def results_table(summary: dict) -> Table:
     kind = "SYNTHETIC" if summary["synthetic"] else "real data"
     table = Table(title=f"XNN on {Path(summary['data']).name} ({summary['preset']} preset, {kind}; "
                         f"ExtNet {ext.get('name', '?')}{tokens})")
-    for col in ("method", "utility top-1", "95% CI", "n probes", "gallery", "chance"):
+    for col in ("method", "top-1", "95% CI", "n probes", "gallery", "chance"):
         table.add_column(col, justify="right" if col != "method" else "left", no_wrap=True)
     for name, u in summary["utility"].items():
         table.add_row(name, f"{100 * u['rate']:.2f}%", f"[{100 * u['ci95'][0]:.2f}, {100 * u['ci95'][1]:.2f}]",
@@ -36,13 +36,14 @@ def attacks_table(summary: dict) -> Table | None:
     attacks = summary.get("attacks")
     if not attacks:
         return None
-    table = Table(title="What an adversary learns (top-1 identification of the owner's test persons)")
-    for col in ("attack", "store", "leakage top-1", "95% CI", "n probes", "chance"):
+    table = Table(title="What an adversary learns: top-1 identification of the owner's test persons",
+                  caption="k = leaked (image, store row) pairs; pooled cosine needs no key and no pairs")
+    for col in ("attack", "store", "top-1", "95% CI", "n", "chance"):
         table.add_column(col, justify="left" if col in ("attack", "store") else "right", no_wrap=True)
     names = {"xnn": "XNN", "vanilla": "Vanilla+PE"}
     for method, r in attacks.items():
         for p in r["points"]:
-            what = ("pooled cosine, no pairs" if p["k"] == 0 else f"known-plaintext, k = {p['k']} leaked pairs")
+            what = "pooled cosine, k=0" if p["k"] == 0 else f"known-plaintext, k={p['k']}"
             table.add_row(what, names.get(method, method), f"{100 * p['rate']:.2f}%",
                           f"[{100 * p['ci95'][0]:.2f}, {100 * p['ci95'][1]:.2f}]", str(p["n"]),
                           f"{100 * p['chance']:.2f}%")
