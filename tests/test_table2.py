@@ -58,3 +58,10 @@ def test_tiny_real_run_writes_every_row(tmp_path):
         assert row["utility"]["n"] == row["leakage"]["aux_a"]["n"] > 100
         assert set(row["leakage"]) == {"aux_a", "aux_b"}
     assert saved["rows"][-1]["token_shape"] == [17, 256] and saved["rows"][3]["token_shape"] == [16, 256]
+
+
+def test_neuracrypt_patch_tiles_the_extractors_image_size():
+    from veil.evaluation.table2 import nc_patch_for
+
+    assert nc_patch_for(64, 16) == 16 and nc_patch_for(150, 16) == 15 and nc_patch_for(32, 16) == 16
+    assert all(150 % nc_patch_for(150, p) == 0 for p in range(1, 40))

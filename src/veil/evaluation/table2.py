@@ -87,20 +87,26 @@ def _clean_tokens(ext: ExtNet, faces: FaceSet, device) -> torch.Tensor:
                       extract_tokens(ext, faces.images, flip=True, device=device)])
 
 
-def _options(cfg: Table2Config) -> dict:
+def nc_patch_for(img_size: int, patch: int) -> int:
+    """The largest NeuraCrypt patch <= ``patch`` that tiles the image (16 at 64 px, 15 at dlib's 150 px)."""
+    return max(p for p in range(1, patch + 1) if img_size % p == 0)
+
+
+def _options(cfg: Table2Config, img_size: int) -> dict:
     """Every method's settings from the run's config; each method takes the ones it has."""
-    return {"matrix": cfg.matrix, "cap": cfg.ih_cap, "patch": cfg.nc_patch, "depth": cfg.nc_depth}
+    return {"matrix": cfg.matrix, "cap": cfg.ih_cap, "patch": nc_patch_for(img_size, cfg.nc_patch),
+            "depth": cfg.nc_depth}
 
 
 def _simulation(name: str, ext: ExtNet, aux: FaceSet, clean: torch.Tensor, public: torch.Tensor,
                 cfg: Table2Config, device) -> Simulation:
     """The expectation attack's training set for ``name``; ``clean`` = :func:`_clean_tokens` of ``aux``."""
     return simulate(name, ext, aux.images, aux.labels, clean, public, cfg.ih_encodings, cfg.seed, device,
-                    **_options(cfg))
+                    **_options(cfg, ext.cfg.img_size))
 
 
 def _protection(name: str, ext: ExtNet, key: OwnerKey, public: torch.Tensor, cfg: Table2Config):
-    return protections.protection(name, ext, key, public, **_options(cfg))
+    return protections.protection(name, ext, key, public, **_options(cfg, ext.cfg.img_size))
 
 
 def _public_pool(data, split: Split, img_size: int, size: int, seed: int) -> torch.Tensor:
