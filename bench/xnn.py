@@ -71,10 +71,10 @@ if source == "lfw":
             break
         names.append(name)
         total += counts[name]
-    batches, synthetic = stream_faces(data, names, ext.cfg.img_size, 256), False
+    batches, synthetic = stream_faces(data, names, ext.cfg.img_size, 128), False  # veil obfuscate's batch
 else:
     names = [f"synthetic_{i}" for i in range(1000)]
-    batches, synthetic = synthetic_stream(n, 1000, ext.cfg.img_size, 256), True
+    batches, synthetic = synthetic_stream(n, 1000, ext.cfg.img_size, 128), True
 labels = {name: i for i, name in enumerate(names)}
 with tempfile.TemporaryDirectory() as d:
     stats = obfuscate_to_store(ext, obf, batches, names, labels, d + "/store", flip_copies=False,
