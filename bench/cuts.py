@@ -26,6 +26,7 @@ from veil.data.splits import Split  # noqa: E402
 from veil.demo import environment, run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.teacher import teacher_whole  # noqa: E402
+from veil.models.dlib_resnet import tokens_to_map  # noqa: E402
 from veil.models.extractor import load_extnet  # noqa: E402
 from veil.models.memo import MemoExtNet  # noqa: E402
 from veil.paths import default_data  # noqa: E402
@@ -56,9 +57,7 @@ class FromShallowerCut(torch.nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         shallow = self._shallow[0]
-        tokens = shallow(images)
-        side = int(round(tokens.shape[1] ** 0.5))
-        x = tokens.transpose(1, 2).reshape(len(tokens), tokens.shape[2], side, side)
+        x = tokens_to_map(shallow(images))
         for level in self.inner.levels[shallow.cfg.cut:]:
             x = level(x)
         return x.flatten(2).transpose(1, 2).contiguous()

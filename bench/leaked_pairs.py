@@ -38,9 +38,8 @@ from veil.attacks.leaked_pairs import (  # noqa: E402
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder  # noqa: E402
 from veil.keys import OwnerKey  # noqa: E402
 from veil.metrics import Rate, bootstrap_ratio, top1  # noqa: E402
-from veil.models.dlib_resnet import load_whole  # noqa: E402
+from veil.models.dlib_resnet import public_identifier  # noqa: E402
 from veil.obfuscation import registry  # noqa: E402
-from veil.paths import cache_dir  # noqa: E402
 from veil.pipeline import write_json  # noqa: E402
 
 DEFAULT_METHODS = "Vanilla+PE;Vanilla+PE(flat);XNN;XNN-H;XNN-H(chaff=1024);xnnh:curve=1;xnnh:chaff=256,noise=0.5"
@@ -63,15 +62,7 @@ class FlatNone(torch.nn.Module):
 
 def dlib_identifier(cut: int = 4):
     """The rest of dlib's public network after the cut: tokens (B, HW, C) -> 128-d descriptors."""
-    net = load_whole(cache_dir())
-
-    @torch.no_grad()
-    def embed(tokens: torch.Tensor) -> torch.Tensor:
-        b, hw, c = tokens.shape
-        side = int(round(hw ** 0.5))
-        return net.head(tokens.float().transpose(1, 2).reshape(b, c, side, side), cut)
-
-    return embed
+    return public_identifier(cut)
 
 
 def obfuscate(obf: torch.nn.Module, tokens: torch.Tensor, batch: int = 512) -> torch.Tensor:

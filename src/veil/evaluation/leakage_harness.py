@@ -206,18 +206,9 @@ class LeakageHarness:
         cut = getattr(self.ext.cfg, "cut", None)
         if getattr(self.ext.cfg, "kind", "") != "dlib-resnet" or cut is None:
             return None
-        from veil.models.dlib_resnet import load_whole
-        from veil.paths import cache_dir
+        from veil.models.dlib_resnet import public_identifier
 
-        net = load_whole(cache_dir())
-
-        @torch.no_grad()
-        def embed(tokens: torch.Tensor) -> torch.Tensor:
-            b, hw, c = tokens.shape
-            side = int(round(hw ** 0.5))
-            return net.head(tokens.float().transpose(1, 2).reshape(b, c, side, side), cut)
-
-        return embed
+        return public_identifier(cut)
 
     def leaked_pairs_attack(self, method: str = "xnn", ks: Sequence[int] = (0, 1, 4, 16, 64, 256, 1024),
                      estimators: Sequence[str] | None = None, seed: int = 0) -> dict:

@@ -209,6 +209,31 @@ def load_whole(cache: Path) -> DlibFaceResNet:
     return net.eval()
 
 
+def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
+    """ExtNet tokens (B, H*W, C), row-major positions, back to the feature map (B, C, H, W)."""
+    b, hw, c = tokens.shape
+    side = int(round(hw ** 0.5))
+    if side * side != hw:
+        raise VeilError(f"{hw} tokens are not a square feature map")
+    return tokens.float().transpose(1, 2).reshape(b, c, side, side)
+
+
+def public_identifier(cut: int, cache: Path | None = None):
+    """The rest of dlib's public network after ``cut`` levels: tokens -> 128-d descriptors.
+
+    What an adversary (or the owner's reference) holds for free: the layers ExtNet does not keep.
+    """
+    from veil.paths import cache_dir
+
+    net = load_whole(cache or cache_dir())
+
+    @torch.no_grad()
+    def embed(tokens: torch.Tensor) -> torch.Tensor:
+        return net.head(tokens_to_map(tokens), cut)
+
+    return embed
+
+
 def describe(cache: Path) -> dict:
     path, digest = converted_weights(cache)
     return {"name": "dlib-resnet", "weights": str(path), "sha256": digest, "source": DAT_NAME,
