@@ -1,7 +1,7 @@
 """README claim "torchrun/DDP trains the same model": replicas agree, and match one process on the same global batch.
 
 Rank 0 runs in this test's own process (so a mutation tool sees which code it covers), rank 1 in a
-subprocess (``tests/ddp_rank.py``), joined over gloo on localhost exactly as torchrun would join them.
+subprocess (``tests/train/ddp_rank.py``), joined over gloo on localhost exactly as torchrun would join them.
 The store is SYNTHETIC: 64 rows of random identity prototypes plus noise; one epoch is one global
 batch of all 64 rows, so DDP and one process see exactly the same rows.
 

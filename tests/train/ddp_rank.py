@@ -1,4 +1,4 @@
-"""One rank of a two-process DDP run, started by ``tests/test_ddp.py`` (which is rank 0 itself).
+"""One rank of a two-process DDP run, started by ``tests/train/test_ddp.py`` (which is rank 0 itself).
 
 Usage: python ddp_rank.py STORE OUT CONFIG_JSON. The rendezvous comes from the environment (RANK,
 WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as torchrun sets it. Writes this rank's RecNet parameters to OUT.
