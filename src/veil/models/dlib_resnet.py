@@ -92,22 +92,30 @@ class ResBlock(nn.Module):
 
 
 class DlibFaceResNet(nn.Module):
-    """The whole network: RGB float images (already normalised) -> 128-d face descriptors."""
+    """The whole network: RGB float images (already normalised) -> 128-d face descriptors.
+
+    Its children, in order, *are* the forward pass (conv, affine, ReLU, max-pool, the five levels, global
+    average pool, fc), so :func:`veil.partition.sequence.to_sequence` can cut it at any level boundary
+    like the torchvision models; parameter names stay those of the converted weights.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 32, 7, stride=2, padding=0)
         self.aff = Affine(32)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(3, 2)
         levels, cin = [], 32
         for cout, blocks, down in LEVELS:
             levels.append(nn.Sequential(*[ResBlock(cin if i == 0 else cout, cout, down and i == 0)
                                           for i in range(blocks)]))
             cin = cout
-        self.levels = nn.ModuleList(levels)
+        self.levels = nn.Sequential(*levels)
+        self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(LEVELS[-1][0], EMBEDDING_DIM, bias=False)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(F.relu(self.aff(self.conv(x))), 3, 2)
+        return self.pool(self.relu(self.aff(self.conv(x))))
 
     def features(self, x: torch.Tensor, cut: int) -> torch.Tensor:
         """The feature map (B, C, H, W) after the stem and the first ``cut`` residual levels."""
@@ -120,7 +128,7 @@ class DlibFaceResNet(nn.Module):
         """The rest of the network from the feature map after ``cut`` levels to the descriptor."""
         for level in self.levels[cut:]:
             x = level(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(self.gap(x).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x, 0), 0)

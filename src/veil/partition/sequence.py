@@ -89,6 +89,8 @@ def candidate_splits(seq: LayerSequence, granularity: str = "stage") -> list[Spl
 
     ResNet: after the stem, then after each stage ``layer1..4`` (``granularity='block'``: after each bottleneck).
     VGG: after each max-pool (conv blocks 1-5). EfficientNet: after each ``features.i`` stage.
+    dlib's face ResNet: after the stem's max-pool, then after each residual level ``level1..5`` (the
+    same numbering as the ExtNet cuts ``dlib-resnet-cut1..5``).
     Other chains: after every unit before the first adaptive pooling.
     """
     if granularity not in ("stage", "block"):
@@ -107,6 +109,12 @@ def candidate_splits(seq: LayerSequence, granularity: str = "stage") -> list[Spl
                 stage = n.split(".")[0]
                 if granularity == "block" or not nxt.startswith(stage + "."):
                     points.append(SplitPoint(i + 1, n if granularity == "block" else stage))
+    elif any(n.startswith("levels.") for n in names):  # dlib's face ResNet
+        for i in range(end):
+            if names[i] == "pool":
+                points.append(SplitPoint(i + 1, "stem"))
+            elif names[i].startswith("levels."):
+                points.append(SplitPoint(i + 1, f"level{int(names[i].split('.')[1]) + 1}"))
     elif any(isinstance(m, nn.MaxPool2d) for m in seq.units[:end]):  # VGG family
         block = 0
         for i in range(end):
