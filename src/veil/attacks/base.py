@@ -12,15 +12,24 @@ typo wastes the user's time, and every consumer (the owner-side harness, ``veil 
 - ``on(view)`` runs the attack on a :class:`View` (the tensors the adversary holds) and returns an
   :class:`AttackResult`: rate with n and its 95% interval, chance, holdings, and the command that
   reproduces it. Each attack keeps its typed ``run(...)`` for direct use; ``on`` adapts it.
+
+An attack that reconstructs inputs rather than naming persons (``reconstruction``, ``tabular_decoder``)
+has no rate: its result carries :class:`Measure` s instead (a mean over the victims with n, its 95%
+interval, and the same measure for the adversary's prior, the counterpart of chance).
+
+Adding an attack is one module under ``veil/attacks/`` with one :class:`Attack` subclass:
+:mod:`veil.attacks.registry` finds it by its ``name`` and ``veil attack list`` shows it.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # leakage.py defines attacks on this base, so it is imported for types only
@@ -43,10 +52,13 @@ class View:
     ``aux_labels``: clean public ExtNet tokens of the adversary's own labelled images. ``pairs``: leaked
     (clean, obfuscated) tokens. ``store_features``: the obfuscated store (the cloud). ``public_tokens``:
     unlabelled public ExtNet tokens. ``recnet``: the cloud's trained RecNet. ``query``: black-box access
-    to a feature generator (images -> features), with ``aux_images`` to send it.
+    to a feature generator or a trusted partition (inputs -> features), with ``aux_images`` (or, for a
+    table, ``aux_rows``) of the adversary's own to send it. ``exposed``: the victims' intermediate
+    features as the untrusted side of a partition saw them. ``truth``: the victims' true inputs, used
+    only to score a reconstruction (as ``target.labels`` only score an identification), never to fit it.
     """
 
-    target: Target
+    target: Target | None = None
     aux_tokens: torch.Tensor | None = None
     aux_labels: torch.Tensor | None = None
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -55,6 +67,9 @@ class View:
     recnet: torch.nn.Module | None = None
     query: Callable[[torch.Tensor], torch.Tensor] | None = None
     aux_images: torch.Tensor | None = None
+    aux_rows: torch.Tensor | None = None
+    exposed: torch.Tensor | None = None
+    truth: torch.Tensor | None = None
 
     def need(self, *names: str) -> list[Any]:
         """The named holdings, or a ``ValueError`` naming the first one missing."""
@@ -65,28 +80,79 @@ class View:
 
 
 @dataclass
+class Measure:
+    """A reconstruction measure over ``n`` victims: its mean with a 95% interval, and the prior's value.
+
+    ``baseline`` is the same measure for what the adversary guesses without the features (its mean
+    auxiliary image, its auxiliary rows' mean or most common category): the counterpart of chance.
+    """
+
+    what: str
+    mean: float
+    ci95: tuple[float, float]
+    n: int
+    std: float
+    baseline: float | None = None
+
+    @classmethod
+    def of(cls, what: str, values: Any, baseline: float | None = None) -> Measure:
+        """Mean of per-victim ``values`` with a normal-approximation 95% interval (NaN below two values).
+
+        Computed in the values' own float precision (SSIM arrays are float32), so the figures equal those
+        of :meth:`veil.attacks.reconstruction.ReconstructionResult.summary` to the last digit.
+        """
+        v = np.asarray(values).reshape(-1)
+        if not np.issubdtype(v.dtype, np.floating):
+            v = v.astype(np.float64)
+        if len(v) == 0:
+            raise ValueError(f"{what}: no values to average")
+        mean = float(v.mean())
+        std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        half = 1.96 * std / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+        return cls(what, mean, (mean - half, mean + half), len(v), std, baseline)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "mean": self.mean, "ci95": list(self.ci95), "n": self.n, "std": self.std,
+                "baseline": self.baseline}
+
+
+@dataclass
 class AttackResult:
     """The one schema every consumer reads: ``as_dict()`` has rate, hits, n, ci95, chance, gallery,
-    holdings and command, plus the attack's own ``details`` (curves, estimates, timings)."""
+    holdings and command, plus the attack's own ``details`` (curves, estimates, timings).
+
+    A reconstruction attack has no ``leakage`` (no identity to name): its ``as_dict()`` has n and one
+    entry per :class:`Measure` (mean, ci95, n, baseline) in place of the rate, then holdings, command
+    and details.
+    """
 
     attack: str
-    leakage: LeakageResult
+    leakage: LeakageResult | None
     holdings: tuple[str, ...]
     command: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     raw: Any = None
+    measures: dict[str, Measure] = field(default_factory=dict)
 
     @property
     def rate(self):
-        return self.leakage.rate
+        return self.leakage.rate if self.leakage is not None else None
 
     @property
-    def chance(self) -> float:
-        return self.leakage.chance
+    def chance(self) -> float | None:
+        return self.leakage.chance if self.leakage is not None else None
+
+    @property
+    def n(self) -> int:
+        if self.leakage is not None:
+            return self.leakage.rate.n
+        return max((m.n for m in self.measures.values()), default=0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"attack": self.attack, **self.leakage.as_dict(), "holdings": list(self.holdings),
-                "command": self.command, **self.details}
+        head = (self.leakage.as_dict() if self.leakage is not None
+                else {"n": self.n, **{k: m.as_dict() for k, m in self.measures.items()}})
+        return {"attack": self.attack, **head, "holdings": list(self.holdings), "command": self.command,
+                **self.details}
 
 
 class Attack(ABC):
@@ -94,6 +160,7 @@ class Attack(ABC):
 
     name: ClassVar[str] = "attack"
     holdings: ClassVar[tuple[str, ...]] = ()
+    reports: ClassVar[str] = "top-1 identity leakage: rate, n, 95% CI, chance"
 
     @abstractmethod
     def on(self, view: View, command: str | None = None) -> AttackResult:
@@ -103,5 +170,10 @@ class Attack(ABC):
         """An :class:`AttackResult` of this attack (a helper for ``on``)."""
         return AttackResult(self.name, leakage, self.holdings, command, details, raw)
 
+    def measured(self, measures: dict[str, Measure], command: str | None, raw: Any = None,
+                 **details: Any) -> AttackResult:
+        """An :class:`AttackResult` of a reconstruction attack: measures in place of a rate."""
+        return AttackResult(self.name, None, self.holdings, command, details, raw, measures)
 
-__all__ = ["Attack", "AttackParameterError", "AttackResult", "View"]
+
+__all__ = ["Attack", "AttackParameterError", "AttackResult", "Measure", "View"]

@@ -1,7 +1,8 @@
 """``veil attack ...``: run an attack against a run directory's stores and print leakage beside chance.
 
 The owner-side harness (``veil.evaluation.leakage_harness``) builds what the adversary would hold;
-the attack itself (``veil.attacks``) never sees the key.
+the attack itself (``veil.attacks``) never sees the key. ``veil attack list`` prints every attack of
+the suite (``veil.attacks.registry``), including those other commands run.
 """
 
 from __future__ import annotations
@@ -83,8 +84,42 @@ def _finish(table: Table, result: dict, json_out: Path | None) -> None:
         console.print(f"wrote {json_out}")
 
 
+# Attacks whose runs live under another command (they need a partition, a client's generator, ...).
+RUN_ELSEWHERE = {"reconstruction": "veil partition plan (--attacks cgan,regression)",
+                 "tabular_decoder": "veil partition tabular",
+                 "black_box": "veil xnnd attack", "noise_expectation": "library (veil.xnnd.harness)"}
+
+
+@app.command("list")
+@friendly
+def list_attacks() -> None:
+    """Every attack of the suite (one module each under veil/attacks/): what it holds, reports and takes."""
+    import inspect
+
+    from veil.attacks import registry
+
+    table = Table(title="attacks (veil.attacks.registry)")
+    for col in ("name", "run with", "the adversary holds", "reports", "parameters"):
+        table.add_column(col)
+    commands = {c.name.replace("-", "_") for c in app.registered_commands if c.name and c.name != "list"}
+    for name, cls in registry.attacks().items():
+        declared = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}"
+                             for k, v in registry.parameters(cls).items()) or "—"
+        run_with = f"veil attack {name.replace('_', '-')}" if name in commands else RUN_ELSEWHERE.get(name, "library")
+        table.add_row(name, run_with, "; ".join(cls.holdings), cls.reports, declared)
+    console.print(table)
+
+
 def _recnet_cfg(epochs: int, seed: int) -> AttackRecNetConfig:
     return AttackRecNetConfig(epochs=epochs, seed=seed)
+
+
+def _ks(k: str) -> list[int]:
+    """``--k``: numbers of leaked pairs, comma-separated."""
+    try:
+        return [int(v) for v in k.split(",") if v.strip()]
+    except ValueError:
+        raise VeilError(f"--k must be comma-separated integers, got {k!r}") from None
 
 
 @app.command("expectation")
@@ -113,10 +148,7 @@ def known_plaintext(run: Path = RUN, method: str = METHOD,
                     seed: int = typer.Option(0, help="Which owner images leak, and training seed."),
                     data: Path = DATA, device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
     """Known-plaintext: estimate P and M from k leaked pairs, invert, identify; one row per k."""
-    try:
-        ks = [int(v) for v in k.split(",") if v.strip()]
-    except ValueError:
-        raise VeilError(f"--k must be comma-separated integers, got {k!r}") from None
+    ks = _ks(k)
     r = _harness(run, data, device).known_plaintext(method, ks, identifier, aux, _recnet_cfg(epochs, seed), seed)
     table = _table(f"known-plaintext attack on {method} ({identifier} identifier)", "k pairs")
     for p in r["points"]:
@@ -132,10 +164,7 @@ def leaked_pairs(run: Path = RUN, method: str = METHOD,
                  seed: int = typer.Option(0, help="Which owner images leak."),
                  data: Path = DATA, device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
     """Leaked pairs vs a clean gallery (issue 16): structured, ridge, learned and cloud-RecNet-bridge estimators."""
-    try:
-        ks = [int(v) for v in k.split(",") if v.strip()]
-    except ValueError:
-        raise VeilError(f"--k must be comma-separated integers, got {k!r}") from None
+    ks = _ks(k)
     r = _harness(run, data, device).leaked_pairs_attack(method, ks, seed=seed)
     table = _table(f"leaked pairs vs clean gallery on {method}", "k pairs / estimator")
     for p in r["curve"]:

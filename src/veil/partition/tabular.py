@@ -1,5 +1,6 @@
 """TON_IoT-style tabular task: a CSV loader, an MLP attack detector split between enclave and accelerator, and a
-reconstruction attack on the exposed hidden features (seed 002's second task).
+reconstruction attack on the exposed hidden features (seed 002's second task; the attack itself, the regression
+decoder and its per-column scoring, is :mod:`veil.attacks.tabular_decoder`).
 
 The loader handles the released files as they are: a UTF-8 byte-order mark, padded values (``" high "``),
 separate ``date`` and ``time`` columns (parsed together and checked; *not* used as features by default, because
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from veil.attacks.tabular_decoder import decode, feature_errors
 from veil.errors import VeilError
 from veil.metrics import Rate
 from veil.partition.sequence import LayerSequence
@@ -244,54 +246,11 @@ def tabular_experiment(data: TabularData, seed: int = 0, epochs: int = 5, attack
             split_logits = tail(exposed)
             aux_feats = head(std(data.x[r.aux]))  # black-box queries by the adversary
         hits = int((split_logits.argmax(1) == y_test).sum())
-        rec = _decode(aux_feats, data.x[r.aux], exposed, attack_epochs, seed)
+        rec = decode(aux_feats, data.x[r.aux], exposed, attack_epochs, seed)
         out["splits"].append({
             "split": k, "exposed_dim": int(exposed.shape[1]),
             "detection_accuracy": Rate(hits, len(y_test)).as_dict(),
             "max_abs_diff_vs_unsplit": float((split_logits - full).abs().max()),
-            "reconstruction": _feature_errors(data, rec, data.x[r.test], data.x[r.aux])})
+            "reconstruction": feature_errors(data.features, rec, data.x[r.test], data.x[r.aux])})
     out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-def _decode(aux_feats: torch.Tensor, aux_x: torch.Tensor, victim_feats: torch.Tensor, epochs: int,
-            seed: int) -> torch.Tensor:
-    """Regression decoder (MLP) from exposed features to raw inputs, trained on the adversary's aux rows."""
-    torch.manual_seed(seed)
-    fm, fs = aux_feats.mean(0), aux_feats.std(0).clamp_min(1e-6)
-    xm, xs = aux_x.mean(0), aux_x.std(0).clamp_min(1e-6)
-    dec = nn.Sequential(nn.Linear(aux_feats.shape[1], 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
-                        nn.Linear(128, aux_x.shape[1]))
-    opt = torch.optim.Adam(dec.parameters(), lr=2e-3)
-    f, t = (aux_feats - fm) / fs, (aux_x - xm) / xs
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(f), generator=g)
-        for i in range(0, len(order), 256):
-            idx = order[i:i + 256]
-            loss = F.mse_loss(dec(f[idx]), t[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        return dec((victim_feats - fm) / fs) * xs + xm
-
-
-def _feature_errors(data: TabularData, rec: torch.Tensor, truth: torch.Tensor, aux: torch.Tensor) -> dict:
-    out: dict = {}
-    prior = aux.mean(0)
-    for j, f in enumerate(data.features):
-        if f.kind == "numeric":
-            err = rec[:, j] - truth[:, j]
-            base = prior[j] - truth[:, j]
-            out[f.name] = {"kind": "numeric", "rmse": float(err.pow(2).mean().sqrt()),
-                           "mae": float(err.abs().mean()), "prior_rmse": float(base.pow(2).mean().sqrt()),
-                           "std": float(truth[:, j].std())}
-    for column in dict.fromkeys(f.column for f in data.features if f.kind == "onehot"):
-        cols = [j for j, f in enumerate(data.features) if f.column == column]
-        guess = rec[:, cols].argmax(1)
-        want = truth[:, cols].argmax(1)
-        prior_guess = int(aux[:, cols].sum(0).argmax())
-        out[column] = {"kind": "categorical", "accuracy": Rate(int((guess == want).sum()), len(want)).as_dict(),
-                       "prior_accuracy": Rate(int((want == prior_guess).sum()), len(want)).as_dict()}
     return out
