@@ -15,6 +15,11 @@ Score = (killed + timed out) / (generated - equivalent): a mutant that makes its
 detected. "no tests" (no covering test executes the mutated function) counts as surviving.
 Every survivor is either listed in ``EQUIVALENT`` below with a one-line reason (checked against the
 mutant's diff, so a stale entry stops counting) or shows up in the JSON as a survivor to kill.
+
+The JSON is in the bench envelope (``bench/_common.py``: benchmark, command, device, environment, seed,
+wall_seconds, figures); ``figures.modules`` has each module's counts and score, and the top-level
+``modules`` the full rows (covering tests, command, wall time, load average, every survivor's diff and
+the reason an equivalent one is equivalent). Each row is replaced only when its module is run again.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -32,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+
+from _common import Envelope, write_markdown, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "mutation.json"
@@ -46,39 +52,44 @@ class Target:
     budget_s: float = 300.0
 
 
-# Covering tests per module, fastest first (each mutant stops at its first failing test). ``budget_s`` bounds a
-# module's wall time so the whole campaign fits in 30 minutes on 2 cores; a module cut short says so
-# (``completed: false`` and its ``not_checked`` count).
+# Covering tests per module, fastest first (each mutant stops at its first failing test). Each list is narrow: stats
+# collection runs the whole list once, so a server start or a node process in it costs every campaign its time.
+# ``budget_s`` bounds a module's wall time; a module cut short says so (``completed: false`` and its
+# ``not_checked`` count).
 FUZZ = "tests/test_fuzz_parsers.py::"
 KAT = "tests/test_key_derivation.py"  # known answers: fast, so most mutants of the key modules die first here
+SESSION = "tests/cascade/test_session.py::"
 TARGETS = [
     Target("keys", "src/veil/keys.py",
-           [KAT, "tests/test_keyed_stream.py", "tests/test_keys.py", FUZZ + "test_key_reader"], budget_s=220),
+           [KAT, "tests/test_keyed_stream.py", "tests/test_keys.py", FUZZ + "test_key_reader"], budget_s=300),
     Target("keyed", "src/veil/obfuscation/keyed.py",
            [KAT, "tests/test_keyed_stream.py", "tests/test_keys.py"], budget_s=150),
     Target("xnn", "src/veil/obfuscation/xnn.py",
            [KAT, "tests/obfuscation/test_obfuscation.py", "tests/test_keys.py", "-k", "not costs_a_few_percent"],
-           budget_s=180),
+           budget_s=240),
     Target("store", "src/veil/store.py",
            ["tests/test_store_writer.py", "tests/test_store.py", FUZZ + "test_store_reader_mutated_manifest",
-            FUZZ + "test_store_reader_mutated_shard"], budget_s=420),
+            FUZZ + "test_store_reader_mutated_shard"], budget_s=600),
     Target("packet", "src/veil/cascade/packet.py",
-           ["tests/cascade/test_packet.py", "tests/cascade/test_session.py",
+           ["tests/cascade/test_packet_units.py", "tests/cascade/test_packet.py",
+            SESSION + "test_session_packets_need_the_secret_and_the_cache_is_run_scoped",
             FUZZ + "test_peeler_rejects_every_mutated_packet",
             FUZZ + "test_peeler_rejects_random_packets_of_valid_length",
-            FUZZ + "test_peeler_forged_header_with_arbitrary_routing_bytes"], budget_s=300),
+            FUZZ + "test_peeler_forged_header_with_arbitrary_routing_bytes"], budget_s=600),
     Target("routing", "src/veil/cascade/routing.py",
            ["tests/cascade/test_routing_bounds.py", "tests/cascade/test_packet.py",
-            FUZZ + "test_peeler_forged_header_with_arbitrary_routing_bytes"],
-           budget_s=150),
+            FUZZ + "test_peeler_forged_header_with_arbitrary_routing_bytes"], budget_s=200),
     Target("protocol", "src/veil/serve/protocol.py",
-           ["tests/serve", FUZZ + "test_body_decoder_random_bytes", FUZZ + "test_body_decoder_mutated_valid_bodies",
-            FUZZ + "test_body_decoder_well_formed_safetensors_of_any_shape_and_value"], budget_s=150),
-    Target("gallery", "src/veil/serve/gallery.py", ["tests/serve", FUZZ + "test_gallery_reader"], budget_s=150),
-    Target("cloud", "src/veil/train/cloud.py", ["tests/train/test_ddp.py", "tests/train/test_cloud_training.py", "-k",
-                                                "not single_process_and_ddp_both_train"],
+           ["tests/serve/test_protocol_units.py", FUZZ + "test_body_decoder_random_bytes",
+            FUZZ + "test_body_decoder_mutated_valid_bodies",
+            FUZZ + "test_body_decoder_well_formed_safetensors_of_any_shape_and_value"], budget_s=300),
+    Target("gallery", "src/veil/serve/gallery.py",
+           ["tests/serve/test_gallery_units.py", FUZZ + "test_gallery_reader"], budget_s=300),
+    Target("cloud", "src/veil/train/cloud.py",
+           ["tests/train/test_ddp.py", "tests/train/test_cloud_training.py", "-k",
+            "not single_process_and_ddp_both_train"],
            skip_lines=[r"bar\.(update|add_task)", r"progress_bar\(", r"history\[\"(seconds|samples_per_second)\"\]"],
-           budget_s=330),
+           budget_s=900),
 ]
 
 # mutant name -> (a line of its diff that must still be there, why it cannot change behaviour)
@@ -115,6 +126,33 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "veil.cascade.packet.x_seal_packet__mutmut_17": (
         'pack_into("<i"', "the length is at most the body capacity (checked just above, far below 2**31): "
         "signed and unsigned 32-bit encodings are the same bytes"),
+    "veil.serve.protocol.x_decode__mutmut_51": (
+        "+            break", "'flipped' is the loop's last name and 'features' is never None there (refused above): "
+        "break and continue both end the loop"),
+    "veil.serve.gallery.xǁGalleryǁenrol__mutmut_25": (
+        "F.normalize(emb, )", "F.normalize's default dim is 1, the dim given"),
+    "veil.serve.gallery.xǁGalleryǁidentify__mutmut_23": (
+        "F.normalize(embeddings.float(), )", "F.normalize's default dim is 1, the dim given"),
+    "veil.serve.gallery.xǁGalleryǁidentify__mutmut_36": (
+        'float("-INF")', 'float() parses "-INF" case-insensitively: the same -inf'),
+    "veil.serve.gallery.xǁGalleryǁidentify__mutmut_52": (
+        "score, strict=None)", "idx and score come from one max(dim=1): always the same length"),
+    "veil.serve.gallery.xǁGalleryǁidentify__mutmut_55": (
+        "zip(idx.tolist(), score, )", "idx and score come from one max(dim=1): always the same length"),
+    "veil.serve.gallery.xǁGalleryǁidentify__mutmut_56": (
+        "score, strict=False)", "idx and score come from one max(dim=1): always the same length"),
+    "veil.serve.gallery.xǁGalleryǁlisting__mutmut_13": (
+        "finite, strict=None)", "names and embeddings always have the same length (enrol and delete replace both "
+        "at once, _load refuses a file where they differ): strict never fires"),
+    "veil.serve.gallery.xǁGalleryǁlisting__mutmut_16": (
+        "zip(names, finite, )", "names and embeddings always have the same length (enrol and delete replace both "
+        "at once, _load refuses a file where they differ): strict never fires"),
+    "veil.serve.gallery.xǁGalleryǁlisting__mutmut_17": (
+        "finite, strict=False)", "names and embeddings always have the same length (enrol and delete replace both "
+        "at once, _load refuses a file where they differ): strict never fires"),
+    "veil.serve.gallery.xǁGalleryǁlisting__mutmut_6": (
+        "if (len(names)) or True else []", "with no names the embeddings are (0, dim), whose isfinite(...).all(dim=1)"
+        ".tolist() is [] too"),
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
@@ -130,7 +168,7 @@ def scratch_copy(target: Target, root: Path, timeout_multiplier: float) -> Path:
     tests = [t for t in target.tests
              if t.startswith("-") or not t.startswith("tests") or (REPO / t.split("::")[0]).exists()]
     config = {"source_paths": ["src"], "only_mutate": [target.path],
-              "pytest_add_cli_args": ["-p", "no:cacheprovider", "-x", "-q"],
+              "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-x", "-q"],
               "pytest_add_cli_args_test_selection": tests, "process_isolation": "forkserver",
               "timeout_multiplier": timeout_multiplier, "timeout_constant": 2.0,
               "use_git_change_detection": False, "do_not_mutate_patterns": target.skip_lines}
@@ -200,10 +238,16 @@ def reclassify(row: dict) -> dict:
 
 def markdown(payload: dict) -> str:
     cols = ("generated", "killed", "timeout", "survived", "no_tests", "not_checked", "equivalent", "score",
-            "completed", "wall_s")
+            "completed", "wall_s", "loadavg_1min")
+    env = payload["environment"]
     lines = ["# Mutation testing (issue 17)", "", f"Tool: {payload['tool']}. Score = {payload['score_formula']}.",
-             f"Environment: {payload['environment']['cpu_count']} CPUs, shared (load ~10 from other jobs); "
-             f"jobs {payload['jobs']}, timeout multiplier {payload['timeout_multiplier']}.", "",
+             f"Environment: {env['cpu_count']} CPUs ({env['platform']}), Python {env['python']}, torch {env['torch']}, "
+             f"pytest {env['pytest']}, hypothesis {env['hypothesis']}; device {payload['device']}; "
+             f"jobs {payload['jobs']}, timeout multiplier {payload['timeout_multiplier']}. "
+             f"Seed: {payload['seed_note']}.",
+             f"Last invocation: `{payload['command']}`, {payload['wall_seconds']} s wall; modules' wall time in all "
+             f"{payload['figures']['module_wall_s_total']} s. loadavg_1min: the machine's 1-minute load average "
+             "before and after the module (2 cores shared with other jobs).", "",
              "| module | " + " | ".join(cols) + " | command |", "|" + "---|" * (len(cols) + 2)]
     for r in payload["modules"]:
         lines.append(f"| {r['module']} | " + " | ".join(str(r.get(c, "")) for c in cols) +
@@ -224,6 +268,7 @@ def markdown(payload: dict) -> str:
 
 def run_target(target: Target, root: Path, args: argparse.Namespace) -> dict:
     work = scratch_copy(target, root, args.timeout_multiplier)
+    load_before = round(os.getloadavg()[0], 2)
     start = time.time()
     try:
         proc = mutmut(work, "run", "--max-children", str(args.jobs), timeout=target.budget_s * args.budget_scale)
@@ -236,17 +281,53 @@ def run_target(target: Target, root: Path, args: argparse.Namespace) -> dict:
     if not meta.is_file():
         return {"module": target.path, "error": "mutmut produced no results", "log": log[-3000:], "wall_s": wall}
     row = results_of(target, work)
-    row.update(wall_s=round(wall, 1), completed=ok)
+    # completed: mutmut finished and ran every mutant (a crash after the last one still leaves results)
+    row.update(wall_s=round(wall, 1), completed=ok and row["not_checked"] == 0,
+               loadavg_1min=[load_before, round(os.getloadavg()[0], 2)])
     if not ok:
         row["log"] = log[-3000:]
     return row
 
 
-def environment() -> dict:
-    import torch
+def campaign_versions() -> dict:
+    """What this campaign depends on beyond the envelope's environment (python, torch, numpy, platform, threads)."""
+    return {"cpu_count": os.cpu_count(), "mutmut": version("mutmut"), "pytest": version("pytest"),
+            "hypothesis": version("hypothesis")}
 
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "device": "cpu", "torch": torch.__version__, "mutmut": version("mutmut"), "pytest": version("pytest")}
+
+SUMMARY = ("module", "generated", "killed", "timeout", "survived", "no_tests", "not_checked", "equivalent", "score",
+           "completed", "wall_s")
+
+
+def summary(row: dict) -> dict:
+    """A module's counts without its survivors' diffs: ``survived`` here counts every undetected, non-equivalent
+    mutant ('survived', 'no tests', 'suspicious', 'segfault', 'skipped'), so killed + timeout + survived +
+    not_checked + equivalent = generated."""
+    out = {k: row.get(k) for k in SUMMARY}
+    if "survivors" in row:
+        out["survived"] = sum(e["status"] != "equivalent" for e in row["survivors"])
+    return out
+
+
+def payload_of(rows: dict, args: argparse.Namespace, envelope: Envelope, old: dict) -> dict:
+    """The result in _common's envelope; ``modules`` (full rows, survivors and their diffs) stays at top level."""
+    order = [t.path for t in TARGETS]
+    modules = sorted(rows.values(), key=lambda r: order.index(r["module"]) if r["module"] in order else 99)
+    figures = {"modules": [summary(r) for r in modules], "target_score": 0.9,
+               "below_target": [r["module"] for r in modules if r.get("score", 0) < 0.9],
+               "incomplete": [r["module"] for r in modules if not r.get("completed")],
+               "module_wall_s_total": round(sum(r.get("wall_s", 0) for r in modules), 1)}
+    payload = envelope.finish(
+        figures, tool=f"mutmut {version('mutmut')}",
+        score_formula="(killed + timeout) / (generated - equivalent); 'no tests' and 'not checked' (budget ran out) "
+                      "count against the score",
+        seed_note="no seed: mutmut enumerates mutants deterministically and runs each against fixed tests; the tests "
+                  "seed their own generators (hypothesis derandomized) except the cascade's fresh keys (os.urandom)",
+        jobs=args.jobs, timeout_multiplier=args.timeout_multiplier, budget_scale=args.budget_scale,
+        notes=args.note if args.note else old.get("notes", []), modules=modules)
+    payload["environment"] = {**payload["environment"], **campaign_versions()}
+    payload["wall_seconds"] = round(payload["wall_seconds"], 1)
+    return payload
 
 
 def main() -> None:
@@ -258,43 +339,36 @@ def main() -> None:
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every module's wall budget")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--note", action="append", help="replace the JSON's notes with these (repeat for several)")
     parser.add_argument("--reclassify", action="store_true",
                         help="run nothing: re-apply EQUIVALENT to the JSON's recorded survivors, rescore, rewrite")
     args = parser.parse_args()
+    envelope = Envelope("mutation", seed=None, device="cpu")
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    rows = {r["module"]: r for r in old.get("modules", [])}
     if args.reclassify:
-        payload = json.loads(args.out.read_text())
-        payload["modules"] = [reclassify(r) for r in payload["modules"]]
-        args.out.write_text(json.dumps(payload, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(payload))
+        rows = {m: reclassify(r) for m, r in rows.items()}
+        payload = payload_of(rows, args, envelope, old)
+        for k in ("command", "wall_seconds", "jobs", "timeout_multiplier", "budget_scale"):  # the run's, not this
+            payload[k] = old.get(k, payload[k])
+        write_result(args.out, payload)
+        write_markdown(args.out.with_suffix(".md"), markdown(payload))
         print(f"rewrote {args.out} and {args.out.with_suffix('.md')}")
         return
     chosen = [t for t in TARGETS if t.name in args.modules]
     root = Path(tempfile.mkdtemp(prefix="veil-mutation-"))
-    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    rows = {r["module"]: r for r in old.get("modules", [])}
-    start = time.time()
-    order = [t.path for t in TARGETS]
 
     def write() -> dict:  # after every module, so a run cut short keeps what it measured
-        payload = {"command": "python bench/mutation.py " + " ".join(sys.argv[1:]),
-                   "tool": f"mutmut {version('mutmut')}",
-                   "score_formula": "(killed + timeout) / (generated - equivalent); 'no tests' and 'not checked' "
-                                    "(budget ran out) count against the score",
-                   "seed": "n/a (mutmut enumerates mutants deterministically; the tests seed their own RNGs)",
-                   "environment": environment(), "wall_s_this_invocation": round(time.time() - start, 1),
-                   "jobs": args.jobs, "timeout_multiplier": args.timeout_multiplier, "budget_scale": args.budget_scale,
-                   "modules": sorted(rows.values(),
-                                     key=lambda r: order.index(r["module"]) if r["module"] in order else 99)}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(payload, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(payload))
+        payload = payload_of(rows, args, envelope, old)
+        write_result(args.out, payload)
+        write_markdown(args.out.with_suffix(".md"), markdown(payload))
         return payload
 
     payload = write()
     try:
         for target in chosen:
             row = run_target(target, root, args)
-            row["command"] = "python bench/mutation.py " + " ".join(sys.argv[1:])
+            row["command"] = envelope.command
             rows[target.path] = reclassify(row)
             print(f"{target.path}: " + ", ".join(f"{k} {row.get(k)}" for k in
                                                    ("generated", "killed", "timeout", "survived", "no_tests",
@@ -306,7 +380,7 @@ def main() -> None:
         else:
             print(f"scratch copies kept in {root}")
     print(f"wrote {args.out}")
-    low = [r["module"] for r in payload["modules"] if r.get("score", 0) < 0.9]
+    low = payload["figures"]["below_target"]
     if low:
         print("below 90%: " + ", ".join(low))
 

@@ -1,0 +1,227 @@
+"""veil.cascade.packet's pieces at their boundaries: the replay cache's window arithmetic (what is kept, what is
+dropped, which windows are accepted), session binding, the explicit replay window, the payload capacity, the
+end-to-end nonces, and the refusals' messages. In process, no network; SYNTHETIC bodies. Written for the
+packet.py mutation survivors (bench/mutation.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from veil.cascade import constants as C
+from veil.cascade.packet import (
+    Hop,
+    PacketRejected,
+    Peeler,
+    ReplayCache,
+    build_header,
+    build_packet,
+    current_window,
+    open_e2e,
+    seal_e2e,
+    seal_packet,
+    seal_payload,
+)
+from veil.cascade.routing import Routing
+from veil.errors import VeilError
+
+FAR = 1_000_000 * C.REPLAY_WINDOW_S + 7.0  # a fixed clock far from today's: nothing may read the real time
+W = current_window(FAR)
+
+
+class Clock:
+    def __init__(self, t: float = FAR) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def to_window(self, w: int) -> None:
+        self.t = w * C.REPLAY_WINDOW_S + 1.0
+
+
+def two_hops(first: Peeler, session: bytes | None = None) -> list[Hop]:
+    return [Hop("127.0.0.1:1", first.public_key, session), Hop("127.0.0.1:2", Peeler().public_key)]
+
+
+def routes(n: int = 2) -> list[Routing]:
+    return [Routing(op=C.OP_FORWARD)] * n
+
+
+# --- the replay cache ----------------------------------------------------------------------------------------
+def test_current_window_is_the_minute_count() -> None:
+    assert current_window(FAR) == 1_000_000 and current_window(FAR + C.REPLAY_WINDOW_S) == 1_000_001
+    assert current_window(FAR - 8.0) == 999_999
+
+
+def test_the_cache_follows_its_clock_not_the_real_time() -> None:
+    cache = ReplayCache(Clock())
+    assert cache.check_window(W) is None  # the real time is decades away from FAR: it would be stale
+
+
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+def test_the_current_window_and_its_neighbours_are_accepted(delta: int) -> None:
+    assert ReplayCache(Clock()).check_window(W + delta) is None
+
+
+@pytest.mark.parametrize("delta", [-2, 2, -50])
+def test_windows_two_or_more_away_are_refused_with_the_reason(delta: int) -> None:
+    reason = ReplayCache(Clock()).check_window(W + delta)
+    assert reason == (f"stale or future packet (window {W + delta}, this hop is in window {W}; "
+                      "replay cache rotated)")
+
+
+def test_tags_of_the_previous_window_are_kept_and_older_ones_dropped() -> None:
+    clock = Clock()
+    cache = ReplayCache(clock)
+    cache.add(W, b"a" * 32)
+    cache.add(W + 1, b"b" * 32)
+    assert len(cache) == 2 and cache.seen(b"a" * 32) and cache.seen(b"b" * 32)
+    clock.to_window(W + 1)  # W is now the previous window: its tags still block replays
+    assert cache.check_window(W + 1) is None
+    assert cache.seen(b"a" * 32) and len(cache) == 2
+    clock.to_window(W + 2)  # W is two windows old: packets from it are stale, so its tags can go
+    assert cache.check_window(W + 2) is None
+    assert not cache.seen(b"a" * 32) and cache.seen(b"b" * 32) and len(cache) == 1
+    cache.add(W + 2, b"c" * 32)  # add rotates too
+    clock.to_window(W + 4)
+    cache.add(W + 4, b"d" * 32)
+    assert len(cache) == 1 and cache.seen(b"d" * 32) and not cache.seen(b"c" * 32)
+
+
+def test_len_counts_tags_over_windows_and_clear_empties() -> None:
+    cache = ReplayCache(Clock())
+    assert len(cache) == 0
+    for i, w in enumerate((W - 1, W, W, W + 1)):
+        cache.add(w, bytes([i]) * 32)
+    cache.add(W, bytes([1]) * 32)  # the same tag twice counts once
+    assert len(cache) == 4
+    cache.clear()
+    assert len(cache) == 0 and not cache.seen(bytes([1]) * 32)
+
+
+# --- the peeler's replay window, through real packets ---------------------------------------------------------
+def test_an_explicit_window_is_the_one_the_packet_carries() -> None:
+    clock = Clock()
+    p = Peeler(clock=clock)
+    pkt, _ = build_packet(two_hops(p), routes(), b"x", window=W - 1)
+    assert p.peel(pkt).routing.window == W - 1
+    old, _ = build_packet(two_hops(p), routes(), b"x", window=W - 2)
+    with pytest.raises(PacketRejected, match=rf"^stale or future packet \(window {W - 2}, this hop is in window {W};"):
+        p.peel(old)
+
+
+def test_without_a_window_the_packet_carries_the_current_one() -> None:
+    p = Peeler()
+    pkt, _ = build_packet(two_hops(p), routes(), b"x")
+    assert abs(p.peel(pkt).routing.window - current_window()) <= 1  # a minute may turn between the two calls
+
+
+def test_a_replay_from_the_previous_window_is_still_refused() -> None:
+    clock = Clock()
+    p = Peeler(clock=clock)
+    pkt, _ = build_packet(two_hops(p), routes(), b"x", window=W)
+    p.peel(pkt)
+    clock.to_window(W + 1)
+    with pytest.raises(PacketRejected, match="^replayed packet"):
+        p.peel(pkt)
+    assert p.cache_size == 1
+
+
+# --- sessions ------------------------------------------------------------------------------------------------
+def test_bind_checks_the_secret_length() -> None:
+    p = Peeler()
+    for size in (C.SESSION_SECRET_SIZE - 1, C.SESSION_SECRET_SIZE + 1, 0):
+        with pytest.raises(VeilError, match=f"^session secret must be {C.SESSION_SECRET_SIZE} bytes$"):
+            p.bind(os.urandom(size))
+    assert not p.bound
+
+
+def test_session_packets_authenticate_under_the_bound_secret() -> None:
+    p = Peeler(clock=Clock())
+    secret = bytearray(os.urandom(C.SESSION_SECRET_SIZE))
+    p.bind(secret)
+    assert p.bound
+    sealed_with = bytes(secret)
+    secret[:] = bytes(len(secret))  # the peeler keeps its own copy
+    pkt, keys = build_packet(two_hops(p, sealed_with), routes(), b"hello", window=W)
+    peeled = p.peel(pkt)
+    assert peeled.session and peeled.body == b"hello" and peeled.keys == keys[0]
+    # a fresh random nonce per slot: two packets under one session never share their first 32 bytes
+    again, _ = build_packet(two_hops(p, sealed_with), routes(), b"hello", window=W)
+    assert again[: C.KEY_SIZE] != pkt[: C.KEY_SIZE] and p.peel(again).session
+
+
+def test_rebinding_the_same_secret_keeps_the_cache_a_new_one_clears_it() -> None:
+    p = Peeler(clock=Clock())
+    secret = os.urandom(C.SESSION_SECRET_SIZE)
+    p.bind(secret)
+    pkt, _ = build_packet(two_hops(p, secret), routes(), b"x", window=W)
+    p.peel(pkt)
+    p.bind(secret)
+    with pytest.raises(PacketRejected, match="^replayed packet"):
+        p.peel(pkt)
+    assert p.cache_size == 1
+    p.bind(os.urandom(C.SESSION_SECRET_SIZE))
+    assert p.cache_size == 0
+
+
+def test_unbind_forgets_the_secret_and_its_cache() -> None:
+    p = Peeler(clock=Clock())
+    secret = os.urandom(C.SESSION_SECRET_SIZE)
+    p.bind(secret)
+    p.peel(build_packet(two_hops(p, secret), routes(), b"x", window=W)[0])
+    p.unbind()
+    assert not p.bound and p.cache_size == 0
+    with pytest.raises(PacketRejected, match="^header authentication failed"):
+        p.peel(build_packet(two_hops(p, secret), routes(), b"x", window=W)[0])
+
+
+# --- building and sealing ------------------------------------------------------------------------------------
+def test_one_routing_entry_per_hop() -> None:
+    p = Peeler()
+    for n in (1, 3):
+        with pytest.raises(VeilError, match="^one routing entry per hop is required$"):
+            build_header(two_hops(p), routes(n))
+
+
+def test_a_body_of_exactly_the_capacity_fits_one_more_byte_does_not() -> None:
+    cell = C.CELL_SIZES[0]
+    cap = C.body_capacity(cell)
+    p = Peeler(clock=Clock())
+    body = os.urandom(cap)
+    pkt, _ = build_packet(two_hops(p), routes(), body, cell, window=W)
+    assert len(pkt) == C.packet_size(cell) and p.peel(pkt).body == body
+    with pytest.raises(VeilError, match=f"^message of {cap + 1} bytes exceeds the packet capacity of {cap}$"):
+        build_packet(two_hops(p), routes(), body + b"!", cell, window=W)
+
+
+def test_seal_payload_is_the_payload_part_of_seal_packet() -> None:
+    p = Peeler(clock=Clock())
+    cell = C.CELL_SIZES[0]
+    header, keys = build_header(two_hops(p), routes(), cell, window=W)
+    payload = seal_payload(keys[0].payload, header, b"body", cell)
+    assert len(payload) == cell
+    assert payload == seal_packet(keys[0].payload, header, b"body", cell)[len(header):]
+    peeled = p.peel(header + payload)
+    assert peeled.body == b"body"
+
+
+def test_end_to_end_directions_use_their_own_nonces() -> None:
+    key = os.urandom(32)
+    aead = ChaCha20Poly1305(key)
+    to_hop, from_hop = seal_e2e(key, b"spec", from_hop=False), seal_e2e(key, b"reply", from_hop=True)
+    assert to_hop == aead.encrypt(C.NONCE_TO_HOP, b"spec", None)
+    assert from_hop == aead.encrypt(C.NONCE_FROM_HOP, b"reply", None)
+    assert open_e2e(key, from_hop, from_hop=True) == b"reply"
+    assert open_e2e(key, to_hop, from_hop=False) == b"spec"
+
+
+@pytest.mark.parametrize("from_hop", [False, True])
+def test_end_to_end_failure_message(from_hop: bool) -> None:
+    key = os.urandom(32)
+    sealed = seal_e2e(key, b"x", from_hop=not from_hop)
+    with pytest.raises(PacketRejected, match="^end-to-end content failed authentication$"):
+        open_e2e(key, sealed, from_hop=from_hop)
