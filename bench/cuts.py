@@ -6,31 +6,27 @@ For each cut, the real XNN flow (``veil.demo.run_xnn``: store, cloud training wi
 owner evaluation) on LFW,
 Vanilla+PE and XNN, the ratio with its bootstrap interval, and N (tokens) beside every row: a cut with
 few tokens leaves the permutation almost nothing to hide. Also the teacher whole (dlib end to end).
-Writes bench/results/cuts.json and cuts.md.
+Writes bench/results/cuts.json (the common bench envelope, ``veil.bench``) and cuts.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
-
-import torch  # noqa: E402
+import torch
+from _common import HERE, Envelope, pct, publish  # also puts src/ on sys.path
 
 from veil.data.splits import Split  # noqa: E402
-from veil.demo import environment, run_xnn  # noqa: E402
+from veil.demo import run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.teacher import teacher_whole  # noqa: E402
 from veil.models.dlib_resnet import tokens_to_map  # noqa: E402
 from veil.models.extractor import load_extnet  # noqa: E402
 from veil.models.memo import MemoExtNet  # noqa: E402
 from veil.paths import default_data  # noqa: E402
-from veil.pipeline import write_json  # noqa: E402
 from veil.presets import PRESETS  # noqa: E402
 from veil.train.cloud import CloudTrainConfig  # noqa: E402
 
@@ -63,23 +59,20 @@ class FromShallowerCut(torch.nn.Module):
         return x.flatten(2).transpose(1, 2).contiguous()
 
 
-def pct(r: dict) -> str:
-    return f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"
-
-
 def markdown(result: dict) -> str:
-    t = result["teacher_whole"]
+    fig = result["figures"]
+    t = fig["teacher_whole"]
     lines = [f"Teacher whole (dlib end to end, no cloud): {pct(t)}, n = {t['n']}, chance {100 * t['chance']:.2f}%",
              "", "| cut | tokens N x dim | Vanilla+PE | XNN | XNN / Vanilla+PE | XNN, wrong key | wall |",
              "|---|---|---|---|---|---|---|"]
-    for row in result["cuts"]:
+    for row in fig["cuts"]:
         u, r = row["utility"], row["ratio_xnn_over_vanilla"]
         lines.append(f"| {row['cut']} | {row['tokens']} x {row['dim']} | {pct(u['Vanilla+PE'])} | {pct(u['XNN'])} | "
                      f"{100 * r['ratio']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | "
                      f"{pct(u['XNN, wrong key'])} | {row['wall_seconds'] / 60:.1f} min |")
-    n = result["cuts"][0]["utility"]["XNN"]["n"] if result["cuts"] else 0
+    n = fig["cuts"][0]["utility"]["XNN"]["n"] if fig["cuts"] else 0
     lines += ["", f"n = {n} probes of 300 unseen persons, one gallery image each (chance 0.33%); cloud RecNet "
-              f"{result['epochs']} epochs; seed {result['seed']}; {result['environment']['device']}, "
+              f"{fig['epochs']} epochs; seed {result['seed']}; {result['environment']['device']}, "
               f"{result['environment']['cpu_threads']} threads; wall {result['wall_seconds'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
@@ -96,8 +89,8 @@ def main() -> None:
     configure_threads()
     device = pick_device(args.device)
     data = args.data or default_data()
-    start = time.time()
     base = PRESETS["demo"]
+    envelope = Envelope("cuts", seed=base.split.seed, device=device)
     epochs = args.epochs or base.cloud.epochs
     cuts = [int(c) for c in args.cuts.split(",")]
     shallow = MemoExtNet(load_extnet(f"dlib-resnet-cut{min(cuts)}"))  # shared by every cut: computed once
@@ -114,14 +107,9 @@ def main() -> None:
                      "timings": s["timings"], "wall_seconds": s["wall_seconds"]})
         print(f"cut {cut}: Vanilla+PE {pct(s['utility']['Vanilla+PE'])}, XNN {pct(s['utility']['XNN'])}", flush=True)
     teacher = teacher_whole(data, Split.load(args.runs / f"cut{rows[0]['cut']}" / "split.json"), device)
-    result = {"benchmark": "cuts", "command": "python bench/cuts.py " + " ".join(sys.argv[1:]), "data": str(data),
-              "seed": base.split.seed, "epochs": epochs,
-              "cloud": base.cloud.__dict__ | {"epochs": epochs}, "teacher_whole": teacher, "cuts": rows,
-              "environment": environment(device), "wall_seconds": time.time() - start}
-    write_json(args.out, result)
-    md = markdown(result)
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    result = envelope.finish({"data": str(data), "epochs": epochs, "cloud": base.cloud.__dict__ | {"epochs": epochs},
+                              "teacher_whole": teacher, "cuts": rows})
+    publish(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

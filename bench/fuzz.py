@@ -21,7 +21,8 @@ Campaigns, each writing one row {surface, inputs, crashes, server_errors, accept
   *accepted_invalid*: a mutated input read back as *different* data without an error; *crashes*: any
   exception other than ``VeilError``.
 
-Writes ``bench/results/fuzz.json`` and ``fuzz.md`` (device, library versions, seed, wall time, command).
+Writes ``bench/results/fuzz.json`` (the common bench envelope, ``veil.bench``: command, device, library
+versions, seed, wall time; the campaigns under ``figures``) and ``fuzz.md``.
 """
 
 from __future__ import annotations
@@ -41,13 +42,9 @@ from pathlib import Path
 
 import httpx
 import torch
+from _common import HERE, Envelope, publish  # also puts src/ on sys.path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
-
-from veil.demo import environment  # noqa: E402
 from veil.errors import VeilError  # noqa: E402
-from veil.io import write_json  # noqa: E402
 
 ROW_KEYS = ("surface", "inputs", "crashes", "server_errors", "accepted_invalid", "data_lost")
 
@@ -440,6 +437,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fuzz.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    envelope = Envelope("fuzz", seed=args.seed, device="cpu")
     campaigns, walls = [], {}
     with tempfile.TemporaryDirectory() as tmp_root:
         for name in args.only.split(","):
@@ -459,27 +457,23 @@ def main() -> None:
             walls[name] = round(time.perf_counter() - t0, 1)
             campaigns[-1]["wall_seconds"] = walls[name]
             print(json.dumps({k: campaigns[-1][k] for k in ROW_KEYS}), flush=True)
-    import hypothesis
-    import schemathesis
-
-    env = environment(torch.device("cpu"))
     import cryptography
     import fastapi
+    import hypothesis
+    import schemathesis
     import uvicorn
 
-    env.update(hypothesis=hypothesis.__version__, schemathesis=schemathesis.SCHEMATHESIS_VERSION,
-               fastapi=fastapi.__version__, uvicorn=uvicorn.__version__, cryptography=cryptography.__version__)
-    result = {"benchmark": "fuzz", "campaigns": campaigns, "seed": args.seed, "wall_seconds": sum(walls.values()),
-              "all_zero": all(c[k] == 0 for c in campaigns for k in ROW_KEYS[2:]), "environment": env,
-              "command": " ".join(["python bench/fuzz.py", *sys.argv[1:]])}
-    write_json(args.out, result)
+    envelope.versions.update(hypothesis=hypothesis.__version__, schemathesis=schemathesis.SCHEMATHESIS_VERSION,
+                             fastapi=fastapi.__version__, uvicorn=uvicorn.__version__,
+                             cryptography=cryptography.__version__)
+    result = envelope.finish({"campaigns": campaigns, "campaign_seconds": sum(walls.values()),
+                              "all_zero": all(c[k] == 0 for c in campaigns for k in ROW_KEYS[2:])})
     md = ["| surface | inputs | crashes | server errors | accepted invalid | data lost | wall |",
           "|---|---|---|---|---|---|---|"]
     md += [f"| {c['surface']} | {c['inputs']:,} | {c['crashes']} | {c['server_errors']} | {c['accepted_invalid']} | "
            f"{c['data_lost']} | {c['wall_seconds']:.0f} s |" for c in campaigns]
     md.append(f"\nSeed {args.seed}, CPU, {os.cpu_count()} cores; regenerate: `{result['command']}`.")
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    publish(args.out, result, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ safetensors body of 2 x 17 x 256 float32 = 34.9 KB) from ``--concurrency`` concu
 reports throughput, p50/p99 latency and the error count (target 0). It does so in two modes, in
 alternating rounds on the same machine: ``plain`` (HTTP, open) and ``tls_auth`` (HTTPS with a
 self-signed certificate, every request carrying a bearer token checked against the credentials
-file; target: throughput within 25% of plain). Results: bench/results/serve.json and serve.md.
+file; target: throughput within 25% of plain). Results: bench/results/serve.json (the common bench envelope,
+``veil.bench``) and serve.md.
 Without ``--recnet`` it uses runs/bench-table4/recnet_server.safetensors when present, else a
 randomly initialised RecNet of the same architecture (timing does not depend on weights).
 Client and server share the machine's cores, so the figures are a floor for a dedicated server.
@@ -31,13 +32,9 @@ from pathlib import Path
 import httpx
 import psutil
 import torch
+from _common import HERE, Envelope, publish  # also puts src/ on sys.path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
-
-from veil.demo import environment  # noqa: E402
 from veil.models.recnet import RecNet, RecNetConfig, load_recnet, save_recnet  # noqa: E402
-from veil.pipeline import write_json  # noqa: E402
 from veil.serve.auth import Credentials, parse_rights  # noqa: E402
 from veil.serve.protocol import CONTENT_TYPE, encode  # noqa: E402
 from veil.serve.selfsigned import write_self_signed  # noqa: E402
@@ -100,14 +97,14 @@ async def load(url: str, bodies: list[bytes], concurrency: int, headers: dict[st
     return latencies, errors, wall
 
 
-def serving_environment() -> dict:
-    """``environment()`` plus the versions of what carries the requests (HTTP stack, TLS)."""
+def serving_versions() -> dict:
+    """The versions of what carries the requests (HTTP stack, TLS), for the envelope's environment."""
     import cryptography
     import fastapi
     import uvicorn
 
-    return {**environment(torch.device("cpu")), "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__,
-            "httpx": httpx.__version__, "cryptography": cryptography.__version__}
+    return {"fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__, "httpx": httpx.__version__,
+            "cryptography": cryptography.__version__}
 
 
 def run_mode(mode: str, recnet_path: Path, tmp: Path, args: argparse.Namespace, shape: tuple[int, int],
@@ -159,7 +156,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serve.json")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    t0 = time.perf_counter()
+    envelope = Envelope("serve", seed=args.seed, device="cpu", versions=serving_versions())
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         recnet_path = args.recnet or (DEFAULT_RECNET if DEFAULT_RECNET.exists() else None)
@@ -188,15 +185,12 @@ def main() -> None:
     ratio = modes["tls_auth"]["throughput_rps_median"] / modes["plain"]["throughput_rps_median"]
     cpu_ratio = (modes["plain"]["server_cpu_ms_per_request_median"]
                  / modes["tls_auth"]["server_cpu_ms_per_request_median"])
-    result = {"benchmark": "serve", "requests": args.requests, "concurrency": args.concurrency, "rounds": rounds,
-              "modes": modes, "tls_auth_over_plain_throughput": ratio, "target_ratio": 0.75,
-              "tls_auth_over_plain_capacity_by_server_cpu": cpu_ratio,
-              "errors": sum(m["errors"] for m in modes.values()),
-              "throughput_rps": modes["plain"]["throughput_rps_median"], "body_bytes": rounds[0]["body_bytes"],
-              "gallery": 100, "recnet": weights, "server_threads": args.threads, "seed": args.seed,
-              "wall_seconds": time.perf_counter() - t0, "environment": serving_environment(),
-              "command": " ".join(["python bench/serve.py", *sys.argv[1:]])}
-    write_json(args.out, result)
+    result = envelope.finish({
+        "requests": args.requests, "concurrency": args.concurrency, "rounds": rounds, "modes": modes,
+        "tls_auth_over_plain_throughput": ratio, "target_ratio": 0.75,
+        "tls_auth_over_plain_capacity_by_server_cpu": cpu_ratio, "errors": sum(m["errors"] for m in modes.values()),
+        "throughput_rps": modes["plain"]["throughput_rps_median"], "body_bytes": rounds[0]["body_bytes"],
+        "gallery": 100, "recnet": weights, "server_threads": args.threads})
     loads = ", ".join(f"{x['load_average'][0]:.1f}" for x in rounds)
     md = ["| mode | requests x rounds | concurrency | errors | throughput (median) | rounds | p50 | p99 | server CPU "
           "/ request |", "|---|---|---|---|---|---|---|---|---|"]
@@ -209,9 +203,8 @@ def main() -> None:
               f"{cpu_ratio:.3f}. Load average during the rounds: "
               f"{loads}. Loopback, client and server on the same "
               f"{os.cpu_count()}-core machine; server RecNet {weights}, {args.threads} torch thread(s); gallery of "
-              f"100; body {result['body_bytes']} B; regenerate: `{result['command']}`.")
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+              f"100; body {result['figures']['body_bytes']} B; regenerate: `{result['command']}`.")
+    publish(args.out, result, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,16 +5,15 @@
 Rows Vanilla+PE, IH(k=2), IH(k=3), NC, XNN: the owner's utility (top-1 identification of 300 unseen
 persons, one gallery image each), the expectation attack's leakage with each auxiliary group (aux_a,
 aux_b: disjoint identities, the paper's FaceScrub and IMDb columns) and chance; then the ablations.
-Same as ``veil bench table2 --results bench/results``; writes bench/results/table2.json and .md.
+Same as ``veil bench table2 --results bench/results``; writes bench/results/table2.json and .md, in the
+common bench envelope (``veil.bench``: its ``figures`` the headline per method, the full rows beside them).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
+from _common import HERE  # puts src/ on sys.path
 
 from veil.cli.bench import app  # noqa: E402
 

@@ -6,7 +6,8 @@
 Same as ``veil bench table4 [--sweep]``. Writes bench/results/table4.{json,md,png} (``--out``):
 ``curve`` (one row per setting: eps, adversary, utility, asr_black_box, asr_transfer,
 asr_expectation, asr_known_plaintext, each with n, CI and chance in ``settings``) and ``verdict``
-(strongest-attack ASR <= 0.5 x baseline at utility >= 0.9 x baseline?). The owner's clean ExtNet
+(strongest-attack ASR <= 0.5 x baseline at utility >= 0.9 x baseline?), in the common bench envelope
+(``veil.bench``: its ``figures`` the baseline row, the curve and the verdict). The owner's clean ExtNet
 tokens are extracted once per group into runs/xnnd-tokens/ (private, git-ignored) and reused.
 The library code is ``veil.xnnd.table4``; see docs/xnnd.md.
 """

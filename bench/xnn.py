@@ -2,7 +2,8 @@
 
     python bench/xnn.py [--preset bench] [--data PATH]
 
-Prints a table and writes bench/results/xnn.json and bench/results/xnn.md. Measures:
+Prints a table and writes bench/results/xnn.json (the common bench envelope, ``veil.bench``; utility,
+ratio, extractor and teacher whole at its top level) and bench/results/xnn.md. Measures:
 - utility (top-1 identification of 300 unseen persons, one gallery image each) of Vanilla+PE
   (ExtNet -> RecNet) and XNN (ExtNet -> ObfNet -> RecNet), their ratio with a bootstrap CI;
 - utility of XNN's RecNet under a wrong key (what the model is worth to anyone but the owner);
@@ -29,12 +30,10 @@ import time
 from pathlib import Path
 
 import torch
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
+from _common import HERE, Envelope, publish  # also puts src/ on sys.path
 
 from veil.data.splits import Split, gallery_probe  # noqa: E402
-from veil.demo import environment, run_xnn  # noqa: E402
+from veil.demo import run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.teacher import teacher_whole  # noqa: E402
 from veil.keys import OwnerKey  # noqa: E402
@@ -46,7 +45,7 @@ from veil.obfuscation.base import NoObfuscation  # noqa: E402
 from veil.obfuscation.keyed import xnn_from_key  # noqa: E402
 from veil.owner import OwnerModel  # noqa: E402
 from veil.paths import default_data  # noqa: E402
-from veil.pipeline import load_group, write_json  # noqa: E402
+from veil.pipeline import load_group  # noqa: E402
 from veil.presets import PRESETS  # noqa: E402
 from veil.train.cloud import CloudTrainConfig, train_recnet  # noqa: E402
 
@@ -166,7 +165,7 @@ def peak_memory(ext_path: Path, data: Path, multiple: int, limit: int) -> dict:
 
 
 def markdown(result: dict) -> str:
-    ext = result["extractor"]
+    ext, fig = result["extractor"], result["figures"]
     lines = [f"ExtNet: {ext['name']} (cut after {ext['cut']} levels, {ext['token_shape'][0]} tokens x "
              f"{ext['token_shape'][1]}, weights SHA-256 {str(ext['weights_sha256'])[:16]}...)", "",
              "| method | utility top-1 | 95% CI | n probes | gallery | chance |", "|---|---|---|---|---|---|"]
@@ -179,7 +178,7 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {100 * u['rate']:.2f}% | [{100 * u['ci95'][0]:.2f}, {100 * u['ci95'][1]:.2f}] "
                      f"| {u['n']} | {u['gallery']} | {100 * u['chance']:.2f}% |")
     r = result["ratio_xnn_over_vanilla"]
-    o, t, m = result["obfuscation_time"], result["training_throughput"], result["peak_memory"]
+    o, t, m = fig["obfuscation_time"], fig["training_throughput"], fig["peak_memory"]
     lines += ["", "| figure | value | target |", "|---|---|---|",
               f"| XNN / Vanilla+PE utility | {100 * r['ratio']:.1f}% [{100 * r['ci95'][0]:.1f}, "
               f"{100 * r['ci95'][1]:.1f}] (bootstrap over {r['identities']} identities) | >= 97% |",
@@ -193,19 +192,19 @@ def markdown(result: dict) -> str:
                      "| < 2048 MiB |")
     lines += ["", "Key binding (XNN's RecNet; probes obfuscated under the owner's key unless stated):", "",
               "| gallery / probes | top-1 | 95% CI | n | chance |", "|---|---|---|---|---|"]
-    for name, u in result["key_binding"].items():
+    for name, u in fig["key_binding"].items():
         lines.append(f"| {name} | {100 * u['rate']:.2f}% | [{100 * u['ci95'][0]:.2f}, {100 * u['ci95'][1]:.2f}] "
                      f"| {u['n']} | {100 * u['chance']:.2f}% |")
-    if result.get("attacks"):
+    if fig.get("attacks"):
         lines += ["", "Cheap attacks on the same run (pooled identifier; k = 0: key-free pooled cosine):", "",
                   "| store | leaked pairs k | leakage top-1 | 95% CI | n | chance |", "|---|---|---|---|---|---|"]
-        for method, r in result["attacks"].items():
+        for method, r in fig["attacks"].items():
             for pt in r["points"]:
                 lines.append(f"| {method} | {pt['k']} | {100 * pt['rate']:.2f}% | [{100 * pt['ci95'][0]:.2f}, "
                              f"{100 * pt['ci95'][1]:.2f}] | {pt['n']} | {100 * pt['chance']:.2f}% |")
     env = result["environment"]
     lines += ["", f"Device {env['device']}, torch {env['torch']}, timm {env['timm']}, {env['cpu_threads']} threads; "
-              f"seed {result['seed']}; wall time {result['wall_seconds'] / 60:.1f} min; preset {result['preset']}."]
+              f"seed {result['seed']}; wall time {result['wall_seconds'] / 60:.1f} min; preset {fig['preset']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -229,28 +228,27 @@ def main() -> None:
         summary = json.loads((args.run / "results.json").read_text())
     else:
         summary = run_xnn(data, args.run, args.preset, device, show_progress=sys.stderr.isatty())
+    # wall time of the whole run: with --reuse, the reused end-to-end run's as well
+    envelope = Envelope("xnn", seed=PRESETS[args.preset].split.seed, device=device,
+                        started=start - (summary["wall_seconds"] if args.reuse else 0.0))
     ext_path = Path(summary["extractor"])
-    result = {
-        "benchmark": "xnn", "preset": args.preset, "data": str(data), "seed": PRESETS[args.preset].split.seed,
-        "utility": summary["utility"], "ratio_xnn_over_vanilla": summary["ratio_xnn_over_vanilla"],
-        "split": summary["split"], "config": summary["config"], "pipeline_timings": summary["timings"],
-        "pretrain": summary["pretrain"], "extractor": summary.get("extractor_info"),
-        "teacher_whole": (teacher_whole(data, Split.load(args.run / "split.json"), device)
-                          if (summary.get("extractor_info") or {}).get("kind") == "dlib-resnet" else None),
-        "attacks": summary.get("attacks"),
+    teacher = (teacher_whole(data, Split.load(args.run / "split.json"), device)
+               if (summary.get("extractor_info") or {}).get("kind") == "dlib-resnet" else None)
+    figures = {
+        "preset": args.preset, "data": str(data), "split": summary["split"], "config": summary["config"],
+        "pipeline_timings": summary["timings"], "pretrain": summary["pretrain"], "attacks": summary.get("attacks"),
         "obfuscation_time": time_obfuscation(ext_path, device),
         "training_throughput": training_throughput(args.run, PRESETS[args.preset].cloud, device),
         "peak_memory": peak_memory(ext_path, data, args.memory_multiple, args.memory_images),
         "key_binding": key_binding(args.run, ext_path, data, device),
-        "environment": environment(device),
         "self_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "reused_run": bool(args.reuse),
     }
-    result["wall_seconds"] = time.time() - start + (summary["wall_seconds"] if args.reuse else 0.0)
-    result["reused_run"] = bool(args.reuse)
-    write_json(args.out, result)
-    md = markdown(result)
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    # utility, ratio, extractor and teacher_whole stay at the top level, where their readers look
+    result = envelope.finish(
+        figures, utility=summary["utility"], ratio_xnn_over_vanilla=summary["ratio_xnn_over_vanilla"],
+        extractor=summary.get("extractor_info"), teacher_whole=teacher)
+    publish(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

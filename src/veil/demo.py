@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from veil.bench import environment  # also imported from here by bench scripts
 from veil.data.splits import Split
 from veil.keys import OwnerKey
 from veil.models.extractor import load_extnet
@@ -48,18 +48,6 @@ def run_key(out: Path) -> OwnerKey:
     key = OwnerKey.generate()
     key.save(path)
     return key
-
-
-def environment(device: torch.device) -> dict:
-    import numpy
-    import timm
-
-    info = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "numpy": numpy.__version__, "platform": platform.platform(), "device": str(device),
-            "cpu_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def extractor_cache_path(split: Split, preset: Preset) -> Path:

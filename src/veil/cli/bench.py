@@ -104,16 +104,18 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
     import shlex
     import sys
 
+    from veil.bench import write_result
     from veil.paths import resolve_data
-    from veil.pipeline import prepare_split, write_json
+    from veil.pipeline import prepare_split
     from veil.presets import PRESETS as _PRESETS
     from veil.xnnd.sweep import ADVERSARIES, SweepConfig
     from veil.xnnd.table4 import publish, run_table4, verdict_sentence
 
     configure_threads()
     if merge:
+        from veil.bench import environment
         from veil.models.extractor import extnet_digest, load_extnet
-        from veil.xnnd.table4 import environment, load_result
+        from veil.xnnd.table4 import load_result
         from veil.xnnd.table4 import merge as merge_results
 
         ext = load_extnet(extractor)
@@ -162,6 +164,6 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
     res = run_table4(data_path, split, run, cfg, sweep, eps, adversary, extractor, pick_device(device),
                      not quiet, console.print, command, tokens)
     js, md, png = publish(res, results)
-    write_json(run / "table4.json", res)  # beside the run, where `veil report RUN` finds the curve
+    write_result(run / "table4.json", res)  # beside the run, where `veil report RUN` finds the curve
     console.print(f"verdict: {verdict_sentence(res['verdict'])}")
     console.print(f"written: {js}, {md}" + (f", {png}" if png else "") + f"  (wall {res['wall_seconds'] / 60:.1f} min)")

@@ -25,9 +25,10 @@ import torch
 from veil.attacks.leakage import Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, extract_tokens, fit_recnet, recnet_embedder
 from veil.attacks.simulation import Simulation, simulate
+from veil.bench import Envelope, write_result
 from veil.data.faceset import FaceSet
 from veil.data.splits import Split, gallery_probe
-from veil.demo import PRESETS, cached_extractor, environment, resolve_data, run_key
+from veil.demo import PRESETS, cached_extractor, resolve_data, run_key
 from veil.errors import VeilError
 from veil.evaluation import protections
 from veil.keys import OwnerKey
@@ -35,7 +36,7 @@ from veil.metrics import bootstrap_ratio
 from veil.models.extractor import ExtNet, load_extnet, make_extnet
 from veil.models.recnet import RecNet
 from veil.obfuscation import registry
-from veil.pipeline import load_group, prepare_split, write_json
+from veil.pipeline import load_group, prepare_split
 from veil.train.progress import progress_bar
 
 METHODS = ("Vanilla+PE", "IH(k=2)", "IH(k=3)", "NC", "XNN")
@@ -146,13 +147,14 @@ class _Context:
 def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", cfg: Table2Config | None = None,
                device: str | torch.device = "cpu", log: Callable[[str], None] = print,
                show_progress: bool = True, command: str = "veil bench table2") -> dict:
-    """Train and attack every method; write ``out/table2.json``. Returns the JSON payload."""
+    """Train and attack every method; write ``out/table2.json``. Returns the JSON payload (the common bench
+    envelope of :mod:`veil.bench`, the rows and ablations at the top level where ``veil report`` reads them)."""
     cfg = cfg or Table2Config()
     data = resolve_data(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    wall = time.time()
+    envelope = Envelope("table2", seed=cfg.seed, device=device, command=command)
     preset = PRESETS[cfg.preset]
     split = prepare_split(data, out / "split.json", preset.split)
     ext_path, _ = cached_extractor(data, split, preset, device, show_progress, log)
@@ -178,8 +180,8 @@ def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", 
                 row["utility_ratio_vs_vanilla"] = bootstrap_ratio(hits[row["method"]], hits["Vanilla+PE"],
                                                                   probe_labels, seed=cfg.seed)
         ablations = _ablations(ctx, rows) if cfg.ablations else []
-    payload = {
-        "command": command, "data": str(data), "synthetic": False, "device": str(device),
+    record = {
+        "data": str(data), "synthetic": False,
         "split": {g: len(v) for g, v in split.groups.items()}, "extractor": str(ext_path),
         "rows": rows, "ablations": ablations,
         "config": {**{k: v for k, v in asdict(cfg).items() if k != "attack"}, "owner_recipe": asdict(ctx.recipe),
@@ -189,10 +191,18 @@ def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", 
                      "leakage": "expectation attack: RecNet trained on the aux group under fresh public "
                                 "randomness of the method, applied to the owner's encoded test persons",
                      "ratio": "utility / Vanilla+PE utility on the same probes, bootstrap over identities"},
-        "environment": environment(device), "seed": cfg.seed, "wall_seconds": time.time() - wall,
     }
-    write_json(out / "table2.json", payload)
+    payload = envelope.finish(headline(rows, ablations), **record)
+    write_result(out / "table2.json", payload)
     return payload
+
+
+def headline(rows: list[dict], ablations: list[dict]) -> dict:
+    """The envelope's ``figures``: per method its utility, leakage per auxiliary group, chance and utility ratio
+    to Vanilla+PE; per ablation its utility. The full rows (obfuscation, training rows, timings) stay in ``rows``."""
+    return {"methods": {r["method"]: {k: r[k] for k in ("utility", "leakage", "chance", "utility_ratio_vs_vanilla")
+                                      if k in r} for r in rows},
+            "ablations": {a["name"]: a["utility"] for a in ablations}}
 
 
 def _methods(ctx: _Context) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -286,7 +296,7 @@ def markdown(payload: dict) -> str:
 def publish(payload: dict, results_dir: str | Path, name: str = "table2") -> tuple[Path, Path]:
     """Write ``NAME.json`` and ``NAME.md`` into ``results_dir`` (the committed benchmark record)."""
     results_dir = Path(results_dir)
-    js = write_json(results_dir / f"{name}.json", payload)
+    js = write_result(results_dir / f"{name}.json", payload)
     md = results_dir / f"{name}.md"
     md.write_text(f"Command: `{payload['command']}` ({payload['device']}, seed {payload['seed']}, "
                   f"wall {payload['wall_seconds']:.0f} s)\n\n" + markdown(payload))

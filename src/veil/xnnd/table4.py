@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from veil.bench import Envelope, write_result
 from veil.errors import VeilError
 from veil.models.extractor import extnet_digest, load_extnet
 from veil.models.recnet import save_recnet
@@ -40,15 +41,6 @@ def pct(r: dict | None) -> str:
     return f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"
 
 
-def environment(device: torch.device) -> dict:
-    import platform
-
-    import timm
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "platform": platform.platform(), "device": str(device), "cpu_threads": torch.get_num_threads()}
-
-
 def write_setting_files(out: Path, ext, encoder, server, teacher, info: dict) -> dict:
     """The chosen setting as the service's files: FG (client secret, 0600), server RecNet, baseline RecNet."""
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +57,9 @@ def write_setting_files(out: Path, ext, encoder, server, teacher, info: dict) ->
 def run_table4(data: Path, split, run: Path, cfg: SweepConfig, sweep: bool, eps: float, adversary: str,
                extractor: str = "dlib-resnet", device: torch.device | str = "cpu", show_progress: bool = False,
                log=print, command: str = "", token_root: Path = DEFAULT_ROOT) -> dict:
-    start = time.time()
+    """The baseline and every setting, measured; the result in the common bench envelope (:mod:`veil.bench`)."""
+    envelope = Envelope("table4", seed=cfg.seed, device=torch.device(device), command=command)
+    start = envelope.started
     device = torch.device(device)
     ext = load_extnet(extractor)
     groups = {g: load_tokens(data, split, g, ext, token_root, device=device, log=log)
@@ -92,16 +86,22 @@ def run_table4(data: Path, split, run: Path, cfg: SweepConfig, sweep: bool, eps:
                                 {"eps": m["eps"], "adversary": m["adversary"], "encoder": "tokens"})
     if not sweep:
         _aux_b(shared, groups["aux_b"], base, m, enc, server, cfg, device, log)
-    result = {"benchmark": "table4", "mode": "sweep" if sweep else "default", "data": str(data),
+    # the full record stays at the top level, where `veil report`, `--merge` and the README's readers look
+    result = {"mode": "sweep" if sweep else "default", "data": str(data),
               "extractor": {"name": extractor, "digest": extnet_digest(ext), "token_shape": list(ext.token_shape)},
               "split": {g: len(v) for g, v in split.groups.items()}, "rows": {g: len(t) for g, t in groups.items()},
-              "config": asdict(cfg), "seed": cfg.seed, "baseline": base, "settings": points,
+              "config": asdict(cfg), "baseline": base, "settings": points,
               "curve": [curve_row(p) for p in points], "baseline_row": curve_row(base), "verdict": v,
               "paper": PAPER, "files": files, "shared_seconds": shared.seconds, "extract_seconds": extract_s,
-              "wall_seconds": time.time() - start, "command": command, "device": str(device),
-              "environment": environment(device),
               "notes": _notes(cfg, sweep)}
-    return result
+    return envelope.finish(headline(result), **result)
+
+
+def headline(res: dict) -> dict:
+    """The envelope's ``figures``: the baseline's and each setting's curve row (utility, every attack's ASR)
+    and the verdict; the measurements behind them (n, CI, chance, curves) are the result's ``baseline`` and
+    ``settings``."""
+    return {"baseline": res["baseline_row"], "curve": res["curve"], "verdict": res["verdict"]}
 
 
 def _write_partial(run: Path, base: dict, points: list[dict], cfg: SweepConfig) -> None:
@@ -243,10 +243,8 @@ def draw_curve(ax, res: dict) -> None:
 
 
 def publish(res: dict, out_json: Path) -> tuple[Path, Path, Path | None]:
-    from veil.pipeline import write_json
-
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out_json, res)
+    write_result(out_json, res)
     md = out_json.with_suffix(".md")
     md.write_text(markdown(res))
     png = out_json.with_suffix(".png")
@@ -303,6 +301,7 @@ def merge(parts: list[dict], command: str, shell: dict | None = None) -> dict:
                        "wall_seconds": p.get("wall_seconds")} for p in parts]}
     out["baseline_row"] = curve_row(base)
     out["wall_seconds"] = max((p.get("wall_seconds") or 0.0) for p in parts) if parts else 0.0
+    out["figures"] = headline(out)
     out["files_note"] = (f"service files in {Path(full['files']['fg']).parent} are those of its piece's chosen "
                          f"setting ({full['verdict']['setting']}), not necessarily the merged verdict's"
                          if full["files"] else "every piece was stopped before writing service files")
