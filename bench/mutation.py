@@ -128,6 +128,17 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "veil.cascade.packet.x_seal_packet__mutmut_17": (
         'pack_into("<i"', "the length is at most the body capacity (checked just above, far below 2**31): "
         "signed and unsigned 32-bit encodings are the same bytes"),
+    "veil.cascade.packet.x_build_header__mutmut_90": (
+        "header = None", "the loop below runs at least once (1 <= k, checked above) and assigns header before "
+        "anything reads it"),
+    "veil.cascade.packet.x_build_header__mutmut_91": (
+        'header = b"XXXX"', "the loop below runs at least once (1 <= k, checked above) and assigns header before "
+        "anything reads it"),
+    "veil.cascade.packet.x_current_window__mutmut_2": (
+        "/ C.REPLAY_WINDOW_S)", "for a clock >= 0, int(t / 60) == t // 60 for every float t (the rounded quotient "
+        "never reaches the next integer; checked at every minute boundary of 2023-2038): windows are unsigned"),
+    "veil.cascade.packet.xǁPeelerǁ__init____mutmut_5": (
+        "self._clock = None", "Peeler never reads self._clock: both replay caches are given the clock directly"),
     "veil.serve.protocol.x_decode__mutmut_51": (
         "+            break", "'flipped' is the loop's last name and 'features' is never None there (refused above): "
         "break and continue both end the loop"),

@@ -225,3 +225,73 @@ def test_end_to_end_failure_message(from_hop: bool) -> None:
     sealed = seal_e2e(key, b"x", from_hop=not from_hop)
     with pytest.raises(PacketRejected, match="^end-to-end content failed authentication$"):
         open_e2e(key, sealed, from_hop=from_hop)
+
+
+# --- what each hop's routing carries, and the peeler's refusals ----------------------------------------------
+def test_each_hop_gets_its_own_tag_frag_and_flags_and_only_the_last_is_final() -> None:
+    peelers = [Peeler(clock=Clock()) for _ in range(3)]
+    hops = [Hop(f"127.0.0.1:{i + 1}", p.public_key) for i, p in enumerate(peelers)]
+    given = [Routing(op=C.OP_STATE, flags=C.FLAG_TARGET | C.FLAG_FINAL, tag=b"tag-one!", frag=7),
+             Routing(op=C.OP_FORWARD, tag=b"tag-two!", frag=65535),
+             Routing(op=C.OP_LOOP, flags=C.FLAG_TARGET, tag=b"tag-end!", frag=0)]
+    pkt, _ = build_packet(hops, given, b"x", window=W)
+    seen = []
+    for i, p in enumerate(peelers):
+        peeled = p.peel(pkt)
+        seen.append((peeled.routing.op, peeled.routing.tag, peeled.routing.frag, peeled.routing.is_target,
+                     peeled.routing.is_final))
+        if i < 2:
+            assert len(peeled.next_header) == C.HEADER_SIZE
+            pkt = seal_packet(peeled.routing.next_payload_key, peeled.next_header, peeled.body, peeled.routing.cell)
+        else:
+            assert peeled.next_header == b""  # the destination sends nothing on
+    # a caller's FINAL flag on a middle hop is cleared, its TARGET flag kept; the last hop is always final
+    assert seen == [(C.OP_STATE, b"tag-one!", 7, True, False), (C.OP_FORWARD, b"tag-two!", 65535, False, False),
+                    (C.OP_LOOP, b"tag-end!", 0, True, True)]
+
+
+def test_wrong_packet_length_reason() -> None:
+    with pytest.raises(PacketRejected) as info:
+        Peeler().peel(bytes(100))
+    assert str(info.value) == (f"wrong packet length 100 (packets are the {C.HEADER_SIZE}-byte header plus one of "
+                               "the payload size classes)")
+
+
+def test_a_low_order_ephemeral_key_is_rejected_with_the_reason() -> None:
+    p = Peeler(clock=Clock())
+    pkt = bytearray(build_packet(two_hops(p), routes(), b"x", window=W)[0])
+    pkt[: C.KEY_SIZE] = bytes(C.KEY_SIZE)  # the all-zero point: X25519 gives an all-zero shared secret
+    with pytest.raises(PacketRejected, match=r"^bad ephemeral key \(.+\)$"):
+        p.peel(bytes(pkt))
+
+
+def test_resized_and_tampered_payload_reasons() -> None:
+    p = Peeler(clock=Clock())
+    small, big = C.CELL_SIZES[0], C.CELL_SIZES[1]
+    header, keys = build_header(two_hops(p), routes(), big, window=W)
+    resized = seal_packet(keys[0].payload, header, b"x", small)
+    with pytest.raises(PacketRejected) as info:
+        p.peel(resized)
+    assert str(info.value) == f"payload of {small} bytes, but the header announces {big} (resized in transit)"
+    bad = bytearray(seal_packet(keys[0].payload, header, b"x", big))
+    bad[-1] ^= 1
+    with pytest.raises(PacketRejected) as info:
+        p.peel(bytes(bad))
+    assert str(info.value) == "payload authentication failed (tampered payload)"
+
+
+@pytest.mark.parametrize("announced", [None, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+def test_an_authenticated_length_field_beyond_the_capacity_is_refused(announced: int | None) -> None:
+    # a previous hop holds this hop's payload key, so it can seal any length field: one past the capacity, and
+    # values with the top bit set (a signed read would make them negative and slip under the bound)
+    cell = C.CELL_SIZES[0]
+    cap = C.body_capacity(cell)
+    n = cap + 1 if announced is None else announced
+    p = Peeler(clock=Clock())
+    header, keys = build_header(two_hops(p), routes(), cell, window=W)
+    plain = n.to_bytes(4, "little") + bytes(cell - C.TAG_SIZE - 4)
+    payload = ChaCha20Poly1305(keys[0].payload).encrypt(bytes(C.NONCE_SIZE), plain, header)
+    with pytest.raises(PacketRejected) as info:
+        p.peel(header + payload)
+    assert str(info.value) == "payload length field out of range"
+    assert p.cache_size == 0  # refused packets leave no tag behind
