@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from veil.attacks.reconstruction import prior_scores
 from veil.errors import VeilError
 from veil.partition.attack import KINDS, ReconstructionResult, query, reconstruction_attack
 from veil.partition.cost_model import SGXCostModel, measure_part
@@ -140,14 +141,8 @@ def prior_baseline(aux_images: torch.Tensor, victim_images: torch.Tensor) -> dic
 
     On aligned faces this prior alone scores well above zero, so an SSIM bound should be read against it.
     """
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-
-    victims = victim_images.float() / 255.0 if victim_images.dtype == torch.uint8 else victim_images.float()
-    aux = aux_images.float() / 255.0 if aux_images.dtype == torch.uint8 else aux_images.float()
-    mean = aux.mean(0, keepdim=True).expand_as(victims).contiguous()
-    ssim = structural_similarity_index_measure(mean, victims, data_range=1.0, reduction="none")
-    psnr = peak_signal_noise_ratio(mean, victims, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return {"what": "adversary's mean auxiliary image, no features used", "n": len(victims),
+    ssim, psnr = prior_scores(aux_images, victim_images)
+    return {"what": "adversary's mean auxiliary image, no features used", "n": len(ssim),
             "ssim_mean": float(ssim.mean()), "psnr_db_mean": float(psnr.mean())}
 
 
