@@ -181,6 +181,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     **{f"veil.train.cloud.x_train_recnet__mutmut_{n}": (marker, FROM_GROUP) for n, marker in (
         (91, "DistributedSampler(data, None, rank,"), (92, "DistributedSampler(data, world, None,"),
         (98, "DistributedSampler(data, world, shuffle=True,"))},
+    "veil.train.cloud.x_train_recnet__mutmut_34": (
+        '"NCCL" if device.type', "torch.distributed.Backend lower-cases the name: 'NCCL' is nccl"),
+    "veil.train.cloud.x_train_recnet__mutmut_39": (
+        'else "GLOO")', "torch.distributed.Backend lower-cases the name: 'GLOO' is gloo"),
     "veil.train.cloud.x_train_recnet__mutmut_99": (
         "DistributedSampler(data, world, rank, seed=cfg.seed", "DistributedSampler's shuffle defaults to True, the "
         "value given"),

@@ -55,3 +55,15 @@ def test_from_key_records_the_keys_fingerprint_and_random_records_none() -> None
     assert x.key_fingerprint == TEST_KEY.fingerprint == "ae4a599211a14e9e"
     assert XNN([0, 1], torch.eye(2), fingerprint="f00d").key_fingerprint == "f00d"
     assert XNN.random(4, 3, generator=torch.Generator().manual_seed(0)).key_fingerprint is None
+
+
+def test_the_orthogonal_matrix_is_q_of_the_qr_with_a_positive_diagonal() -> None:
+    # the Haar sign fix: M = Q diag(sign(diag R)), so that M^T G = diag(sign) R is upper triangular with a positive
+    # diagonal; unique for a full-rank G, whatever sign convention the QR routine has
+    g = torch.randn(6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    m = gaussian_to_matrix(g, "orthogonal")
+    assert torch.allclose(m.T @ m, torch.eye(6, dtype=torch.float64), atol=1e-12)
+    r = m.T @ g
+    assert torch.allclose(torch.tril(r, diagonal=-1), torch.zeros(6, 6, dtype=torch.float64), atol=1e-12)
+    assert (torch.diagonal(r) > 0).all()
+    assert torch.allclose(m @ r, g, atol=1e-12)
