@@ -15,7 +15,7 @@ from veil.bench import ENVELOPE_FIELDS, Envelope, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 # bench results whose command has not been re-run since the envelope (their JSON keeps the old shape until then)
-NOT_YET_REGENERATED = {"cuts", "table2", "table4", "xnn", "partition"}
+NOT_YET_REGENERATED = {"partition"}  # the 32 px torchvision run: its command retrains three models
 
 
 def test_finish_carries_every_field_the_versions_and_the_extras():
@@ -86,4 +86,5 @@ def test_table4_merge_recomputes_the_figures():
 def test_committed_bench_results_carry_the_envelope(path):
     payload = json.loads(path.read_text())
     assert [f for f in ENVELOPE_FIELDS if f not in payload] == [], path.name
-    assert payload["benchmark"] == path.stem
+    # the file is the script's name, or a variant of it written with --out (partition_dlib by bench/partition.py)
+    assert path.stem == payload["benchmark"] or path.stem.startswith(payload["benchmark"] + "_"), path.name
