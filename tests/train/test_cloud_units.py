@@ -13,10 +13,6 @@ everything they watch runs for real. Written for the train/cloud.py mutation sur
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -30,7 +26,7 @@ from veil.store import StoreWriter, open_store
 from veil.train import cloud
 from veil.train.cloud import CloudTrainConfig, train_recnet, train_to_file
 
-from .test_ddp import CFG, CLASSES, DIM, RANK_SCRIPT, ROWS, TOKENS, ddp_env, write_store
+from .test_ddp import CFG, CLASSES, DIM, ROWS, TOKENS, ddp_env, second_rank, write_store
 
 
 @pytest.fixture(autouse=True)
@@ -202,21 +198,13 @@ def test_under_torchrun_each_rank_joins_the_group_and_trains_on_its_own_rows(tmp
     env = ddp_env(monkeypatch, 2, 0)
     calls = spy_forward(monkeypatch)
     out = tmp_path / "rank1.safetensors"
-    proc = subprocess.Popen([sys.executable, str(RANK_SCRIPT), str(store), str(out), json.dumps(asdict(c))],
-                            env={**os.environ, **env, "RANK": "1", "LOCAL_RANK": "1", "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with second_rank(store, c, out, env):
         assert not dist.is_initialized()
         _, history = train_recnet(store, c, "cpu", show_progress=False)
         try:
             assert dist.is_initialized() and dist.get_backend() == "gloo" and dist.get_world_size() == 2
         finally:
             dist.destroy_process_group()
-        log, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, log[-3000:]
     assert history["world_size"] == 2
     sampler = DistributedSampler(range(rows), 2, 0, shuffle=True, seed=c.seed, drop_last=True)
     sampler.set_epoch(0)

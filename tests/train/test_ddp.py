@@ -25,6 +25,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -77,26 +79,33 @@ def ddp_env(monkeypatch: pytest.MonkeyPatch, world: int, rank: int) -> dict[str,
     return env
 
 
-def train_two_ranks(store: Path, cfg: CloudTrainConfig, tmp_path: Path,
-                    monkeypatch: pytest.MonkeyPatch) -> tuple[RecNet, dict, dict[str, torch.Tensor]]:
-    """Train with world size 2: rank 0 here, rank 1 in a subprocess. Returns rank 0's model and history, rank 1's
-    state dict."""
-    env = ddp_env(monkeypatch, 2, 0)
-    out = tmp_path / "rank1.safetensors"
+@contextmanager
+def second_rank(store: Path, cfg: CloudTrainConfig, out: Path, env: dict[str, str]) -> Iterator[None]:
+    """Rank 1 of a world of 2 in a subprocess (writing its weights to ``out``) while the body runs rank 0;
+    on exit, waits for it and requires it to have succeeded (its log is the failure message)."""
     proc = subprocess.Popen([sys.executable, str(RANK_SCRIPT), str(store), str(out), json.dumps(asdict(cfg))],
                             env={**os.environ, **env, "RANK": "1", "LOCAL_RANK": "1", "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        dist.init_process_group("gloo", timeout=timedelta(seconds=60))
-        try:
-            recnet, history = train_recnet(store, cfg, "cpu", show_progress=False)
-        finally:
-            dist.destroy_process_group()
+        yield
         log, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, log[-3000:]
+
+
+def train_two_ranks(store: Path, cfg: CloudTrainConfig, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[RecNet, dict, dict[str, torch.Tensor]]:
+    """Train with world size 2: rank 0 here, rank 1 in a subprocess. Returns rank 0's model and history, rank 1's
+    state dict."""
+    out = tmp_path / "rank1.safetensors"
+    with second_rank(store, cfg, out, ddp_env(monkeypatch, 2, 0)):
+        dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+        try:
+            recnet, history = train_recnet(store, cfg, "cpu", show_progress=False)
+        finally:
+            dist.destroy_process_group()
     return recnet, history, load_file(str(out))
 
 
