@@ -25,13 +25,15 @@ def write_images(folder: Path, images, stem: str) -> list[Path]:
     return paths
 
 
-def enrol_and_identify(server, fg: Path, people: dict[str, list[Path]], probes: list[Path]) -> list[str]:
+def enrol_and_identify(server, fg: Path, people: dict[str, list[Path]], probes: list[Path],
+                       align: str = "hog") -> list[str]:
     runner = CliRunner()
     for name, files in people.items():
         r = runner.invoke(client_app, ["enrol", *map(str, files), "--name", name, "--fg", str(fg),
-                                       "--server", server.url])
+                                       "--server", server.url, "--align", align])
         assert r.exit_code == 0, r.output
-    r = runner.invoke(client_app, ["identify", *map(str, probes), "--fg", str(fg), "--server", server.url])
+    r = runner.invoke(client_app, ["identify", *map(str, probes), "--fg", str(fg), "--server", server.url,
+                                   "--align", align])
     assert r.exit_code == 0, r.output
     rows = [ln.split("\t") for ln in r.output.splitlines() if ln.count("\t") == 2]
     return [name for _, name, _ in rows]
@@ -42,7 +44,7 @@ def test_client_cli_end_to_end_synthetic(server, tiny_models, tmp_path):
     faces = synthetic_faces(identities=3, per_identity=1, image_size=32, seed=3)
     people = {f"syn{i}": write_images(tmp_path / f"p{i}", faces.images[i:i + 1], f"syn{i}") for i in range(3)}
     probes = [people["syn2"][0], people["syn0"][0]]
-    assert enrol_and_identify(server, tiny_models["fg"], people, probes) == ["syn2", "syn0"]
+    assert enrol_and_identify(server, tiny_models["fg"], people, probes, align="none") == ["syn2", "syn0"]
 
 
 def test_client_cli_errors_are_one_line(tiny_models, tmp_path):
@@ -50,10 +52,13 @@ def test_client_cli_errors_are_one_line(tiny_models, tmp_path):
     assert r.exit_code == 2 and "error:" in r.output
     img = write_images(tmp_path, synthetic_faces(1, 1, 32, seed=0).images, "x")
     r = CliRunner().invoke(client_app, ["identify", str(img[0]), "--fg", str(tiny_models["fg"]),
-                                        "--server", "http://127.0.0.1:9"])
+                                        "--server", "http://127.0.0.1:9", "--align", "none"])
     assert r.exit_code == 2 and "cannot reach" in r.output
     r = CliRunner().invoke(client_app, ["identify", str(img[0]), "--fg", str(tiny_models["recnet"])])
     assert r.exit_code == 2 and "not a Veil XNN-d feature-generator" in r.output
+    r = CliRunner().invoke(client_app, ["identify", str(img[0]), "--fg", str(tiny_models["fg"]),
+                                        "--server", "http://127.0.0.1:9"])  # SYNTHETIC: no face, nothing sent
+    assert r.exit_code == 2 and "no face found in" in r.output and "cannot reach" not in r.output
 
 
 @pytest.mark.skipif(not LFW.is_dir(), reason="real LFW data not found at ../shared/data/lfw112")
