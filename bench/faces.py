@@ -110,6 +110,11 @@ def main() -> None:
     publish(args.out, env.finish(figures), markdown(figures))
 
 
+def load(figure: dict) -> str:
+    """The 1-minute load average when a timing ended (the machine is shared: timings scale with it)."""
+    return f"{figure['loadavg_after'][0]:.1f}"
+
+
 def markdown(f: dict) -> str:
     h, c = f["per_core_hog"], f["per_core_cnn"]
     e, k = f["align_all_empty_cache"], f["align_all_cached"]
@@ -118,11 +123,12 @@ def markdown(f: dict) -> str:
              f"load average at start {f['loadavg_start'][0]:.1f}.", "",
              "| what | figure |", "|---|---|",
              f"| HOG path, one core (decode, detect upsampled once, 5 landmarks, 150 px chip) | "
-             f"{h['ms_per_image']} ms/image ({h['faces_found']}/{h['images']} faces) |",
-             f"| CNN detector path, one core | {c['ms_per_image']} ms/image ({c['faces_found']}/{c['images']}) |",
+             f"{h['ms_per_image']} ms/image ({h['faces_found']}/{h['images']} faces; load {load(h)}) |",
+             f"| CNN detector path, one core | {c['ms_per_image']} ms/image ({c['faces_found']}/{c['images']}; "
+             f"load {load(c)}) |",
              f"| all images, {e['workers']} processes, empty cache | {e['seconds']} s "
-             f"({e['faces_found']} faces, {e['without_face']} without) |",
-             f"| all images, {k['workers']} processes, from the cache | {k['seconds']} s |"]
+             f"({e['faces_found']} faces, {e['without_face']} without; load {load(e)}) |",
+             f"| all images, {k['workers']} processes, from the cache | {k['seconds']} s (load {load(k)}) |"]
     for name, r in (f.get("teacher_whole_owner_test") or {}).items():
         lines.append(f"| dlib's network whole, owner-test persons, {name} | {pct(r)} (n = {r['n']}, "
                      f"gallery {r['gallery']}, chance {100 * r['chance']:.2f}%) |")
