@@ -37,7 +37,9 @@ def test_xnn_flow_on_real_faces(tmp_path, monkeypatch):
     # the ratio row: XNN's hits over Vanilla+PE's on the same probes, bootstrapped over the 40 test persons
     v, x, wrong = (summary["utility"][n] for n in ("Vanilla+PE", "XNN", "XNN, wrong key"))
     r = summary["ratio_xnn_over_vanilla"]
-    assert r == saved["ratio_xnn_over_vanilla"] and r["identities"] == 40
+    # persons with a probe left: under the default no-face policy (skip) a person whose only other image has no
+    # detected face is a gallery-only distractor (docs/faces.md), so a few of the 40 may drop out here
+    assert r == saved["ratio_xnn_over_vanilla"] and 36 <= r["identities"] <= 40
     assert r["ratio"] == pytest.approx(x["hits"] / v["hits"]) and r["ci95"][0] <= r["ratio"] <= r["ci95"][1]
     # the wrong-key row: the same probes and gallery under a fresh (random) key. No ordering is asserted: XNN's
     # RecNet is not bound to the key (README, key binding), and on this tiny run a fresh key can score higher.

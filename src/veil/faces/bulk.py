@@ -7,6 +7,7 @@ return the chip; the parent writes new geometries to the cache and counts what h
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import time
@@ -91,7 +92,8 @@ class Aligned:
     report: AlignReport
 
 
-_worker: tuple[FacePipeline, AlignmentCache, int] | None = None
+WorkerState = tuple[FacePipeline, AlignmentCache, int]
+_worker: WorkerState | None = None  # a pool worker's models, read-only cache connection and chip size
 
 
 def _init_worker(config: FaceConfig, cache_path: str, size: int) -> None:
@@ -100,9 +102,13 @@ def _init_worker(config: FaceConfig, cache_path: str, size: int) -> None:
 
 
 def _align_one(path: str) -> tuple[str, Geometry, bool, list[np.ndarray]]:
-    """(digest, geometry, computed now?, chips by policy) of one file, in a worker or in-process."""
     assert _worker is not None
-    pipeline, cache, size = _worker
+    return _align_with(_worker, path)
+
+
+def _align_with(state: WorkerState, path: str) -> tuple[str, Geometry, bool, list[np.ndarray]]:
+    """(digest, geometry, computed now?, chips by policy) of one file, in a worker or in-process."""
+    pipeline, cache, size = state
     data = read_bytes(path)
     digest = image_digest(data)
     image = decode_rgb(data, path)
@@ -134,7 +140,7 @@ class FaceAligner:
         self.workers = workers or len(os.sched_getaffinity(0))
         self.cache = AlignmentCache(cache_path)
         self._pool: ProcessPoolExecutor | None = None
-        self._local = False
+        self._local: WorkerState | None = None
         self.report = AlignReport()
 
     def _run(self, paths: list[str]):
@@ -144,10 +150,9 @@ class FaceAligner:
                                                  initializer=_init_worker,
                                                  initargs=(self.config, str(self.cache.path), self.size))
             return self._pool.map(_align_one, paths, chunksize=max(1, min(32, len(paths) // (4 * self.workers))))
-        if not self._local:
-            _init_worker(self.config, str(self.cache.path), self.size)
-            self._local = True
-        return map(_align_one, paths)
+        if self._local is None:
+            self._local = (FacePipeline(self.config), self.cache, self.size)
+        return map(functools.partial(_align_with, self._local), paths)
 
     def align(self, paths: Sequence[str | Path]) -> Aligned:
         """Chips of ``paths`` under the policy; images without a face are counted, listed and left out."""
