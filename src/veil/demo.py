@@ -11,13 +11,14 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from veil.bench import environment  # also imported from here by bench scripts
 from veil.data.splits import Split
 from veil.keys import OwnerKey
-from veil.models.extractor import load_extnet
+from veil.models.extractor import Extractor, load_extnet
 from veil.models.memo import MemoExtNet
 from veil.models.recnet import load_recnet
 from veil.models.registry import resolve_extractor
@@ -81,7 +82,7 @@ def cached_extractor(data: str | Path, split: Split, preset: Preset, device: str
 
 def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", preset: str | Preset = "demo",
             device: str | torch.device = "cpu", show_progress: bool = True, log=print, attacks: bool = True,
-            ext: torch.nn.Module | None = None) -> dict:
+            ext: Extractor | None = None) -> dict:
     """Split, key, extractor, obfuscate, cloud-train and evaluate Vanilla+PE and XNN; then the cheap attacks.
 
     ``ext`` may pass in an already-built ExtNet for the preset's extractor (a benchmark sharing work
@@ -129,7 +130,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     wrong = wrong_key_utility(data, split, ext, out / "recnet_xnn.safetensors", device)
     results["XNN, wrong key"] = wrong
     ratio = compare(results, "XNN", "Vanilla+PE")
-    summary = {
+    summary: dict[str, Any] = {
         "preset": preset.name, "data": str(data), "synthetic": False, "device": str(device),
         "split": {g: len(v) for g, v in split.groups.items()}, "key_fingerprint": key.fingerprint,
         "extractor": str(ext_path), "extractor_info": extractor_info(ext_path),
@@ -152,9 +153,9 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
 
 def extractor_info(path: str | Path) -> dict:
     """What the run's ExtNet is (name, cut, weights SHA-256, token shape), from its file's public metadata."""
-    from veil.models.extractor import read_metadata
+    from veil.io import read_safetensors_metadata
 
-    meta = read_metadata(path)
+    meta = read_safetensors_metadata(path)
     cfg, extra = json.loads(meta.get("config", "{}")), json.loads(meta.get("extra", "{}"))
     return {"name": extra.get("name", cfg.get("kind", "?")), "kind": cfg.get("kind"), "cut": cfg.get("cut"),
             "img_size": cfg.get("img_size"), "weights_sha256": extra.get("weights_sha256"),

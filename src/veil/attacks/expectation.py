@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -64,7 +65,7 @@ class ExpectationAttack(Attack):
 
     def _random_obfuscation(self, tokens: int, dim: int):
         method = registry.get(self.obfuscation)
-        options = {"matrix": self.matrix} if "matrix" in method.options else {}
+        options: dict[str, Any] = {"matrix": self.matrix} if "matrix" in method.options else {}
         gen = torch.Generator().manual_seed(self.seed)
         geometry = registry.Geometry(tokens, dim, 0)
 

@@ -18,8 +18,8 @@ import veil.attacks as package
 from veil.attacks.base import Attack
 
 
-def _subclasses(cls: type) -> list[type]:
-    out = []
+def _subclasses(cls: type[Attack]) -> list[type[Attack]]:
+    out: list[type[Attack]] = []
     for sub in cls.__subclasses__():
         out += [sub, *_subclasses(sub)]
     return out

@@ -134,11 +134,12 @@ class Node:
         self.stats: Counter[str] = Counter()
         # seconds spent on training-step packets (forward, backward): crypto (peel + reseal), layer, send; and
         # their count. Init, state and test packets are left out: they would skew a per-step breakdown.
-        self.timing: Counter[str] = Counter()
+        self.timing: Counter[str] = Counter()  # float seconds: typeshed types Counter values as int, hence the ignores
         self._timing_mark: Counter[str] = Counter()  # ``timing`` when the last session ended
         self.rejections: list[str] = []
-        self.transport = transport_mod.make(transport or C.DEFAULT_TRANSPORT) if not hasattr(
-            transport, "push") else transport
+        self.transport: transport_mod.Transport = (
+            transport_mod.make(transport or C.DEFAULT_TRANSPORT) if transport is None or isinstance(transport, str)
+            else transport)
         self._last_session = 0.0
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._init = message.Reassembly()
@@ -243,7 +244,7 @@ class Node:
             self.stats["send_failed"] += 1
             log.warning("next hop unreachable, packet dropped: %s", exc)
         if step_op:
-            self.timing["send"] += time.perf_counter() - t0
+            self.timing["send"] += time.perf_counter() - t0  # type: ignore[assignment]
 
     def _delay_loop(self) -> None:
         """Mixing: send each packet when its exponential delay is over (not in arrival order)."""
@@ -294,8 +295,8 @@ class Node:
         out = reseal(p, body)
         step_op = r.op in (C.OP_FORWARD, C.OP_BACKWARD)
         if step_op:
-            self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)
-            self.timing["layer"] += t2 - t1
+            self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)  # type: ignore[assignment]
+            self.timing["layer"] += t2 - t1  # type: ignore[assignment]
             self.timing["packets"] += 1
         return r.next_address, out, step_op
 

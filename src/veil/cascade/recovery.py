@@ -83,7 +83,7 @@ def train(des: Designer, ds: D.Dataset, epochs: int,
                 res.epoch_accuracy.append(acc)
                 if acc < des.min_accuracy:
                     des.events.append({"event": "byzantine", "step": step, "accuracy": acc,
-                                       "servers": [e.address for e in des.cascade.entries]})
+                                       "servers": [e.address for e in des.cascade.entries] if des.cascade else []})
                     raise ByzantineDetected(f"test accuracy {acc:.3f} below {des.min_accuracy}")
                 last.verified = True
                 verified = last

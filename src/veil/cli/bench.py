@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from veil.attacks.recnet_fit import AttackRecNetConfig
+from veil.attacks.recnet_fit import AttackRecNetConfig, strong_attack_recipe
 from veil.cli.common import console, friendly
 from veil.device import configure_threads, pick_device
 from veil.errors import VeilError
@@ -59,9 +59,8 @@ def table2(data: Path = typer.Option(None, help="Face dataset (default: ../share
         raise VeilError("epochs must be >= 1")
     cfg = Table2Config(preset=preset, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                        owner_epochs=owner_epochs,
-                       attack=AttackRecNetConfig(epochs=attack_epochs, seed=seed,
-                                                 **({"depth": 0, "init": "identity"} if attack_recipe == "strong"
-                                                    else {})),
+                       attack=(strong_attack_recipe(attack_epochs, seed) if attack_recipe == "strong"
+                               else AttackRecNetConfig(epochs=attack_epochs, seed=seed)),
                        ablations=ablations, seed=seed)
     command = "veil bench table2 " + " ".join(f"--{k} {v}" for k, v in (
         ("preset", preset), ("owner-epochs", owner_epochs), ("attack-epochs", attack_epochs), ("seed", seed))

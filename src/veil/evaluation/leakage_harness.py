@@ -33,7 +33,7 @@ from veil.data.faceset import FaceSet, load_faces
 from veil.data.splits import Split, gallery_probe
 from veil.errors import VeilError
 from veil.keys import OwnerKey
-from veil.models.extractor import ExtNet, load_extnet
+from veil.models.extractor import Extractor, load_extnet
 from veil.models.recnet import load_recnet
 from veil.obfuscation import registry
 from veil.obfuscation.base import NoObfuscation, Obfuscation
@@ -77,7 +77,7 @@ class LeakageHarness:
 
     # -- owner-side facts --------------------------------------------------------------------------
     @cached_property
-    def ext(self) -> ExtNet:
+    def ext(self) -> Extractor:
         return load_extnet(self.extractor)
 
     def store_dir(self, method: str) -> Path:

@@ -23,7 +23,13 @@ from pathlib import Path
 import torch
 
 from veil.attacks.leakage import Target, identity_leakage
-from veil.attacks.recnet_fit import AttackRecNetConfig, extract_tokens, fit_recnet, recnet_embedder
+from veil.attacks.recnet_fit import (
+    AttackRecNetConfig,
+    extract_tokens,
+    fit_recnet,
+    recnet_embedder,
+    strong_attack_recipe,
+)
 from veil.attacks.simulation import Simulation, simulate
 from veil.bench import Envelope, write_result
 from veil.data.faceset import FaceSet
@@ -33,7 +39,7 @@ from veil.errors import VeilError
 from veil.evaluation import protections
 from veil.keys import OwnerKey
 from veil.metrics import bootstrap_ratio
-from veil.models.extractor import ExtNet, load_extnet, make_extnet
+from veil.models.extractor import Extractor, load_extnet, make_extnet
 from veil.models.recnet import RecNet
 from veil.obfuscation import registry
 from veil.pipeline import load_group, prepare_split
@@ -50,7 +56,7 @@ class Table2Config:
     methods: tuple[str, ...] = METHODS
     aux_groups: tuple[str, ...] = ("aux_a", "aux_b")
     owner_epochs: int | None = None
-    attack: AttackRecNetConfig = field(default_factory=AttackRecNetConfig)
+    attack: AttackRecNetConfig = field(default_factory=strong_attack_recipe)
     public_pool: int = 2000
     ih_cap: float = 0.65
     ih_encodings: int = 2
@@ -82,7 +88,7 @@ def _target(protection: protections.Protection, faces: FaceSet, gallery_seed: in
     return Target.from_features(features, faces.labels, gallery_seed, flipped)
 
 
-def _clean_tokens(ext: ExtNet, faces: FaceSet, device) -> torch.Tensor:
+def _clean_tokens(ext: Extractor, faces: FaceSet, device) -> torch.Tensor:
     """Public ExtNet tokens of the images, then of their mirrors."""
     return torch.cat([extract_tokens(ext, faces.images, device=device),
                       extract_tokens(ext, faces.images, flip=True, device=device)])
@@ -99,14 +105,14 @@ def _options(cfg: Table2Config, img_size: int) -> dict:
             "depth": cfg.nc_depth}
 
 
-def _simulation(name: str, ext: ExtNet, aux: FaceSet, clean: torch.Tensor, public: torch.Tensor,
+def _simulation(name: str, ext: Extractor, aux: FaceSet, clean: torch.Tensor, public: torch.Tensor,
                 cfg: Table2Config, device) -> Simulation:
     """The expectation attack's training set for ``name``; ``clean`` = :func:`_clean_tokens` of ``aux``."""
     return simulate(name, ext, aux.images, aux.labels, clean, public, cfg.ih_encodings, cfg.seed, device,
                     **_options(cfg, ext.cfg.img_size))
 
 
-def _protection(name: str, ext: ExtNet, key: OwnerKey, public: torch.Tensor, cfg: Table2Config):
+def _protection(name: str, ext: Extractor, key: OwnerKey, public: torch.Tensor, cfg: Table2Config):
     return protections.protection(name, ext, key, public, **_options(cfg, ext.cfg.img_size))
 
 
@@ -121,7 +127,7 @@ class _Context:
     """Everything the rows share: one split, one ExtNet, one key, the loaded face groups, one recipe."""
 
     cfg: Table2Config
-    ext: ExtNet
+    ext: Extractor
     key: OwnerKey
     split: Split
     train: FaceSet

@@ -13,17 +13,20 @@ import json
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import timm
 import torch
 import torchvision
-from safetensors import safe_open
-from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 
 from veil.errors import VeilError
+from veil.io import read_safetensors, read_safetensors_metadata, save_safetensors
+
+if TYPE_CHECKING:
+    from veil.models.dlib_resnet import DlibFaceResNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,18 +94,45 @@ def build_backbone(cfg: ExtractorConfig) -> VisionTransformer:
                              drop_path_rate=cfg.drop_path)
 
 
-class ExtNet(nn.Module):
+class Extractor(nn.Module):
+    """What every ExtNet offers the owner, the cloud and the attacks: images -> tokens (B, N, D).
+
+    Frozen and in eval mode (``train()`` keeps it so): the owner never trains it, and a token must not
+    depend on the rest of its batch. ``cfg`` is the extractor's config (``cfg.img_size`` is its input side).
+    """
+
+    cfg: ExtractorConfig
+
+    def train(self, mode: bool = True) -> Extractor:  # noqa: ARG002 - frozen by design
+        return super().train(False)
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """(tokens, dim) of the output."""
+        raise NotImplementedError
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (uint8 or float in [0, 1]) -> the network's normalised input."""
+        raise NotImplementedError
+
+
+class ExtNet(Extractor):
     """Images (uint8 or float in [0, 1]) -> tokens (B, N, D) after ``ext_depth`` blocks of the backbone.
 
     Frozen and in eval mode: the owner never trains it, and its output must not depend on batch.
     """
 
+    mean: torch.Tensor  # buffers, typed for the checker
+    std: torch.Tensor
+
     def __init__(self, backbone: VisionTransformer, cfg: ExtractorConfig) -> None:
         super().__init__()
+        if backbone.pos_embed is None:
+            raise VeilError("ExtNet needs a ViT with a learned position embedding (timm pos_embed is None)")
         self.cfg = cfg
-        self.patch_embed = backbone.patch_embed
+        self.patch_embed: nn.Module = backbone.patch_embed
         self.cls_token = backbone.cls_token
-        self.pos_embed = backbone.pos_embed
+        self.pos_embed: torch.Tensor = backbone.pos_embed
         self.reg_token = getattr(backbone, "reg_token", None)
         self.no_embed_class = bool(getattr(backbone, "no_embed_class", False))
         self.norm_pre = backbone.norm_pre
@@ -112,14 +142,11 @@ class ExtNet(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> ExtNet:  # noqa: ARG002 - frozen by design
-        return super().train(False)
-
     @property
     def token_shape(self) -> tuple[int, int]:
         """(tokens, dim) of the output, CLS token included."""
         prefix = sum(t.shape[1] for t in (self.cls_token, self.reg_token) if t is not None)
-        n = self.patch_embed.num_patches + prefix
+        n = int(self.patch_embed.num_patches) + prefix  # type: ignore[arg-type]  # timm's PatchEmbed attribute
         return n, self.cfg.embed_dim
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -141,14 +168,14 @@ class ExtNet(nn.Module):
         return self.blocks(self.norm_pre(x))
 
 
-class DlibExtNet(nn.Module):
+class DlibExtNet(Extractor):
     """ExtNet from dlib's face ResNet: images -> the feature map after ``cfg.cut`` levels as tokens.
 
     Tokens are the H*W spatial positions (row-major), each a C-channel vector, so ObfNet, the store,
     RecNet and every attack keep their (B, N, D) interface. Frozen and in eval mode, like ExtNet.
     """
 
-    def __init__(self, net: nn.Module, cfg: ExtractorConfig) -> None:
+    def __init__(self, net: DlibFaceResNet, cfg: ExtractorConfig) -> None:
         super().__init__()
         from veil.models.dlib_resnet import level_output_shape
 
@@ -158,9 +185,6 @@ class DlibExtNet(nn.Module):
         self._shape = level_output_shape(cfg.cut, cfg.img_size)
         self.requires_grad_(False)
         self.eval()
-
-    def train(self, mode: bool = True) -> DlibExtNet:  # noqa: ARG002 - frozen by design
-        return super().train(False)
 
     @property
     def token_shape(self) -> tuple[int, int]:
@@ -186,7 +210,7 @@ class DlibExtNet(nn.Module):
         return self.feature_map(images).flatten(2).transpose(1, 2).contiguous()
 
 
-AnyExtNet = ExtNet | DlibExtNet
+AnyExtNet = Extractor  # the name callers used when there were two classes
 
 
 def make_extnet(cfg: ExtractorConfig) -> AnyExtNet:
@@ -210,44 +234,19 @@ def config_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def save_backbone(backbone: VisionTransformer, cfg: ExtractorConfig, path: str | Path,
+def save_backbone(backbone: nn.Module, cfg: ExtractorConfig, path: str | Path,
                   extra: dict | None = None) -> Path:
     """Weights as safetensors, the config (and any provenance) as JSON metadata inside the same file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     meta = {"format": "veil-extractor", "config": json.dumps(asdict(cfg)), "extra": json.dumps(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except FileNotFoundError:
-        raise VeilError(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
-        raise VeilError(f"{path} is not a readable safetensors file ({exc})") from None
-
-
-def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise VeilError(f"checkpoint not found: {path}") from None
-    except Exception as exc:
-        raise VeilError(f"{path} is not a readable safetensors file ({exc})") from None
+    return save_safetensors(backbone.state_dict(), path, meta)  # atomic: a crash leaves no half file
 
 
 def load_backbone(path: str | Path, cfg: ExtractorConfig | None = None) -> tuple[VisionTransformer,
                                                                                   ExtractorConfig]:
     """Rebuild the backbone from a Veil extractor file, or from a plain timm checkpoint plus ``cfg``."""
-    meta = read_metadata(path)
+    meta = read_safetensors_metadata(path)
     if json.loads(meta.get("config", "{}")).get("kind") == "dlib-resnet":
         raise VeilError(f"{path} is a dlib-resnet extractor, not a ViT backbone; load it with load_extnet")
     if meta.get("format") == "veil-extractor":
@@ -255,7 +254,7 @@ def load_backbone(path: str | Path, cfg: ExtractorConfig | None = None) -> tuple
     elif cfg is None:
         raise VeilError(f"{path} carries no Veil config; pass the timm model name and image size")
     backbone = build_backbone(cfg)
-    state = _load_state(path)
+    state = read_safetensors(path)
     state = {k: v for k, v in state.items() if not k.startswith("head")}
     try:
         missing, unexpected = backbone.load_state_dict(state, strict=False)
@@ -281,14 +280,14 @@ def load_extnet(path: str | Path, cfg: ExtractorConfig | None = None) -> AnyExtN
         from veil.models.registry import resolve_extractor
 
         path = resolve_extractor(str(path))
-    meta = read_metadata(path)
+    meta = read_safetensors_metadata(path)
     if meta.get("format") == "veil-extractor" and json.loads(meta.get("config", "{}")).get("kind") == "dlib-resnet":
         from veil.models.dlib_resnet import DlibFaceResNet
 
         cfg = ExtractorConfig(**json.loads(meta["config"]))
         net = DlibFaceResNet()
         try:
-            net.load_state_dict(_load_state(path))
+            net.load_state_dict(read_safetensors(path))
         except RuntimeError as exc:
             raise VeilError(f"{path} does not fit dlib's face ResNet ({str(exc).splitlines()[0]})") from None
         return DlibExtNet(net, cfg)

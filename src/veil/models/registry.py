@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from veil.errors import VeilError
@@ -56,7 +57,7 @@ def _entries() -> dict[str, ExtractorEntry]:
         out[f"dlib-resnet-cut{cut}"] = ExtractorEntry(
             f"dlib-resnet-cut{cut}", f"dlib's public-domain face ResNet, first {cut} residual levels: "
             f"{side}x{side} = {n} tokens x {d} channels (150 px input)",
-            lambda cache, c=cut: dlib_extractor_file(c, cache))
+            partial(dlib_extractor_file, cut))
     default = out[f"dlib-resnet-cut{DLIB_DEFAULT_CUT}"]
     out[DEFAULT_EXTRACTOR] = ExtractorEntry(DEFAULT_EXTRACTOR, f"the default: {default.summary}",
                                             default.materialise)

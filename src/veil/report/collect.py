@@ -322,7 +322,8 @@ def _load_table2(data: RunData) -> None:
             if not isinstance(r, dict):
                 data.missing.append(f"{TABLE2} rows[{i}] is not an object; skipped")
                 continue
-            leak_raw = r.get("leakage") if isinstance(r.get("leakage"), dict) else {}
+            leak_raw = r.get("leakage")
+            leak_raw = leak_raw if isinstance(leak_raw, dict) else {}
             leakage = {str(g): RateView.parse(v) for g, v in leak_raw.items()}
             aux += [g for g in leakage if g not in aux]
             utility = RateView.parse(r.get("utility"))

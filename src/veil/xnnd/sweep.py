@@ -108,6 +108,9 @@ def noised(encoder: TokenNoiseEncoder | None, clean: torch.Tensor, batch_size: i
 
 # ---- known-plaintext with an honest fit -------------------------------------------------------------------------
 
+RIDGE_PENALTIES = tuple(10.0 ** p for p in range(-3, 5))  # the held-out search's grid
+
+
 @dataclass
 class RidgeFit:
     weight: torch.Tensor | None  # (D + 1, D): [noised, 1] @ weight = clean; None when not determined
@@ -118,7 +121,7 @@ class RidgeFit:
 
 
 def fit_denoiser(clean: torch.Tensor, noised_: torch.Tensor, seed: int = 0, holdout: float = 0.25,
-                 lambdas: Sequence[float] = tuple(10.0 ** p for p in range(-3, 5))) -> RidgeFit:
+                 lambdas: Sequence[float] = RIDGE_PENALTIES) -> RidgeFit:
     """Affine map noised -> clean token, shared by all positions, ridge penalty chosen on held-out pairs.
 
     Pairs, not token rows, are held out (rows of one image are not independent). Fewer than 4 pairs
@@ -148,7 +151,7 @@ def fit_denoiser(clean: torch.Tensor, noised_: torch.Tensor, seed: int = 0, hold
         pred = design(noised_[out_idx]) @ w
         target = clean[out_idx].reshape(-1, dim).double()
         scores[lam] = float((pred - target).norm() / target.norm().clamp_min(1e-12))
-    lam = min(scores, key=scores.get)
+    lam = min(scores, key=scores.__getitem__)
     return RidgeFit(solve(noised_, clean, lam).float(), lam, scores[lam], ols)
 
 
@@ -244,7 +247,7 @@ def measure(shared: Shared, encoder: TokenNoiseEncoder | None, server: RecNet, c
     out["known_plaintext"] = {**(determined[-1] if determined else not_determined("no k determined")),
                               "curve": points}
     rates = {a: out[a]["rate"] for a in ATTACKS if out[a].get("rate") is not None}
-    strongest = max(rates, key=rates.get)
+    strongest = max(rates, key=rates.__getitem__)
     out["strongest_attack"] = {"attack": strongest, **{k: out[strongest][k] for k in ("rate", "ci95", "n", "hits")}}
     out["chance"] = target.chance
     out["seconds_attacks"] = time.time() - t0
