@@ -22,6 +22,7 @@ from veil.models.extractor import Extractor, load_extnet
 from veil.models.memo import MemoExtNet
 from veil.models.recnet import load_recnet
 from veil.models.registry import resolve_extractor
+from veil.obfuscation import registry
 from veil.obfuscation.keyed import xnn_from_key
 from veil.owner import OwnerModel, evaluate_identification
 from veil.paths import cache_dir, default_data, resolve_data
@@ -108,20 +109,20 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     ext = ext or MemoExtNet(load_extnet(ext_path))  # each private image through ExtNet once per run, in memory
     timings["pretrain_s"] = time.time() - t
 
-    methods = {"Vanilla+PE": None, "XNN": key}
+    methods = ((registry.get("none"), None), (registry.get("xnn"), key))
     results: dict[str, dict] = {}
     stats: dict[str, dict] = {}
-    for name, mkey in methods.items():
-        tag = name.split("+")[0].lower()
+    for method, mkey in methods:
+        name, tag = method.display(), method.folder  # Vanilla+PE: store_vanilla, recnet_vanilla
         t = time.time()
-        obf_stats = obfuscate(data, split, ext, out / f"store_{tag}", mkey, matrix=preset.matrix,
+        obf_stats = obfuscate(data, split, ext, out / method.store, mkey, matrix=preset.matrix,
                               overwrite=True, device=device, show_progress=show_progress)
         timings[f"obfuscate_{tag}_s"] = time.time() - t
         t = time.time()
-        hist = train_to_file(out / f"store_{tag}", out / f"recnet_{tag}.safetensors", preset.cloud,
+        hist = train_to_file(out / method.store, out / method.recnet, preset.cloud,
                              str(device), show_progress)
         timings[f"train_{tag}_s"] = time.time() - t
-        results[name] = evaluate(data, split, ext, out / f"recnet_{tag}.safetensors", mkey, device=device)
+        results[name] = evaluate(data, split, ext, out / method.recnet, mkey, device=device)
         stats[name] = {"obfuscate": obf_stats, "train": {k: hist[k] for k in ("seconds", "samples_per_second",
                                                                               "rows", "classes")},
                        "final_loss": hist["loss"][-1]}
@@ -175,8 +176,8 @@ def run_attacks(out: Path, data: Path, ext, device, log=print) -> dict:
     harness.ext = ext  # the run's memoised ExtNet: no image is extracted twice
     written = {}
     for method, ks in (("xnn", (0, 1, 4, 16)), ("vanilla", (0,))):
-        r = harness.known_plaintext(method, ks, "pooled")
-        r["command"] = f"veil attack known-plaintext --run {out} --method {method} --k {','.join(map(str, ks))}"
+        command = f"veil attack known-plaintext --run {out} --method {method} --k {','.join(map(str, ks))}"
+        r = harness.known_plaintext(method, ks, "pooled", command=command).to_dict()
         path = write_json(out / "attacks" / f"known_plaintext_{method}.json", r)
         written[method] = {"file": str(path), "points": [{k: p[k] for k in ("k", "rate", "ci95", "n", "chance")}
                                                          for p in r["points"]]}
