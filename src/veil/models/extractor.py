@@ -1,10 +1,12 @@
 """ExtNet: the public, frozen feature extractor whose token output the owner obfuscates.
 
-The paper's ExtNet is the first blocks of a pre-trained ViT (patch + position embedding, then
-transformer blocks). On CPU, a ViT trained from scratch on a few thousand faces is weak, so
-Veil's default backbone is a timm ``VisionTransformer`` whose patch embedding is a ResNet-18
-convolutional stem (timm's ``HybridEmbed``): the token interface XNN needs, with the sample
-efficiency of convolutions. Any timm ViT checkpoint (safetensors) also loads as an ExtNet.
+:class:`Extractor` is what every ExtNet offers (images -> tokens (B, N, D), frozen); ``ExtractorConfig.kind``
+names the architecture, registered by its own module (:mod:`veil.models.registry`). Veil's default is
+dlib's pre-trained face ResNet cut after a few residual levels (:mod:`veil.models.dlib_resnet`, kind
+``dlib-resnet``: ``veil extractor list``). This module holds the paper's kind: the first blocks of a ViT
+(patch + position embedding, then transformer blocks), either a timm ``VisionTransformer`` whose patch
+embedding is a ResNet-18 convolutional stem (kind ``hybrid``, timm's ``HybridEmbed``, trained from scratch
+by ``veil extractor pretrain``) or any timm ViT checkpoint in safetensors (kind ``timm``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import timm
 import torch
@@ -24,22 +25,22 @@ from torch import nn
 
 from veil.errors import VeilError
 from veil.io import read_safetensors, read_safetensors_metadata, save_safetensors
+from veil.models import registry
 
-if TYPE_CHECKING:
-    from veil.models.dlib_resnet import DlibFaceResNet
-
+VIT_KINDS = ("hybrid", "timm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
 class ExtractorConfig:
-    """Architecture of the pre-training backbone and how many of its blocks form ExtNet.
+    """Architecture of the extractor (``kind``, a registered name) and how much of it forms ExtNet.
 
     ``kind='hybrid'``: ResNet-18 stem (``stem_stages`` residual stages) feeding ViT blocks.
     ``kind='timm'``: any timm ViT built by ``timm_name`` (weights from a local safetensors file).
     ``kind='dlib-resnet'``: dlib's pre-trained face ResNet (:mod:`veil.models.dlib_resnet`) cut after
     ``cut`` residual levels; tokens are the spatial positions of that feature map.
+    Each kind checks (and completes) its config when registered: see :mod:`veil.models.registry`.
     """
 
     kind: str = "hybrid"
@@ -54,19 +55,14 @@ class ExtractorConfig:
     cut: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("hybrid", "timm", "dlib-resnet"):
-            raise VeilError(f"extractor kind must be 'hybrid', 'timm' or 'dlib-resnet', got {self.kind!r}")
-        if self.kind == "dlib-resnet":
-            from veil.models.dlib_resnet import IMAGE_SIZE, LEVELS
+        registry.kind(self.kind).configure(self)
 
-            if not 1 <= self.cut <= len(LEVELS):
-                raise VeilError(f"dlib-resnet cut must be 1..{len(LEVELS)} residual levels, got {self.cut}")
-            self.img_size, self.embed_dim = IMAGE_SIZE, LEVELS[self.cut - 1][0]
-            return
-        if not 1 <= self.ext_depth <= self.depth:
-            raise VeilError(f"ext_depth must be in 1..depth={self.depth}, got {self.ext_depth}")
-        if self.kind == "hybrid" and not 1 <= self.stem_stages <= 4:
-            raise VeilError(f"stem_stages must be 1..4, got {self.stem_stages}")
+
+def _configure_vit(cfg: ExtractorConfig) -> None:
+    if not 1 <= cfg.ext_depth <= cfg.depth:
+        raise VeilError(f"ext_depth must be in 1..depth={cfg.depth}, got {cfg.ext_depth}")
+    if cfg.kind == "hybrid" and not 1 <= cfg.stem_stages <= 4:
+        raise VeilError(f"stem_stages must be 1..4, got {cfg.stem_stages}")
 
 
 def _resnet18_stem(stages: int) -> nn.Module:
@@ -168,58 +164,12 @@ class ExtNet(Extractor):
         return self.blocks(self.norm_pre(x))
 
 
-class DlibExtNet(Extractor):
-    """ExtNet from dlib's face ResNet: images -> the feature map after ``cfg.cut`` levels as tokens.
-
-    Tokens are the H*W spatial positions (row-major), each a C-channel vector, so ObfNet, the store,
-    RecNet and every attack keep their (B, N, D) interface. Frozen and in eval mode, like ExtNet.
-    """
-
-    def __init__(self, net: DlibFaceResNet, cfg: ExtractorConfig) -> None:
-        super().__init__()
-        from veil.models.dlib_resnet import level_output_shape
-
-        self.cfg = cfg
-        self.conv, self.aff = net.conv, net.aff
-        self.levels = nn.ModuleList(list(net.levels)[: cfg.cut])
-        self._shape = level_output_shape(cfg.cut, cfg.img_size)
-        self.requires_grad_(False)
-        self.eval()
-
-    @property
-    def token_shape(self) -> tuple[int, int]:
-        return self._shape
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        from veil.models.dlib_resnet import normalize_rgb
-
-        if images.shape[-1] != self.cfg.img_size or images.shape[-2] != self.cfg.img_size:
-            raise VeilError(f"ExtNet expects {self.cfg.img_size}x{self.cfg.img_size} images, "
-                            f"got {tuple(images.shape[-2:])}")
-        return normalize_rgb(images)
-
-    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) after the cut; differentiable (XNN-d's noise encoder trains a copy)."""
-        x = torch.nn.functional.max_pool2d(torch.relu(self.aff(self.conv(self.normalize(images)))), 3, 2)
-        for level in self.levels:
-            x = level(x)
-        return x
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.feature_map(images).flatten(2).transpose(1, 2).contiguous()
-
-
 AnyExtNet = Extractor  # the name callers used when there were two classes
 
 
-def make_extnet(cfg: ExtractorConfig) -> AnyExtNet:
+def make_extnet(cfg: ExtractorConfig) -> Extractor:
     """An ExtNet of ``cfg``'s architecture with fresh (untrained) weights: Table 2's random extractor."""
-    if cfg.kind == "dlib-resnet":
-        from veil.models.dlib_resnet import DlibFaceResNet
-
-        return DlibExtNet(DlibFaceResNet(), cfg)
-    return ExtNet(build_backbone(cfg), cfg)
+    return registry.kind(cfg.kind).fresh(cfg)
 
 
 def config_digest(state: dict[str, torch.Tensor]) -> str:
@@ -247,8 +197,9 @@ def load_backbone(path: str | Path, cfg: ExtractorConfig | None = None) -> tuple
                                                                                   ExtractorConfig]:
     """Rebuild the backbone from a Veil extractor file, or from a plain timm checkpoint plus ``cfg``."""
     meta = read_safetensors_metadata(path)
-    if json.loads(meta.get("config", "{}")).get("kind") == "dlib-resnet":
-        raise VeilError(f"{path} is a dlib-resnet extractor, not a ViT backbone; load it with load_extnet")
+    kind = json.loads(meta.get("config", "{}")).get("kind")
+    if kind is not None and kind not in VIT_KINDS:
+        raise VeilError(f"{path} is a {kind} extractor, not a ViT backbone; load it with load_extnet")
     if meta.get("format") == "veil-extractor":
         cfg = ExtractorConfig(**json.loads(meta["config"]))
     elif cfg is None:
@@ -277,23 +228,30 @@ def load_extnet(path: str | Path, cfg: ExtractorConfig | None = None) -> AnyExtN
     cache on first use, so every ``--extractor`` option takes a name or a file.
     """
     if not Path(path).exists():
-        from veil.models.registry import resolve_extractor
-
-        path = resolve_extractor(str(path))
+        path = registry.resolve_extractor(str(path))
     meta = read_safetensors_metadata(path)
-    if meta.get("format") == "veil-extractor" and json.loads(meta.get("config", "{}")).get("kind") == "dlib-resnet":
-        from veil.models.dlib_resnet import DlibFaceResNet
-
+    if meta.get("format") == "veil-extractor":
         cfg = ExtractorConfig(**json.loads(meta["config"]))
-        net = DlibFaceResNet()
-        try:
-            net.load_state_dict(read_safetensors(path))
-        except RuntimeError as exc:
-            raise VeilError(f"{path} does not fit dlib's face ResNet ({str(exc).splitlines()[0]})") from None
-        return DlibExtNet(net, cfg)
+        return registry.kind(cfg.kind).load(Path(path), cfg)
     backbone, cfg = load_backbone(path, cfg)
     return ExtNet(backbone, cfg)
 
 
 def extnet_digest(ext: AnyExtNet) -> str:
     return config_digest(ext.state_dict())
+
+
+def _load_vit(path: Path, cfg: ExtractorConfig) -> ExtNet:
+    backbone, cfg = load_backbone(path, cfg)
+    return ExtNet(backbone, cfg)
+
+
+for _kind in VIT_KINDS:
+    registry.register_kind(registry.ExtractorKind(_kind, _configure_vit, lambda cfg: ExtNet(build_backbone(cfg), cfg),
+                                                  _load_vit))
+registry.register(registry.ExtractorEntry(
+    "hybrid", "ResNet-18 stem + ViT blocks trained from scratch on the split's public identities (64 px)", None,
+    "veil extractor pretrain --split SPLIT --out FILE"))
+registry.register(registry.ExtractorEntry(
+    "timm:NAME", "your own timm ViT checkpoint (safetensors), its first blocks", None,
+    "veil extractor import W.safetensors --timm-name NAME --out FILE"))

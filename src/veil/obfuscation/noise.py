@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from veil.errors import VeilError
-from veil.models.extractor import AnyExtNet, DlibExtNet, ExtNet
+from veil.models.dlib_resnet import DlibExtNet
+from veil.models.extractor import AnyExtNet, ExtNet
 from veil.obfuscation.base import Obfuscation
 
 
