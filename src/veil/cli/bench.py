@@ -98,7 +98,9 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
            seed: int = typer.Option(0), device: str = typer.Option(None, help="cpu, cuda (default: auto)."),
            merge: list[Path] = typer.Option(None, "--merge", help="Join finished pieces of a sweep (table4.json, "
                                             "or a stopped run's table4_partial.json; repeat) into --results."),
-           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+           quiet: bool = typer.Option(False, help="No progress bars."),
+           record_command: str = typer.Option(None, hidden=True, help="The command recorded in the results "
+                                              "(bench/table4.py passes its own).")) -> None:
     """XNN-d (paper Table 4): baseline vs noise encoder, utility and four attacks; --sweep for the curve + verdict."""
     import shlex
     import sys
@@ -157,9 +159,8 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
         split = Split.load(split_file)
     else:
         split = prepare_split(data_path, run / "split.json", _PRESETS["bench"].split)
-    script = Path(sys.argv[0]).name if sys.argv else ""
-    command = (shlex.join(["python", "bench/table4.py", *sys.argv[1:]]) if script == "table4.py"
-               else shlex.join(["veil", *sys.argv[1:]]) if "table4" in sys.argv else "veil bench table4")
+    command = record_command or (shlex.join(["veil", *sys.argv[1:]]) if "table4" in sys.argv
+                                 else "veil bench table4")
     res = run_table4(data_path, split, run, cfg, sweep, eps, adversary, extractor, pick_device(device),
                      not quiet, console.print, command, tokens)
     js, md, png = publish(res, results)

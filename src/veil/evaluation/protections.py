@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from veil.attacks.recnet_fit import extract_tokens
-from veil.errors import VeilError
 from veil.keys import OwnerKey
 from veil.models.extractor import Extractor
 from veil.obfuscation import registry
@@ -100,14 +99,3 @@ def vanilla(ext: Extractor) -> Protection:
 
 def xnn(ext: Extractor, key: OwnerKey, matrix: str = "orthogonal") -> Protection:
     return protection("xnn", ext, key, matrix=matrix)
-
-
-def instahide(ext: Extractor, k: int, public: torch.Tensor, cap: float = 0.65) -> Protection:
-    return protection("instahide", ext, None, public, k=k, cap=cap)
-
-
-def neuracrypt(ext: Extractor, key: OwnerKey, patch: int = 16, dim: int = 256, depth: int = 2) -> Protection:
-    if dim != ext.token_shape[1]:
-        raise VeilError(f"NeuraCrypt's dim is ExtNet's token dim ({ext.token_shape[1]}) so RecNet sees one shape, "
-                         f"got {dim}")
-    return protection("neuracrypt", ext, key, patch=patch, depth=depth)
