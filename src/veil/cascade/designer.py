@@ -167,8 +167,23 @@ class Designer:
                             "servers": [e.address for e in self.cascade.entries]})
         return self.cascade
 
+    def servers(self) -> list[str]:
+        """Addresses of the cascade in use (empty before the first ``setup``)."""
+        return [e.address for e in self.cascade.entries] if self.cascade is not None else []
+
+    def release(self) -> list[str]:
+        """Give up the cascade in use: its servers drop the layer and session, and are never selected again."""
+        old = self.servers()
+        if self.cascade is not None:
+            self.excluded |= set(old)
+            self.deployment.release(self.cascade, wait=0.5)
+        return old
+
+    def policy(self) -> recovery.RecoveryPolicy:
+        return recovery.RecoveryPolicy(self.min_accuracy, self.max_replacements, self.checkpoint_every or 0)
+
     def replace(self, reason: str, ckpt: Checkpoint) -> None:
-        recovery.replace(self, reason, ckpt)
+        recovery.replace(self, self.policy(), self.events, reason, ckpt)
 
     def fetch_state(self, step: int) -> Checkpoint:
         assert self.cascade is not None
@@ -196,7 +211,9 @@ class Designer:
     def train(self, ds: D.Dataset, epochs: int,
               on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
         """Train for ``epochs``, recovering from crashes and Byzantine servers; returns metrics and events."""
-        return recovery.train(self, ds, epochs, on_step)
+        res = recovery.train(self, self.policy(), ds, epochs, self.spec.batch, self.seed, self.events, on_step)
+        res.events += [{"event": "slow", **s} for s in self.inbox.slow]
+        return res
 
 
 def largest_message(spec: ModelSpec, microbatches: int = 1) -> int:
