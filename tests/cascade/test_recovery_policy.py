@@ -76,3 +76,14 @@ def test_recovery_gives_up_after_the_policy_s_replacements() -> None:
     with pytest.raises(VeilError, match="gave up after 2 cascade replacements"):
         train(run, RecoveryPolicy(min_accuracy=0.5, max_replacements=2), DATA, epochs=1, batch=2, seed=0, events=[])
     assert run.cascades == 3
+
+
+def test_the_byzantine_hook_lives_in_the_testing_module() -> None:
+    from veil.cascade import node, testing
+
+    out = torch.ones(3, 4)
+    bad = testing.misbehaviour("corrupt")(out)
+    assert bad.shape == out.shape and not torch.equal(bad, out)
+    with pytest.raises(VeilError, match="unknown misbehaviour 'lazy' \\(one of corrupt\\)"):
+        testing.misbehaviour("lazy")
+    assert not hasattr(node, "MISBEHAVIOURS")  # the node only takes a hook
