@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from veil.cascade.packet import PacketRejected, Peeled, Peeler, open_e2e, reseal
 from veil.errors import VeilError
 
 log = logging.getLogger("veil.cascade.node")
-MISBEHAVIOURS = ("corrupt",)
+Tamper = Callable[[torch.Tensor], torch.Tensor]  # a test-only hook on each layer output (cascade/testing.py)
 
 
 class Layer:
@@ -118,27 +119,26 @@ class Node:
     they came (0: off, the default); ``session_idle`` is how long a session lives without a session packet.
     """
 
-    def __init__(self, listen: str = "127.0.0.1:0", private_key: Any = None, misbehave: str | None = None,
+    def __init__(self, listen: str = "127.0.0.1:0", private_key: Any = None, tamper: Tamper | None = None,
                  transport: transport_mod.Transport | str | None = None, mix_delay: float = 0.0,
                  session_idle: float = C.SESSION_IDLE_S) -> None:
-        if misbehave is not None and misbehave not in MISBEHAVIOURS:
-            raise VeilError(f"unknown misbehaviour {misbehave!r} (one of {', '.join(MISBEHAVIOURS)})")
         if mix_delay < 0 or session_idle <= 0:
             raise VeilError("mix_delay must be >= 0 and session_idle > 0")
         self._peeler = Peeler(private_key)
         self.public_key = self._peeler.public_key
-        self.misbehave = misbehave
+        self.tamper = tamper
         self.mix_delay = mix_delay
         self.session_idle = session_idle
         self.layer: Layer | None = None
         self.stats: Counter[str] = Counter()
         # seconds spent on training-step packets (forward, backward): crypto (peel + reseal), layer, send; and
         # their count. Init, state and test packets are left out: they would skew a per-step breakdown.
-        self.timing: Counter[str] = Counter()
+        self.timing: Counter[str] = Counter()  # float seconds: typeshed types Counter values as int, hence the ignores
         self._timing_mark: Counter[str] = Counter()  # ``timing`` when the last session ended
         self.rejections: list[str] = []
-        self.transport = transport_mod.make(transport or C.DEFAULT_TRANSPORT) if not hasattr(
-            transport, "push") else transport
+        self.transport: transport_mod.Transport = (
+            transport_mod.make(transport or C.DEFAULT_TRANSPORT) if transport is None or isinstance(transport, str)
+            else transport)
         self._last_session = 0.0
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._init = message.Reassembly()
@@ -243,7 +243,7 @@ class Node:
             self.stats["send_failed"] += 1
             log.warning("next hop unreachable, packet dropped: %s", exc)
         if step_op:
-            self.timing["send"] += time.perf_counter() - t0
+            self.timing["send"] += time.perf_counter() - t0  # type: ignore[assignment]
 
     def _delay_loop(self) -> None:
         """Mixing: send each packet when its exponential delay is over (not in arrival order)."""
@@ -294,8 +294,8 @@ class Node:
         out = reseal(p, body)
         step_op = r.op in (C.OP_FORWARD, C.OP_BACKWARD)
         if step_op:
-            self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)
-            self.timing["layer"] += t2 - t1
+            self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)  # type: ignore[assignment]
+            self.timing["layer"] += t2 - t1  # type: ignore[assignment]
             self.timing["packets"] += 1
         return r.next_address, out, step_op
 
@@ -321,8 +321,8 @@ class Node:
             out = self.layer.forward(r.tag, x, labels)
         else:
             out = self.layer.test(x)
-        if self.misbehave == "corrupt" and out.dim() > 0:
-            out = torch.randn_like(out) * (out.std() + 1.0)  # Byzantine: plausible-looking garbage
+        if self.tamper is not None and out.dim() > 0:
+            out = self.tamper(out)  # tests only: a Byzantine node (veil.cascade.testing)
         return message.encode({}, {"x": out})
 
     def _init_fragment(self, p: Peeled) -> bytes:
@@ -361,7 +361,7 @@ def _tensor(t: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     return t[name]
 
 
-def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file: str | Path | None = None,
+def serve(listen: str, pool: str | Path, tamper: Tamper | None = None, log_file: str | Path | None = None,
           transport: str = C.DEFAULT_TRANSPORT, mix_delay: float = 0.0,
           session_idle: float = C.SESSION_IDLE_S) -> None:
     """Run a node process until SIGINT/SIGTERM: fresh key pair, register in the pool, serve, deregister.
@@ -373,7 +373,7 @@ def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
-    node = Node(listen, misbehave=misbehave, transport=transport, mix_delay=mix_delay,
+    node = Node(listen, tamper=tamper, transport=transport, mix_delay=mix_delay,
                 session_idle=session_idle).start()
     pool_mod.register(pool, node.address, node.public_key, transport=node.transport.name)
     done = threading.Event()

@@ -1,7 +1,8 @@
 """The onion packet: Sphinx-style layered header plus a per-hop AEAD payload of the run's one size class.
 
 Header: ``MAX_HOPS`` slots of ``SLOT_SIZE`` bytes. Hop *i* sees, at offset 0, its slot
-``eph_pub(32) || AEAD_{k_header}(routing(366), aad=beta) (382)`` and then ``beta``, the rest of the header.
+``eph_pub(32) || AEAD_{k_header}(routing, aad=beta)`` (sizes: ``constants.ROUTING_SIZE``, ``SLOT_SIZE``) and
+then ``beta``, the rest of the header.
 It derives keys from ``X25519(sk_i, eph_pub)``, opens its routing information (the AEAD also authenticates
 ``beta``), and computes the next header as ``ChaCha20_{k_stream}(beta || 0^SLOT)``: the header keeps its
 length, every byte changes from hop to hop, and the slots of later hops stay sealed. The sender precomputes

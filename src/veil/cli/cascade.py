@@ -27,8 +27,10 @@ def node(listen: str = typer.Option("127.0.0.1:0", help="HOST:PORT to listen on 
          misbehave: str | None = typer.Option(None, hidden=True, help="Testing only: 'corrupt' outputs.")) -> None:
     """Run one layer server until interrupted: fresh key pair, register, serve."""
     from veil.cascade.node import serve
+    from veil.cascade.testing import misbehaviour
 
-    serve(listen, pool, misbehave=misbehave, log_file=log_file, transport=transport, mix_delay=mix_delay_ms / 1000,
+    tamper = misbehaviour(misbehave) if misbehave else None  # tests only: a Byzantine node
+    serve(listen, pool, tamper=tamper, log_file=log_file, transport=transport, mix_delay=mix_delay_ms / 1000,
           session_idle=session_idle)
 
 

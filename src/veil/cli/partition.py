@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -138,7 +139,7 @@ def plan(model: str = typer.Option("resnet50", help=MODEL_HELP),
     if spec.arch != model:
         raise VeilError(f"{weights} holds a {spec.arch}, not {model}; pass --model {spec.arch}")
     imgs = load_image_data(data, spec.image_size, seed, need_train=False)
-    chosen = [s.strip() for s in split_list.split(",")] if split_list else None
+    chosen: list[int | str] | None = [s.strip() for s in split_list.split(",")] if split_list else None
     result = run_plan(net, spec, imgs.aux.images[:aux], imgs.victim.images[:victims], max_ssim, chosen,
                       tuple(a.strip() for a in attacks.split(",")), epochs, SGXCostModel(), seed,
                       log=lambda m: console.print(m, highlight=False), over_prior=over_prior)
@@ -210,7 +211,8 @@ def run(weights: Path = typer.Option(..., help="Trained weights (safetensors wri
     table.add_row("accelerator", f"{summary['accelerator_s']:.4f}", str(rows[0]["device"]))
     table.add_row("total (measured)", f"{summary['total_s']:.4f}", "")
     console.print(table)
-    result = {"weights": str(weights), "split": split, "batches": rows, "summary": summary, "simulated": SIMULATED}
+    result: dict[str, Any] = {"weights": str(weights), "split": split, "batches": rows, "summary": summary,
+                              "simulated": SIMULATED}
     if check:
         net, _ = load_model(weights)
         with torch.no_grad():

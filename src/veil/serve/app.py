@@ -24,7 +24,9 @@ import hashlib
 import re
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from fastapi import Depends, FastAPI, Query, Request
@@ -85,7 +87,7 @@ async def read_capped(request: Request, limit: int, timeout: float = 30.0) -> by
     return bytes(buf)
 
 
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     headers = dict(headers or {})
     if status in (408, 413):
         headers["Connection"] = "close"
@@ -100,7 +102,7 @@ FEATURES_BODY = {
                    "(features of the mirrored images; their embeddings are added). No other tensors.",
     "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
 }
-ERRORS = {code: {"description": what, "content": {"application/json": {"schema": {
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"description": what, "content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
     for code, what in ((400, "malformed body"), (401, "missing or unknown credential"), (403, "right missing"),
                        (408, "body too slow"), (413, "body too large"), (422, "well-formed but invalid input"))}
