@@ -25,7 +25,11 @@ def serve(recnet: Path = typer.Option(..., help="Server RecNet (recnet_server.sa
           tls_cert: Path = typer.Option(None, help="TLS certificate (PEM) for HTTPS."),
           tls_key: Path = typer.Option(None, help="TLS private key (PEM, mode 0600)."),
           insecure_public: bool = typer.Option(False, help="Listen off loopback without TLS or credentials anyway."),
-          max_connections: int = typer.Option(256, help="Concurrent connections; more get 503."),
+          max_connections: int = typer.Option(256, help="Concurrent connections; more are closed at accept (503 "
+                                              "without TLS)."),
+          max_connections_per_address: int = typer.Option(32, help="Concurrent connections from one client "
+                                                          "address."),
+          handshake_timeout: float = typer.Option(5.0, help="Seconds to complete the TLS handshake."),
           header_timeout: float = typer.Option(10.0, help="Seconds to send a request's line and headers."),
           body_timeout: float = typer.Option(30.0, help="Seconds to send a request's body."),
           idle_timeout: int = typer.Option(5, help="Seconds an idle keep-alive connection stays open.")) -> None:
@@ -33,7 +37,8 @@ def serve(recnet: Path = typer.Option(..., help="Server RecNet (recnet_server.sa
     from veil.serve.config import ServerConfig, check_exposure
 
     cfg = ServerConfig(recnet, gallery, host, port, max_body, max_batch, max_abs, threads, credentials, tls_cert,
-                       tls_key, insecure_public, max_connections, header_timeout, body_timeout, idle_timeout)
+                       tls_key, insecure_public, max_connections, header_timeout, body_timeout, idle_timeout,
+                       max_connections_per_address, handshake_timeout)
     check_exposure(cfg)
     from veil.serve.app import run_server
 

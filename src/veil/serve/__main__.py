@@ -34,6 +34,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--header-timeout", type=float, default=DEFAULTS.header_timeout)
     p.add_argument("--body-timeout", type=float, default=DEFAULTS.body_timeout)
     p.add_argument("--idle-timeout", type=int, default=DEFAULTS.idle_timeout)
+    p.add_argument("--max-connections-per-address", type=int, default=DEFAULTS.max_connections_per_address)
+    p.add_argument("--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout)
     return ServerConfig(**{k: v for k, v in vars(p.parse_args(argv)).items()})
 
 

@@ -235,7 +235,13 @@ def run_server(cfg: ServerConfig) -> None:
     """Check the exposure, build the app and serve it with uvicorn until stopped (``veil serve``)."""
     import uvicorn
 
-    from veil.serve.transport import guarded_protocol
+    from veil.serve import ratelog
+    from veil.serve.transport import ConnectionLimits, gated_protocol, server_ssl_context, widen_listen_queue
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            widen_listen_queue(getattr(self, "servers", []))
 
     check_exposure(cfg)  # again, for callers that did not go through the entry points
     creds = Credentials.load(cfg.credentials) if cfg.credentials is not None else None
@@ -248,8 +254,13 @@ def run_server(cfg: ServerConfig) -> None:
     if creds is None:
         print("veil serve: warning: any local process can identify and enrol new names; give --credentials",
               file=sys.stderr, flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                http=guarded_protocol(cfg.header_timeout), limit_concurrency=cfg.max_connections,
-                timeout_keep_alive=cfg.idle_timeout,
-                ssl_certfile=str(cfg.tls_cert) if cfg.tls_cert else None,
-                ssl_keyfile=str(cfg.tls_key) if cfg.tls_key else None)
+    limits = ConnectionLimits(cfg.max_connections, cfg.max_connections_per_address, cfg.handshake_timeout)
+    tls = server_ssl_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
+    # TLS is not given to uvicorn: the gate admits a connection first, then runs the handshake itself.
+    # uvicorn's own cap (which answers 503 but keeps the socket) sits above the gate's, for its tasks only.
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                            loop="asyncio", http=gated_protocol(limits, cfg.header_timeout, tls),  # type: ignore[arg-type]
+                            limit_concurrency=cfg.max_connections + 1, timeout_keep_alive=cfg.idle_timeout,
+                            backlog=limits.backlog)
+    ratelog.install()
+    Server(config).run()

@@ -39,6 +39,8 @@ class ServerConfig:
     insecure_public: bool = False
     max_connections: int = 256
     header_timeout: float = 10.0
+    max_connections_per_address: int = 32
+    handshake_timeout: float = 5.0
     body_timeout: float = 30.0
     idle_timeout: int = 5
 
