@@ -74,7 +74,7 @@ _counts: dict[str, int] = {}
 
 
 def limited_warning(logger: logging.Logger, key: str, template: str) -> None:
-    """Count one event of kind ``key``; log ``template`` (with ``{n}``: events since the last line) within the budget."""
+    """Count an event of kind ``key``; log ``template`` (``{n}``: events since the last line) within the budget."""
     _counts[key] = _counts.get(key, 0) + 1
     ok, _held = _events.allow(key)
     if ok:

@@ -45,8 +45,9 @@ class GuardedH11Protocol(H11Protocol):
         self._head_deadline = self.loop.call_later(self.header_timeout, self._expire, self.cycle)
 
     def _disarm(self) -> None:
-        if getattr(self, "_head_deadline", None) is not None:
-            self._head_deadline.cancel()
+        handle = getattr(self, "_head_deadline", None)
+        if handle is not None:
+            handle.cancel()
             self._head_deadline = None
 
     def _expire(self, waiting_cycle: object) -> None:
