@@ -40,6 +40,7 @@ from veil.serve.auth import ANONYMOUS, Credentials, Principal
 from veil.serve.config import DEFAULT_MAX_ABS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, ServerConfig, check_exposure
 from veil.serve.gallery import Gallery
 from veil.serve.protocol import CONTENT_TYPE, BadRequest, decode
+from veil.serve.throttle import AuthThrottle
 
 NAME_PATTERN = r"[\w .'@+-]{1,100}"
 # \A...\Z, not ^...$: "$" also matches before a trailing newline, which let "alice\n" pass (finding 3).
@@ -103,15 +104,18 @@ FEATURES_BODY = {
 ERRORS = {code: {"description": what, "content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
     for code, what in ((400, "malformed body"), (401, "missing or unknown credential"), (403, "right missing"),
-                       (408, "body too slow"), (413, "body too large"), (422, "well-formed but invalid input"))}
+                       (408, "body too slow"), (413, "body too large"), (422, "well-formed but invalid input"),
+                       (429, "too many failed authentications from this address (see Retry-After)"))}
 
 
 def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int = DEFAULT_MAX_BODY,
                max_batch: int = DEFAULT_MAX_BATCH, threads: int = 1, *, credentials: Credentials | None = None,
-               max_abs: float = DEFAULT_MAX_ABS, body_timeout: float = 30.0) -> FastAPI:
+               max_abs: float = DEFAULT_MAX_ABS, body_timeout: float = 30.0,
+               throttle: AuthThrottle | None = None) -> FastAPI:
     """Load RecNet (safetensors + JSON metadata only) and the gallery (locked); return the ASGI app.
 
     ``credentials=None`` is open mode: every caller is ``anonymous`` with ``identify`` and ``enrol``.
+    ``throttle``: failed authentications per client address (default: 20 at once, then 1 per second).
     """
     torch.set_num_threads(max(1, threads))
     recnet, info = load_recnet(recnet_path)
@@ -127,13 +131,21 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
     app.state.gallery = gallery
     bearer = HTTPBearer(auto_error=False, description="CLIENT.SECRET from `veil serve-credentials add`")
 
-    def principal(auth: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    guard = throttle if throttle is not None else AuthThrottle()
+
+    def principal(request: Request, auth: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
         if credentials is None:
             return ANONYMOUS
+        address = request.client.host if request.client else "?"
+        wait = guard.retry_after(address)
+        if wait is not None:  # refused before the credential is looked at: a guess now tells nothing
+            raise BadRequest(429, f"too many failed authentications from {address}; retry in {wait} s",
+                             {"Retry-After": str(wait)})
         if auth is None:
             raise BadRequest(401, "this server needs a credential: send 'Authorization: Bearer CLIENT.SECRET'")
         who = credentials.authenticate(auth.credentials)
         if who is None:
+            guard.failed(address, auth.credentials.partition(".")[0])
             raise BadRequest(401, "unknown or revoked credential")
         return who
 
@@ -146,7 +158,7 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
 
     @app.exception_handler(BadRequest)
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
-        return _error(exc.status, exc.reason)
+        return _error(exc.status, exc.reason, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
