@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from veil.cli.common import console, friendly
+from veil.errors import VeilError
 
 
 @friendly
@@ -62,6 +63,9 @@ def add(client: str = typer.Argument(..., help="Client id (letters, digits, '_' 
     from veil.secretfile import write_private
     from veil.serve.auth import Credentials, parse_rights
 
+    for path, what in ((file, "--file"), (token_out, "--token-out")):  # refused before anything is written
+        if path.is_symlink():
+            raise VeilError(f"{what} {path} is a symbolic link; refusing to write a secret through it")
     creds = Credentials.load(file) if file.exists() else Credentials()
     token = creds.add(client, parse_rights(rights), replace=replace)
     write_private(token_out, token.encode() + b"\n", overwrite=force)
