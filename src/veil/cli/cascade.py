@@ -119,7 +119,7 @@ def train(pool: Path = typer.Option(..., help="Pool file of running servers."),
         task = bar.add_task("training", total=total)
         res = des.train(ds, epochs, on_step=lambda s, _t, loss: bar.update(task, completed=s,
                                                                             description=f"loss {loss:.3f}"))
-        assert des.cascade is not None
+        assert des.cascade is not None and res.final is not None
         manifest = {"model": model, "keep_loss": des.keep_loss, "seed": seed, "data": ds.name,
                     "transport": transport, "microbatches": microbatches,
                     "cascade": des.cascade.describe(secrets=True)}
