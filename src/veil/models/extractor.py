@@ -18,12 +18,12 @@ import timm
 import torch
 import torchvision
 from safetensors import safe_open
-from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 
 from veil.errors import VeilError
+from veil.io import save_safetensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -217,10 +217,7 @@ def save_backbone(backbone: VisionTransformer, cfg: ExtractorConfig, path: str |
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     meta = {"format": "veil-extractor", "config": json.dumps(asdict(cfg)), "extra": json.dumps(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return save_safetensors(state, path, metadata=meta)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
