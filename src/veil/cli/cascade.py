@@ -59,28 +59,31 @@ def pool_cmd(ctx: typer.Context, pool: Path = typer.Option(..., help="Pool file.
 def pool_prune(ctx: typer.Context,
                timeout: float = typer.Option(3.0, min=0.1, help="Seconds a server has to answer the probe."),
                ) -> None:
-    """Probe every entry (an open loop message to it and back) and remove those that do not answer.
-    A server bound to a run also does not answer a probe: prune when no run is using the pool."""
+    """Ping every entry and remove only those that do not answer. The ping needs no session: a server bound
+    to a run (even one whose designer is gone) answers it and stays, and so does one whose clock is off."""
     from veil.cascade import constants as C
     from veil.cascade import pool as pool_mod
     from veil.cascade import transport as transport_mod
     from veil.cascade.inbox import Inbox
-    from veil.cascade.selection import probe
+    from veil.cascade.liveness import ping
 
     pool: Path = ctx.obj
     entries = pool_mod.load(pool)
-    dead: list = []
+    answers: dict = {}
     for name in sorted({e.transport for e in entries}):
         tr = transport_mod.make(name)
         inbox = Inbox(tr, C.CELL_SIZES[0])
         try:
-            dead += probe(inbox, [e for e in entries if e.transport == name], timeout)[1]
+            answers.update(ping(inbox, [e for e in entries if e.transport == name], timeout))
         finally:
             inbox.close()
             tr.close()
-    removed = pool_mod.remove(pool, {e.address for e in dead})
+    for e in entries:
+        if answers[e.address].alive and (answers[e.address].bound or answers[e.address].skewed):
+            console.print(f"kept {e.address}: {answers[e.address].describe()}")
+    removed = pool_mod.remove(pool, {a for a, ans in answers.items() if not ans.alive})
     for e in removed:
-        console.print(f"removed {e.address} (pid {e.pid}): no answer within {timeout:.1f} s")
+        console.print(f"removed {e.address} (pid {e.pid}): no answer to a ping within {timeout:.1f} s")
     console.print(f"{len(entries) - len(removed)} of {len(entries)} server(s) answered; {len(removed)} removed")
 
 
@@ -102,6 +105,7 @@ def train(pool: Path = typer.Option(..., help="Pool file of running servers."),
     """Train through a cascade picked at random from the pool; writes model, cascade and metrics to OUT."""
     import torch
 
+    from veil.cascade import constants as C
     from veil.cascade import data as D
     from veil.cascade import runfiles
     from veil.cascade.designer import Designer
@@ -132,6 +136,10 @@ def train(pool: Path = typer.Option(..., help="Pool file of running servers."),
             kept = runfiles.save_recovery(out, res.final, spec.layers, metrics)
             raise VeilError(f"could not write the run to {out} ({exc.strerror or exc}); the trained model and "
                             f"metrics are kept in {kept} and the cascade's nodes were released") from None
+    skews = [s for e in res.events if e.get("event") == "clock" for s in e["skew_s"].values()]
+    if skews:
+        console.print(f"clock skew to the cascade's nodes: {min(skews):+.1f} to {max(skews):+.1f} s "
+                      f"(packets tolerate +-{C.CLOCK_SKEW_S:g} s)")
     console.print(f"test accuracy {res.accuracy:.4f}; {len(res.events)} event(s); wrote {out}")
 
 
