@@ -116,8 +116,9 @@ def test_an_explicit_window_is_the_one_the_packet_carries() -> None:
     p = Peeler(clock=clock)
     pkt, _ = build_packet(two_hops(p), routes(), b"x", window=W - 1)
     assert p.peel(pkt).routing.window == W - 1
-    old, _ = build_packet(two_hops(p), routes(), b"x", window=W - SKEW_WINDOWS - 1)
-    with pytest.raises(PacketRejected, match=rf"^stale packet \(window {W - SKEW_WINDOWS - 1}, this hop is in window {W};"):
+    too_old = W - SKEW_WINDOWS - 1
+    old, _ = build_packet(two_hops(p), routes(), b"x", window=too_old)
+    with pytest.raises(PacketRejected, match=rf"^stale packet \(window {too_old}, this hop is in window {W};"):
         p.peel(old)
 
 
