@@ -61,8 +61,14 @@ def save_run(out: Path, final: Checkpoint, spec_layers: list[dict], manifest: di
              metrics: dict[str, Any]) -> None:
     """Write the run's three files, each atomically (the secrets 0600); raises ``OSError`` when the disk refuses."""
     write_checkpoint(out / "model.safetensors", final, spec_layers)
-    write_private(out / "cascade.json", json.dumps(manifest, indent=1).encode())
+    write_manifest(out / "cascade.json", manifest)
     write_json(out / "metrics.json", metrics, indent=1)
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
+    """``cascade.json``: the cascade's order, addresses and per-node session secrets are the designer's secret,
+    written 0600 through a unique O_EXCL | O_NOFOLLOW temporary file and renamed (a planted symlink is refused)."""
+    return write_private(path, json.dumps(manifest, indent=1).encode())
 
 
 def recovery_places(out: Path) -> list[Path]:
