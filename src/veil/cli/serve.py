@@ -31,6 +31,9 @@ def serve(recnet: Path = typer.Option(..., help="Server RecNet (recnet_server.sa
           max_connections_per_address: int = typer.Option(32, help="Concurrent connections from one client "
                                                           "address."),
           handshake_timeout: float = typer.Option(5.0, help="Seconds to complete the TLS handshake."),
+          auth_failures_burst: int = typer.Option(20, help="Failed authentications a client address may make "
+                                                  "at once before 429."),
+          auth_failures_per_second: float = typer.Option(1.0, help="... and then per second."),
           header_timeout: float = typer.Option(10.0, help="Seconds to send a request's line and headers."),
           body_timeout: float = typer.Option(30.0, help="Seconds to send a request's body."),
           idle_timeout: int = typer.Option(5, help="Seconds an idle keep-alive connection stays open.")) -> None:
@@ -39,7 +42,8 @@ def serve(recnet: Path = typer.Option(..., help="Server RecNet (recnet_server.sa
 
     cfg = ServerConfig(recnet, gallery, host, port, max_body, max_batch, max_abs, threads, credentials, tls_cert,
                        tls_key, insecure_public, max_connections, header_timeout, body_timeout, idle_timeout,
-                       max_connections_per_address, handshake_timeout)
+                       max_connections_per_address, handshake_timeout, auth_failures_burst,
+                       auth_failures_per_second)
     check_exposure(cfg)
     from veil.serve.app import run_server
 

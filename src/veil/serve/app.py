@@ -258,7 +258,8 @@ def run_server(cfg: ServerConfig) -> None:
     check_exposure(cfg)  # again, for callers that did not go through the entry points
     creds = Credentials.load(cfg.credentials) if cfg.credentials is not None else None
     app = create_app(cfg.recnet, cfg.gallery, cfg.max_body, cfg.max_batch, cfg.threads, credentials=creds,
-                     max_abs=cfg.max_abs, body_timeout=cfg.body_timeout)
+                     max_abs=cfg.max_abs, body_timeout=cfg.body_timeout,
+                     throttle=AuthThrottle(cfg.auth_failures_burst, cfg.auth_failures_per_second))
     scheme = "https" if cfg.tls_cert else "http"
     auth = f"{len(creds.clients)} client credential(s)" if creds else "OPEN (no credentials; loopback use only)"
     print(f"veil serve: {cfg.recnet} on {scheme}://{cfg.host}:{cfg.port} (gallery {cfg.gallery}; {auth})",
