@@ -146,3 +146,16 @@ def test_per_address_cap_leaves_room_for_others(tiny_models, tmp_path, per_addre
             s.close()
     finally:
         stop(proc)
+
+
+def test_admission_counts_per_address_total_and_descriptors():
+    from veil.serve.transport import Admission, ConnectionLimits
+
+    a = Admission(ConnectionLimits(total=5, per_address=2), fd_limit=10_000)
+    assert [a.admit("x") for _ in range(3)] == [None, None, "per-address cap"]
+    assert [a.admit(f"y{i}") for i in range(4)] == [None, None, None, "connection cap"]
+    a.release("x")
+    assert a.admit("x") is None and a.by_address["x"] == 2 and a.open == 5
+    low = Admission(ConnectionLimits(total=10_000, per_address=10_000), fd_limit=100)  # reserve: half of 100
+    admitted = sum(low.admit("z") is None for _ in range(100))
+    assert 0 < admitted < 50 and low.refused["descriptor limit"] == 100 - admitted

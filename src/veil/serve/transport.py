@@ -144,7 +144,8 @@ class Admission:
         if self.fd_limit is not None:
             if self._baseline is None:
                 self._baseline = max(0, open_descriptors() - 1)  # minus the socket just accepted
-            if self._baseline + self.open + 1 > self.fd_limit - self.limits.fd_reserve:
+            reserve = min(self.limits.fd_reserve, self.fd_limit // 2)  # a low ulimit still leaves half for clients
+            if self._baseline + self.open + 1 > self.fd_limit - reserve:
                 return "descriptor limit"
         return None
 
