@@ -84,9 +84,9 @@ def test_tls_connections_without_a_hello_do_not_starve_health(tiny_models, tls, 
     cert, key = tls
     extra = ("--tls-cert", str(cert), "--tls-key", str(key), "--max-connections", "40",
              "--max-connections-per-address", "8", "--handshake-timeout", "1")
-    proc, url, log = launch(tiny_models, tmp_path, extra, https=True, verify=ssl_verify(str(cert)))
+    proc, url, log = launch(tiny_models, tmp_path, extra, nofile=400, https=True, verify=ssl_verify(str(cert)))
     try:
-        counts, samples = flood_while_probing(url, "hold", 120, 6.0, verify=ssl_verify(str(cert)))
+        counts, samples = flood_while_probing(url, "hold", 600, 6.0, verify=ssl_verify(str(cert)))
     finally:
         stop(proc)
     assert_health_held(samples)
