@@ -63,6 +63,8 @@ def _is_direct_write(node: ast.Call) -> bool:
         return owner in {"json", "pickle"}
     if func.attr == "save":
         return owner in {"np", "numpy", "torch"}
+    if owner == "io" and func.attr in {"write_text", "write_bytes"}:
+        return False  # ``from veil import io``: the atomic helpers themselves (stdlib io has neither)
     return func.attr in WRITERS
 
 
