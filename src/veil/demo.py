@@ -137,7 +137,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
         log(f"{name}: utility {results[name]['rate']}")
 
     log("faces: " + "; ".join(f"{group}: {summary_line(p)}" for group, p in preprocess.items()))
-    wrong = wrong_key_utility(data, split, ext, out / "recnet_xnn.safetensors", device, align)
+    wrong = wrong_key_utility(data, split, ext, out / registry.get("xnn").recnet, device, align)
     results["XNN, wrong key"] = wrong
     ratio = compare(results, "XNN", "Vanilla+PE")
     summary: dict[str, Any] = {

@@ -10,8 +10,14 @@ who read the pool file) for two ops only: relaying cover traffic, and initialisa
 end to end to this node, carries a fresh per-run session secret; from then on the node is *bound*: every op
 that touches its layer (init again, forward, backward, test, state, close) must be authenticated under that
 secret, and open packets are relayed only as plain (non-target) cover traffic. The session ends with an
-authenticated close op from its designer, or after ``SESSION_IDLE_S`` without a session packet; either way
-the layer, its optimiser and the session's replay cache are dropped.
+authenticated close op from its designer, or after ``SESSION_IDLE_S`` without a session packet (checked
+every ``SESSION_SWEEP_S`` by the node itself, so a node whose designer died frees itself even if no packet
+ever arrives again); either way the layer, its optimiser and the session's replay cache are dropped.
+
+Liveness. A targeted open loop with ``FLAG_PING`` is answered even by a bound node, and even from outside
+the replay windows its clock accepts: the answer, sealed end to end to the pinging designer, carries the
+node's wall-clock time and whether it is bound. ``pool prune`` and set-up use it to tell a dead node from
+one bound to another run or one whose clock is off (``veil.cascade.liveness``).
 """
 
 from __future__ import annotations
@@ -121,10 +127,12 @@ class Node:
 
     def __init__(self, listen: str = "127.0.0.1:0", private_key: Any = None, tamper: Tamper | None = None,
                  transport: transport_mod.Transport | str | None = None, mix_delay: float = 0.0,
-                 session_idle: float = C.SESSION_IDLE_S) -> None:
+                 session_idle: float = C.SESSION_IDLE_S, clock: Any = time.time) -> None:
         if mix_delay < 0 or session_idle <= 0:
             raise VeilError("mix_delay must be >= 0 and session_idle > 0")
-        self._peeler = Peeler(private_key)
+        self._clock = clock  # wall clock: replay windows and ping answers (tests skew it)
+        self._peeler = Peeler(private_key, clock=clock)
+        self._state_lock = threading.Lock()  # packets and the idle sweep both end sessions
         self.public_key = self._peeler.public_key
         self.tamper = tamper
         self.mix_delay = mix_delay
@@ -163,6 +171,7 @@ class Node:
         if self.mix_delay > 0:
             self._delay_thread = threading.Thread(target=self._delay_loop, name="cascade-node-mix", daemon=True)
             self._delay_thread.start()
+        threading.Thread(target=self._sweep_loop, name="cascade-node-sweep", daemon=True).start()
         self._listener.start()
         log.info("node listening on %s (%s), public key %s", self.address, self.transport.name,
                  fingerprint(self.public_key))
@@ -212,7 +221,8 @@ class Node:
 
     def _handle(self, packet: bytes) -> None:
         try:
-            out = self.process(packet)
+            with self._state_lock:
+                out = self.process(packet)
         except PacketRejected as exc:
             self._reject(str(exc))
             return
@@ -257,6 +267,14 @@ class Node:
                 _, _, address, data = heapq.heappop(self._delayed)
             self._send(address, data)
 
+    def _sweep_loop(self) -> None:
+        """End an idle session on time, without waiting for a packet (the designer may be gone for good)."""
+        period = min(C.SESSION_SWEEP_S, self.session_idle / 2)
+        while self._running:
+            time.sleep(period)
+            with self._state_lock:
+                self._expire_session()
+
     def _expire_session(self) -> None:
         if self._peeler.bound and time.monotonic() - self._last_session > self.session_idle:
             self._end_session("session expired (idle)")
@@ -283,7 +301,7 @@ class Node:
             raise PacketRejected("packet marks this node as its destination; nodes only relay")
         if p.session:
             self._last_session = time.monotonic()
-        elif self._peeler.bound and (r.op != C.OP_LOOP or r.is_target):
+        elif self._peeler.bound and (r.op != C.OP_LOOP or r.is_target) and not r.is_ping:
             raise PacketRejected(f"{C.OPS[r.op]} packet not authenticated under this node's session (the node is"
                                  " bound to a run; without its session only cover traffic is relayed)")
         elif r.op not in (C.OP_LOOP, C.OP_INIT):
@@ -301,6 +319,9 @@ class Node:
 
     def _act(self, p: Peeled) -> bytes:
         r = p.routing
+        if r.is_ping:
+            status = {"time": self._clock(), "bound": self._peeler.bound}
+            return seal_e2e(p.keys.e2e, json.dumps(status).encode(), from_hop=True)
         if r.op == C.OP_LOOP or (r.op in (C.OP_INIT, C.OP_STATE, C.OP_CLOSE) and not r.is_target):
             return p.body
         if r.op == C.OP_INIT:

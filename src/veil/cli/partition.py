@@ -3,7 +3,6 @@ and the TON_IoT tabular task. SGX is simulated here; every modelled number says 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from veil.cli.common import console, friendly
 from veil.errors import VeilError
+from veil.io import write_json
 
 app = typer.Typer(help="Layer partitioning: first layers in a (simulated) enclave, the rest on an accelerator.",
                   no_args_is_help=True)
@@ -144,7 +144,7 @@ def plan(model: str = typer.Option("resnet50", help=MODEL_HELP),
                       tuple(a.strip() for a in attacks.split(",")), epochs, SGXCostModel(), seed,
                       log=lambda m: console.print(m, highlight=False), over_prior=over_prior)
     body = {**result.as_dict(), "weights": str(weights), "roles": imgs.split, "simulated": SIMULATED}
-    (out / "plan.json").write_text(json.dumps(body, indent=1))
+    write_json(out / "plan.json", body, indent=1)
     plot_plan(result, out / "plan.png")
     reconstruction_grid(result, imgs.victim.images[:8], out / "reconstructions.png")
     console.print(_plan_table(result))
@@ -224,8 +224,7 @@ def run(weights: Path = typer.Option(..., help="Trained weights (safetensors wri
         if diff >= 1e-4:
             raise VeilError(f"split output differs from the unsplit model by {diff:.3g}")
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
+        write_json(out, result, indent=1)
     console.print(SIMULATED, highlight=False)
 
 
@@ -258,6 +257,5 @@ def tabular(csv: list[Path] = typer.Option(..., help="TON_IoT CSV file(s) with t
                            f"n={acc['n']}") if first else "", name, err, prior)
             first = False
     console.print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_json(out, result, indent=1)
     console.print(f"wrote {out}")

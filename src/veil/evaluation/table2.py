@@ -37,6 +37,7 @@ from veil.data.splits import Split, gallery_probe
 from veil.demo import PRESETS, cached_extractor, resolve_data, run_key
 from veil.errors import VeilError
 from veil.evaluation import protections
+from veil.io import write_text
 from veil.keys import OwnerKey
 from veil.metrics import bootstrap_ratio
 from veil.models.extractor import Extractor, load_extnet, make_extnet
@@ -308,6 +309,6 @@ def publish(payload: dict, results_dir: str | Path, name: str = "table2") -> tup
     results_dir = Path(results_dir)
     js = write_result(results_dir / f"{name}.json", payload)
     md = results_dir / f"{name}.md"
-    md.write_text(f"Command: `{payload['command']}` ({payload['device']}, seed {payload['seed']}, "
-                  f"wall {payload['wall_seconds']:.0f} s)\n\n" + markdown(payload))
+    md = write_text(md, f"Command: `{payload['command']}` ({payload['device']}, seed {payload['seed']}, "
+                    f"wall {payload['wall_seconds']:.0f} s)\n\n" + markdown(payload))
     return js, md

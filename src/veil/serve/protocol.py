@@ -19,9 +19,9 @@ ALLOWED_KEYS = {"features", "flipped"}
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.headers = status, reason, headers
 
 
 def encode(features: torch.Tensor, flipped: torch.Tensor | None = None) -> bytes:

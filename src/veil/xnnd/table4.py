@@ -25,6 +25,7 @@ import torch
 
 from veil.bench import Envelope, write_result
 from veil.errors import VeilError
+from veil.io import save_figure, write_text
 from veil.models.extractor import extnet_digest, load_extnet
 from veil.models.recnet import save_recnet
 from veil.xnnd.generator import FeatureGenerator, save_generator
@@ -214,7 +215,7 @@ def plot(res: dict, path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     draw_curve(ax, res)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     return path
 
 
@@ -247,7 +248,7 @@ def publish(res: dict, out_json: Path) -> tuple[Path, Path, Path | None]:
     out_json.parent.mkdir(parents=True, exist_ok=True)
     write_result(out_json, res)
     md = out_json.with_suffix(".md")
-    md.write_text(markdown(res))
+    write_text(md, markdown(res))
     png: Path | None = out_json.with_suffix(".png")
     try:
         plot(res, out_json.with_suffix(".png"))
