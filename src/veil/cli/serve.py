@@ -41,9 +41,11 @@ def serve(recnet: Path = typer.Option(..., help="Server RecNet (recnet_server.sa
     from veil.serve.config import ServerConfig, check_exposure
 
     cfg = ServerConfig(recnet, gallery, host, port, max_body, max_batch, max_abs, threads, credentials, tls_cert,
-                       tls_key, insecure_public, max_connections, header_timeout, body_timeout, idle_timeout,
-                       max_connections_per_address, handshake_timeout, auth_failures_burst,
-                       auth_failures_per_second)
+                       tls_key, insecure_public, max_connections=max_connections, header_timeout=header_timeout,
+                       body_timeout=body_timeout, idle_timeout=idle_timeout,
+                       max_connections_per_address=max_connections_per_address,
+                       handshake_timeout=handshake_timeout, auth_failures_burst=auth_failures_burst,
+                       auth_failures_per_second=auth_failures_per_second)
     check_exposure(cfg)
     from veil.serve.app import run_server
 
