@@ -38,6 +38,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -113,9 +114,12 @@ class CurvePoint:
     chance: float
     note: str = ""
     hits: torch.Tensor | None = None
+    draws: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         base = {"k": self.k, "attack": self.estimator, "chance": self.chance, "note": self.note}
+        if self.draws:
+            base["draws"] = self.draws
         if self.rate is None:
             return {**base, "rate": None, "ci95": None, "hits": None, "n": None}
         return {**base, **self.rate.as_dict()}
@@ -134,15 +138,39 @@ class LeakedPairsResult:
         best: CurvePoint | None = None
         for k in sorted({p.k for p in self.points}):
             for p in self.points:
-                if p.k == k and p.rate is not None and (best is None or p.rate.value > best.rate.value):
+                if p.k == k and p.rate is not None and (best is None or best.rate is None
+                                                        or p.rate.value > best.rate.value):
                     best = p
             if best is not None:
                 out.append(CurvePoint(k, f"strongest:{best.estimator}", best.rate, best.chance,
-                                      f"{best.estimator} with k = {best.k}", best.hits))
+                                      f"{best.estimator} with k = {best.k}", best.hits, best.draws))
         return out
 
     def curve(self) -> list[dict]:
         return [p.as_dict() for p in self.points + self.strongest()]
+
+
+def merge_draws(results: Sequence[LeakedPairsResult]) -> LeakedPairsResult:
+    """One curve from runs on independent draws of the leaked set: per (k, estimator) the mean hits over the
+    draws as the rate (its Wilson interval at n probes: the probes' uncertainty, not the draws'), each draw's
+    rate in ``draws`` (their spread is the pair-choice uncertainty), and the first draw's per-probe hits."""
+    if not results:
+        raise ValueError("no draws to merge")
+    first = results[0]
+    merged = []
+    for i, p in enumerate(first.points):
+        same = [r.points[i] for r in results]
+        if any((q.k, q.estimator) != (p.k, p.estimator) for q in same):
+            raise ValueError("draws measured different (k, estimator) points")
+        rates = [q.rate for q in same if q.rate is not None]
+        if len(rates) != len(same):
+            merged.append(CurvePoint(p.k, p.estimator, None, p.chance, p.note))
+            continue
+        mean_hits = round(sum(r.hits for r in rates) / len(rates))
+        merged.append(CurvePoint(p.k, p.estimator, Rate(mean_hits, rates[0].n), p.chance,
+                                 f"{p.note}; mean of {len(rates)} draws of the pairs" if len(rates) > 1 else p.note,
+                                 p.hits, [r.value for r in rates]))
+    return LeakedPairsResult(merged, sum(r.seconds for r in results), {**first.config, "draws": len(results)})
 
 
 def k_half(curve: Sequence[CurvePoint], clean_rate: float) -> int | None:
@@ -214,7 +242,8 @@ def _learned(feats: torch.Tensor, targets: torch.Tensor, cfg: InverseConfig) -> 
                 score = float(F.cosine_similarity(net(feats[val]), tgt[val]).mean())
             if score > best:
                 best, best_state = score, {n: t.clone() for n, t in net.state_dict().items()}
-    net.load_state_dict(best_state)
+    if best_state is not None:
+        net.load_state_dict(best_state)
     net.eval()
 
     @torch.no_grad()
@@ -233,12 +262,13 @@ class LeakedPairsAttack(Attack):
     """k leaked pairs + the store + the cloud's RecNet vs a clean gallery; one curve point per (k, estimator)."""
 
     name = "leaked_pairs"
-    holdings = ("k leaked (clean ExtNet tokens, obfuscated store row) pairs of owner training images (pairs)",
-                "the store's obfuscated rows, unlabelled (store_features, optional)",
-                "the cloud's trained RecNet (recnet, optional: the bridge estimator)",
-                "the public ExtNet's identifier (e.g. the rest of dlib's network)",
-                "clean photos of the owner's test persons as gallery; the owner's obfuscated test features as probes",
-                "the method's design and public options (Kerckhoffs), never the key")
+    holdings: ClassVar[tuple[str, ...]] = (
+        "k leaked (clean ExtNet tokens, obfuscated store row) pairs of owner training images (pairs)",
+        "the store's obfuscated rows, unlabelled (store_features, optional)",
+        "the cloud's trained RecNet (recnet, optional: the bridge estimator)",
+        "the public ExtNet's identifier (e.g. the rest of dlib's network)",
+        "clean photos of the owner's test persons as gallery; the owner's obfuscated test features as probes",
+        "the method's design and public options (Kerckhoffs), never the key")
 
     def __init__(self, ks: Sequence[int] = DEFAULT_KS, estimators: Sequence[str] = ESTIMATORS,
                  matrix: str = "orthogonal", inverse: InverseConfig | None = None,
@@ -265,7 +295,7 @@ class LeakedPairsAttack(Attack):
         r = self.run(clean, obf, CleanGalleryTarget.from_target(target), view.store_features, view.recnet)
         strongest = r.strongest()
         last = strongest[-1] if strongest else None
-        if last is None:
+        if last is None or last.rate is None or last.hits is None:
             raise ValueError("no estimator was determined at any k")
         leak = LeakageResult(last.rate, last.chance, len(target.gallery), last.hits)
         return self.result(leak, command, r, curve=r.curve(), seconds=r.seconds, config=r.config)
@@ -293,8 +323,9 @@ class LeakedPairsAttack(Attack):
         pair_emb = _batched(self.identifier, clean.float())
         project = store_pca(store_features, self.inverse.pca, obfuscated) if (
             {"ridge", "learned"} & set(self.estimators)) else None
-        probe_feats = project(probes) if project else None
-        pair_feats = project(obfuscated.float()) if project else None
+        unused = torch.empty(0)  # the store-PCA inputs, computed only for the estimators that read them
+        probe_feats = project(probes) if project else unused
+        pair_feats = project(obfuscated.float()) if project else unused
         rec_probe = rec_pairs = None
         if recnet is not None and "bridge" in self.estimators:
             recnet.eval()
@@ -349,7 +380,7 @@ class LeakedPairsAttack(Attack):
                         predict = _learned(pair_feats[:k], pair_emb[:k], self.inverse)
                         points.append(score(k, est, _batched(predict, probe_feats), "MLP on store-PCA inputs"))
                 elif est == "bridge":
-                    if rec_probe is None:
+                    if rec_probe is None or rec_pairs is None:
                         points.append(score(k, est, None, "not applicable: no cloud RecNet held"))
                     elif k < 2:
                         points.append(score(k, est, None, "not determined: no held-out pair to set the penalty"))
@@ -385,4 +416,4 @@ class LeakedPairsAttack(Attack):
 
 
 __all__ = ["CleanGalleryTarget", "CurvePoint", "DEFAULT_KS", "ESTIMATORS", "InverseConfig", "LeakedPairsAttack",
-           "LeakedPairsResult", "k_half", "kernel_ridge", "store_pca"]
+           "LeakedPairsResult", "k_half", "kernel_ridge", "merge_draws", "store_pca"]

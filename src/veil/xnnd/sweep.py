@@ -109,6 +109,9 @@ def noised(encoder: TokenNoiseEncoder | None, clean: torch.Tensor, batch_size: i
 
 # ---- known-plaintext with an honest fit -------------------------------------------------------------------------
 
+DENOISER_GRID = tuple(10.0 ** e for e in range(-3, 5))  # absolute penalties (tokens are layer-normed)
+
+
 @dataclass
 class RidgeFit:
     weight: torch.Tensor | None  # (D + 1, D): [noised, 1] @ weight = clean; None when not determined
@@ -119,7 +122,7 @@ class RidgeFit:
 
 
 def fit_denoiser(clean: torch.Tensor, noised_: torch.Tensor, seed: int = 0, holdout: float = 0.25,
-                 lambdas: Sequence[float] = tuple(10.0 ** p for p in range(-3, 5))) -> RidgeFit:
+                 lambdas: Sequence[float] = DENOISER_GRID) -> RidgeFit:
     """Affine map noised -> clean token, shared by all positions, ridge penalty chosen on held-out pairs.
 
     Pairs, not token rows, are held out (rows of one image are not independent). Fewer than 4 pairs
@@ -238,7 +241,7 @@ def measure(shared: Shared, encoder: TokenNoiseEncoder | None, server: RecNet, c
     out["known_plaintext"] = {**(determined[-1] if determined else not_determined("no k determined")),
                               "curve": points}
     rates = {a: out[a]["rate"] for a in ATTACKS if out[a].get("rate") is not None}
-    strongest = max(rates, key=rates.get)
+    strongest = max(rates, key=lambda a: rates[a])
     out["strongest_attack"] = {"attack": strongest, **{k: out[strongest][k] for k in ("rate", "ci95", "n", "hits")}}
     out["chance"] = target.chance
     out["seconds_attacks"] = time.time() - t0
