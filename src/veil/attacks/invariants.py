@@ -21,6 +21,8 @@ import torch
 from sklearn.covariance import LedoitWolf
 
 from veil.attacks.estimation import inv_sqrt
+from veil.attacks.leakage import LeakageResult
+from veil.metrics import top1
 
 
 def flat(x: torch.Tensor) -> torch.Tensor:
@@ -90,5 +92,14 @@ def token_multiset(tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat([t.mean(1), t.std(1, unbiased=False)], dim=1)
 
 
-__all__ = ["flat", "inner_product_profiles", "posterior_mean", "prior_pool", "token_multiset", "token_spectrum",
+def match_statistics(gallery_stats: torch.Tensor, gallery_labels: torch.Tensor, probe_stats: torch.Tensor,
+                     probe_labels: torch.Tensor) -> LeakageResult:
+    """Top-1 of probes named by the nearest gallery statistic (cosine after standardising each statistic by the
+    gallery's mean and spread, so no one coordinate dominates by scale)."""
+    mean, std = gallery_stats.mean(0), gallery_stats.std(0).clamp_min(1e-12)
+    rate, hits = top1((gallery_stats - mean) / std, gallery_labels, (probe_stats - mean) / std, probe_labels)
+    return LeakageResult(rate, 1.0 / len(gallery_labels), len(gallery_labels), hits)
+
+
+__all__ = ["flat", "match_statistics", "inner_product_profiles", "posterior_mean", "prior_pool", "token_multiset", "token_spectrum",
            "whitened_profiles"]
