@@ -29,7 +29,8 @@ def shuffle_each(tokens: torch.Tensor) -> torch.Tensor:
 
 def test_spectrum_reads_xnn_through_an_orthogonal_m_and_not_through_others() -> None:
     clean = TokenSpectrumAttack().run(clean_gallery_target(lambda t: t))
-    orth = TokenSpectrumAttack().run(clean_gallery_target(XNN.random(6, 12, generator=torch.Generator().manual_seed(1))))
+    xnn = XNN.random(6, 12, generator=torch.Generator().manual_seed(1))
+    orth = TokenSpectrumAttack().run(clean_gallery_target(xnn))
     assert clean.rate.value > 5 * clean.chance
     assert orth.rate.hits == clean.rate.hits  # the invariant holds exactly: the same probes are named
     gauss = XNN.random(6, 12, kind="gaussian", generator=torch.Generator().manual_seed(1))

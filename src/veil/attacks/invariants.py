@@ -101,5 +101,5 @@ def match_statistics(gallery_stats: torch.Tensor, gallery_labels: torch.Tensor, 
     return LeakageResult(rate, 1.0 / len(gallery_labels), len(gallery_labels), hits)
 
 
-__all__ = ["flat", "match_statistics", "inner_product_profiles", "posterior_mean", "prior_pool", "token_multiset", "token_spectrum",
-           "whitened_profiles"]
+__all__ = ["flat", "inner_product_profiles", "match_statistics", "posterior_mean", "prior_pool", "token_multiset",
+           "token_spectrum", "whitened_profiles"]
