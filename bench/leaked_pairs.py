@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import HERE, Envelope, write_markdown, write_result
-from leaked_pairs_cache import ensure_split, token_cache
+from leaked_pairs_cache import ensure_split, owner_key, token_cache
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from veil.attacks.leakage import Target  # noqa: E402
@@ -38,7 +38,6 @@ from veil.attacks.leaked_pairs import (  # noqa: E402
     merge_draws,
 )
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder  # noqa: E402
-from veil.keys import OwnerKey  # noqa: E402
 from veil.metrics import Rate, bootstrap_ratio, top1  # noqa: E402
 from veil.models.dlib_resnet import public_identifier  # noqa: E402
 from veil.obfuscation import registry  # noqa: E402
@@ -101,10 +100,7 @@ def main() -> None:
 
     split = ensure_split(args.run, args.data, args.seed)
     cache = token_cache(args.run, args.data, log=log)
-    key_path = args.run / "owner.key"
-    if not key_path.is_file():
-        OwnerKey.generate().save(key_path)
-    key = OwnerKey.load(key_path)
+    key = owner_key(args.run)
     train_x, train_y = cache["owner_train/tokens"], cache["owner_train/labels"]
     test_x, test_y = cache["owner_test/tokens"], cache["owner_test/labels"]
     n_tok, dim = train_x.shape[1:]
