@@ -177,7 +177,8 @@ def bench_model(arch: str, args: argparse.Namespace, data: Path, images_at, cm: 
                   "plateau": args.wb_plateau, "batch": args.victims}
                  if arch in PRETRAINED and args.wb_steps > 0 else None)
     result = plan(model, spec, aux, victims, args.max_ssim, splits.split(",") if splits else None,
-                  attacks=tuple(args.attacks.split(",")), epochs=args.epochs, cost_model=cm, seed=args.seed, log=log,
+                  attacks=tuple(a for a in args.attacks.split(",") if a), epochs=args.epochs, cost_model=cm,
+                  seed=args.seed, log=log,
                   white_box=white_box, identity=identity,
                   max_identity=args.max_identity if identity is not None else None)
     body = result.as_dict()

@@ -130,6 +130,8 @@ def plan(model: nn.Module, spec: ModelSpec, aux_images: torch.Tensor, victim_ima
     baseline = prior_baseline(aux_images, victim_images)
     if over_prior is not None:
         max_ssim = min(1.0, baseline["ssim_mean"] + over_prior)
+    if not attacks and white_box is None:
+        raise VeilError("no attack to run: name a learned attack or enable the white-box inversion")
     for a in attacks:
         if a not in KINDS:
             raise VeilError(f"unknown attack {a!r}; choose from {', '.join(KINDS)}")
