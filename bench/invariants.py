@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from veil.attacks.token_multiset import TokenMultisetAttack
 from veil.metrics import top1
 from veil.models.dlib_resnet import public_identifier
 from veil.obfuscation import registry
+from veil.obfuscation.base import KeySource
 
 METHODS = "none;xnn;xnnh;xnnh:curve=1;xnnh:chaff=256,noise=0.5"
 KS = "1,4,16,32,64,128,256"
@@ -65,7 +67,7 @@ def main() -> None:
     methods = []
     for label in args.methods.split(";"):
         method, options = registry.parse(label)
-        obf = method.from_key(key if method.keyed else None, registry.Geometry(int(n_tok), int(dim), 150), **options)
+        obf = method.from_key(cast(KeySource, key) if method.keyed else None, registry.Geometry(int(n_tok), int(dim), 150), **options)
         with torch.no_grad():
             store, probes = obf(train_x).half().float(), obf(test_x[probe]).half().float()
         row: dict = {"name": label, "public_info": obf.public_info()}
@@ -73,8 +75,8 @@ def main() -> None:
             feats = test_x.clone()
             feats[probe] = probes
             target = Target(feats, test_y, gallery, probe)
-            for attack in (TokenSpectrumAttack(), TokenMultisetAttack()):
-                row[attack.name] = attack.on(View(target=target)).as_dict()
+            for free in (TokenSpectrumAttack(), TokenMultisetAttack()):
+                row[free.name] = free.on(View(target=target)).as_dict()
         clean_target = CleanGalleryTarget(test_x[gallery], test_y[gallery], probes, test_y[probe])
         attack = InnerProductAttack(ks, identifier=identifier)
         r = merge_draws([attack.run(train_x[p], store[p], clean_target) for p in picks])

@@ -188,7 +188,7 @@ def run_attacks(out: Path, data: Path, ext, device, log=print) -> dict:
 
     harness = LeakageHarness(out, data, device, log=lambda *_: None)
     harness.ext = ext  # the run's memoised ExtNet: no image is extracted twice
-    written = {}
+    written: dict[str, dict] = {}
     for method in ("xnn", "vanilla"):
         r = harness.known_plaintext(method, (0,), "pooled")
         r["command"] = f"veil attack known-plaintext --run {out} --method {method} --k 0"
