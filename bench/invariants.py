@@ -67,7 +67,8 @@ def main() -> None:
     methods = []
     for label in args.methods.split(";"):
         method, options = registry.parse(label)
-        obf = method.from_key(cast(KeySource, key) if method.keyed else None, registry.Geometry(int(n_tok), int(dim), 150), **options)
+        geometry = registry.Geometry(int(n_tok), int(dim), 150)
+        obf = method.from_key(cast(KeySource, key) if method.keyed else None, geometry, **options)
         with torch.no_grad():
             store, probes = obf(train_x).half().float(), obf(test_x[probe]).half().float()
         row: dict = {"name": label, "public_info": obf.public_info()}
