@@ -31,6 +31,8 @@ class InnerProductAttack(LeakedPairsAttack):
     """k leaked pairs vs a clean gallery, using only that the map keeps inner products."""
 
     name = "inner_products"
+    title = "inner products (orthogonal map, k leaked pairs)"
+    label = "inner products"
     holdings = ("k leaked (clean ExtNet tokens, obfuscated store row) pairs of owner training images (pairs)",
                 "the public ExtNet's identifier (e.g. the rest of dlib's network)",
                 "clean photos of the owner's test persons as gallery; the owner's obfuscated test features as probes",

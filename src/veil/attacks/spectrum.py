@@ -19,6 +19,8 @@ class TokenSpectrumAttack(Attack):
     """Probes (obfuscated tokens) named by the nearest clean gallery face in singular-value space."""
 
     name = "token_spectrum"
+    title = "token spectrum (no key, no pair)"
+    label = "token spectrum"
     holdings = ("clean photos of the owner's test persons as gallery (public ExtNet tokens)",
                 "the owner's obfuscated test features as probes, token-shaped (target)")
 

@@ -20,6 +20,8 @@ class TokenMultisetAttack(Attack):
     """Probes named by the nearest gallery face in symmetric (order-free) token statistics."""
 
     name = "token_multiset"
+    title = "token multiset (per-sample shuffle)"
+    label = "token multiset"
     holdings = ("a gallery of the owner's test persons in the probes' token space (clean tokens when only a "
                 "permutation is secret)", "the owner's permuted test features as probes (target)")
 

@@ -90,6 +90,8 @@ class WhiteBoxInversionAttack(Attack):
     """Invert exposed maps through the public weights of the trusted part, TV prior, from the public mean face."""
 
     name = "white_box_inversion"
+    title = "white-box inversion (public weights)"
+    label = "white-box inversion"
     holdings = ("the public weights of the trusted part (public_head: image in [0, 1] -> exposed map)",
                 "its own auxiliary images of other persons (aux_images): the mean face it starts from",
                 "the victims' exposed feature maps (exposed)")
