@@ -72,3 +72,30 @@ def test_registered_with_a_view_and_checks_its_estimators(data):
         [labels[gallery], labels[probe]]), torch.arange(len(gallery)), torch.arange(len(gallery), len(test)))
     res = InnerProductAttack((80,)).on(View(target=target, pairs=(train, obf(train).reshape(-1, 6, 12))))
     assert res.attack == "inner_products" and res.rate.value > 0.5
+
+
+def test_draws_merge_to_the_mean_hits_and_keep_each_draw() -> None:
+    from veil.attacks.leaked_pairs import CurvePoint, LeakedPairsResult, merge_draws
+    from veil.metrics import Rate
+
+    def result(hits: int) -> LeakedPairsResult:
+        return LeakedPairsResult([CurvePoint(4, "profile", Rate(hits, 100), 0.01),
+                                  CurvePoint(1, "ridge", None, 0.01, "not determined")], 1.0)
+
+    merged = merge_draws([result(10), result(20), result(31)])
+    point = merged.points[0]
+    assert point.rate == Rate(20, 100) and point.draws == [0.10, 0.20, 0.31] and "3 draws" in point.note
+    assert merged.points[1].rate is None and merged.config["draws"] == 3 and merged.seconds == 3.0
+    assert merged.strongest()[0].draws == point.draws
+    with pytest.raises(ValueError, match="no draws"):
+        merge_draws([])
+
+
+def test_ridge_solve_leaves_the_intercept_unpenalised() -> None:
+    from veil.attacks import ridge
+
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    y = x @ torch.tensor([[1.0], [2.0], [3.0]]) + 5.0
+    w = ridge.solve(ridge.with_intercept(x), y, lam=1e3, relative=False, intercept=True)
+    assert abs(float(w[-1]) - 5.0) < 0.5  # a heavy penalty shrinks the slopes, not the offset
+    assert ridge.choose_penalty((1.0, 2.0, 3.0), lambda lam: (lam - 2.0) ** 2) == (2.0, 0.0)
