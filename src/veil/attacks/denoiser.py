@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from veil.attacks import params
+from veil.attacks import params, ridge
 from veil.attacks.base import Attack, AttackResult, View
 from veil.attacks.leakage import Target, identity_leakage
 from veil.attacks.recnet_fit import recnet_embedder
@@ -46,24 +46,17 @@ def fit_denoiser(clean: torch.Tensor, noised_: torch.Tensor, seed: int = 0, hold
     n_out = max(1, int(round(holdout * k)))
     out_idx, in_idx = perm[:n_out], perm[n_out:]
 
-    def design(x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, dim).double()
-        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    def fit(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:  # the offset is not penalised
+        return ridge.solve(ridge.with_intercept(x.reshape(-1, dim)), y.reshape(-1, dim), lam, relative=False,
+                           intercept=True)
 
-    def solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
-        a = design(x)
-        reg = lam * torch.eye(dim + 1, dtype=a.dtype)
-        reg[-1, -1] = 0.0  # the offset is not penalised
-        return torch.linalg.solve(a.T @ a + reg, a.T @ y.reshape(-1, dim).double())
-
-    scores = {}
-    for lam in lambdas:
-        w = solve(noised_[in_idx], clean[in_idx], lam)
-        pred = design(noised_[out_idx]) @ w
+    def heldout_residual(lam: float) -> float:
+        pred = ridge.with_intercept(noised_[out_idx].reshape(-1, dim)) @ fit(noised_[in_idx], clean[in_idx], lam)
         target = clean[out_idx].reshape(-1, dim).double()
-        scores[lam] = float((pred - target).norm() / target.norm().clamp_min(1e-12))
-    lam = min(scores, key=scores.__getitem__)
-    return RidgeFit(solve(noised_, clean, lam).float(), lam, scores[lam], ols)
+        return float((pred - target).norm() / target.norm().clamp_min(1e-12))
+
+    lam, residual = ridge.choose_penalty(tuple(lambdas), heldout_residual)
+    return RidgeFit(fit(noised_, clean, lam).float(), lam, residual, ols)
 
 
 def apply_denoiser(weight: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
