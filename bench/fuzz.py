@@ -280,7 +280,8 @@ def node_campaign(packets: int, seed: int, tmp: Path) -> dict:
                 """A slot sealed to the node's public key around arbitrary (often well-formed) routing bytes."""
                 eph = generate_private_key()
                 keys = derive(eph.exchange(load_public(hop.public_key)))
-                raw = struct.pack(C.ROUTING_FORMAT, rng.choice(layer_ops), (C.FORMAT_VERSION << C.VERSION_SHIFT) | rng.randrange(16), os.urandom(8),
+                version_flags = (C.FORMAT_VERSION << C.VERSION_SHIFT) | rng.randrange(16)
+                raw = struct.pack(C.ROUTING_FORMAT, rng.choice(layer_ops), version_flags, os.urandom(8),
                                   os.urandom(rng.randrange(C.ADDRESS_SIZE + 1)), os.urandom(32), des.cell,
                                   current_window(), rng.randrange(4), rng.randrange(300), os.urandom(256)) \
                     if rng.random() < 0.7 else os.urandom(C.ROUTING_SIZE)

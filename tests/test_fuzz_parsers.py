@@ -156,7 +156,8 @@ WELL_FORMED_ROUTING = st.builds(
     lambda op, flags, tag, addr, key, window, frag, n, extra: struct.pack(
         C.ROUTING_FORMAT, op, (C.FORMAT_VERSION << C.VERSION_SHIFT) | flags, tag, addr, key, CELL, window, frag, n,
         extra),
-    st.sampled_from(sorted(C.OPS)), st.integers(0, C.FLAGS_MASK), st.binary(min_size=C.STEP_TAG_SIZE, max_size=C.STEP_TAG_SIZE),
+    st.sampled_from(sorted(C.OPS)), st.integers(0, C.FLAGS_MASK),
+    st.binary(min_size=C.STEP_TAG_SIZE, max_size=C.STEP_TAG_SIZE),
     st.binary(max_size=C.ADDRESS_SIZE), st.binary(min_size=C.KEY_SIZE, max_size=C.KEY_SIZE),
     st.sampled_from([0, 2**32 - 1]).map(lambda w: w or current_window()), st.integers(0, 2**16 - 1),
     st.integers(0, 2**16 - 1), st.binary(max_size=C.EXTRA_SIZE))

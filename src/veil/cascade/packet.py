@@ -295,9 +295,9 @@ class Peeler:
             raise PacketRejected("replayed packet (shared secret seen before)")
         routing = Routing.decode(raw)
         if routing.version != C.FORMAT_VERSION:
-            raise PacketRejected(f"packet is format v{routing.version} ({C.PAYLOAD_AEAD.get(routing.version, 'unknown')}"
-                                 f" payload), expected v{C.FORMAT_VERSION} ({C.PAYLOAD_AEAD[C.FORMAT_VERSION]}): the"
-                                 " sender runs another Veil version")
+            aead, want = C.PAYLOAD_AEAD.get(routing.version, "unknown"), C.FORMAT_VERSION
+            raise PacketRejected(f"packet is format v{routing.version} ({aead} payload), expected v{want}"
+                                 f" ({C.PAYLOAD_AEAD[want]}): the sender runs another Veil version")
         if (stale := cache.check_window(routing.window)) is not None:
             raise PacketRejected(stale)
         if len(payload) != routing.cell:
