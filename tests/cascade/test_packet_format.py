@@ -10,7 +10,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from veil.cascade import constants as C
-from veil.cascade.packet import Hop, PacketRejected, Peeler, build_header, build_packet, reseal
+from veil.cascade.packet import Hop, PacketRejected, Peeler, build_header, build_packet, reseal, seal_packet
 from veil.cascade.routing import Routing
 from veil.errors import VeilError
 
@@ -46,7 +46,7 @@ def test_the_payload_is_aes_256_gcm_under_the_hops_payload_key_bound_to_the_head
 
 def test_every_packet_and_hop_gets_its_own_payload_key_so_the_constant_nonce_is_never_reused() -> None:
     p, secret = Peeler(), os.urandom(32)
-    seen = set()
+    seen: set[bytes] = set()
     for session in (None, secret):
         for _ in range(20):
             _, keys = build_header(hops(p, session), [Routing(op=C.OP_FORWARD)] * 2, CELL)
@@ -99,3 +99,11 @@ def test_a_tampered_aes_gcm_payload_or_header_is_refused() -> None:
         bad[pos] ^= 0x40
         with pytest.raises(PacketRejected, match="authentication failed"):
             Peeler.peel(p, bytes(bad))
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, C.body_capacity(CELL)])
+def test_the_streamed_seal_is_byte_for_byte_one_shot_aes_gcm(size: int) -> None:
+    key, header, body = os.urandom(32), os.urandom(C.HEADER_SIZE), os.urandom(size)
+    plain = size.to_bytes(4, "little") + body + bytes(C.body_capacity(CELL) - size)
+    expected = header + AESGCM(key).encrypt(bytes(C.NONCE_SIZE), plain, header)
+    assert seal_packet(key, header, body, CELL) == expected
