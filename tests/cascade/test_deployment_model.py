@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from veil.cascade.deployment_model import HopCosts, Link, error, project
+from veil.cascade.deployment_model import HopCosts, Link, error, other_load_from, project
 from veil.errors import VeilError
 
 MS = 1e-3
@@ -54,9 +54,11 @@ def test_shared_cores_bound_a_step_by_its_work() -> None:
     c = costs(n=6)
     own = project(c, Link("loopback"), 8, 10)  # one core per party
     shared = project(c, Link("loopback"), 8, 10, cores=1)
-    assert own.bound == "pipeline" and shared.bound == "cpu"
-    assert shared.step_s == pytest.approx(8 * 0.2 * MS + shared.work_s)
-    assert shared.step_s > own.step_s
+    assert shared.terms["runnable_at_once"] == 7 and shared.terms["cpu_stretch"] == 7  # 7 processes, 1 core
+    pipeline = shared.round_s + 7 * shared.stage_s
+    assert shared.step_s == pytest.approx(8 * 7 * 0.2 * MS + max(pipeline, shared.work_s / 7))
+    assert shared.step_s > 6 * own.step_s
+    assert shared.bound == ("cpu" if shared.work_s / 7 > pipeline else "pipeline")
 
 
 def test_bad_inputs_are_refused_and_error_is_relative() -> None:
@@ -64,4 +66,19 @@ def test_bad_inputs_are_refused_and_error_is_relative() -> None:
         project(costs(), Link("x"), 0, 10)
     with pytest.raises(VeilError):
         project(costs(), Link("x"), 1, 10, cores=0)
+    with pytest.raises(VeilError):
+        project(costs(), Link("x"), 1, 10, other_load=-1)
     assert error(1.2, 1.0) == pytest.approx(0.2) and error(0.9, 1.0) == pytest.approx(-0.1)
+
+
+def test_other_load_stretches_cpu_terms_but_not_the_wire_or_the_delay() -> None:
+    c = costs()
+    link = Link("wan", delay_s=10 * MS, rate_bps=100e6)
+    base = project(c, link, 1, 10, cores=2)
+    slow = project(c, link, 1, 10, cores=2, other_load=3.0)  # (3 + 1) / 2: each CPU term twice as long
+    cpu = base.round_s - 8 * (link.wire_s(c.packet_bytes) + link.delay_s)
+    assert base.terms["cpu_stretch"] == 1.0 and slow.terms["cpu_stretch"] == 2.0
+    assert slow.round_s - base.round_s == pytest.approx(cpu)
+    assert slow.step_s - base.step_s == pytest.approx(cpu + 0.2 * MS)
+    assert other_load_from(2.0, 2) == 3.0 and other_load_from(0.8, 2) == pytest.approx(0.6)
+    assert other_load_from(0.4, 2) == 0.0

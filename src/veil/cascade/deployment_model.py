@@ -13,13 +13,15 @@ composes them the way ``trainer.Trainer.step`` runs a step:
 - m micro-batches enter at once, so after the first round the others follow one bottleneck stage-time apart
   (``stage_s``: the busiest node's forward + backward work per micro-batch, the designer's, or a link's busy time
   for the two packets each host sends per micro-batch), the classic pipeline bound ``round + (m - 1) * stage``.
-- on ``cores`` CPUs shared by all parties, a step can be no shorter than all its CPU work divided by the cores
-  (``work_s / cores``); with a core per party this never binds.
+- on ``cores`` CPUs shared by all parties (and by other work, ``other_load`` runnable processes), each of the k
+  cascade processes runnable at once gets ``cores / (other_load + k)`` of a core (fair sharing), which stretches
+  every CPU term, and a step can be no shorter than its CPU work spread over those k processes. With a core per
+  party (the deployed set-up) neither applies.
 
-``step_s = headers + max(round + (m - 1) * stage, work / cores)`` and an epoch is ``steps_per_epoch * step_s``; the
+``step_s = headers + max(round + (m - 1) * stage, work / k)`` and an epoch is ``steps_per_epoch * step_s``; the
 ratio divides by the local epoch (also measured alone on one core). The model ignores what it cannot measure in
-isolation (scheduling waits of processes that share a core beyond the work bound, cache effects between processes),
-so its error against measured runs is the test of whether those matter.
+isolation (scheduler wake-up latency beyond fair sharing, cache effects between processes), so its error against
+measured runs is the test of whether those matter.
 """
 
 from __future__ import annotations
@@ -88,30 +90,38 @@ class Projection:
 
 
 def project(costs: HopCosts, link: Link, microbatches: int, steps_per_epoch: int, cores: float | None = None,
-            local_epoch_s: float | None = None) -> Projection:
+            local_epoch_s: float | None = None, other_load: float = 0.0) -> Projection:
     """The projected step and epoch time, and the ratio to local training, for ``costs`` at ``link``.
 
     ``cores``: CPUs the designer and the N servers share (None: one each, the deployed set-up). ``costs`` must be
-    measured at ``microbatches``' rows (the cell and the bodies shrink with m).
+    measured at ``microbatches``' rows (the cell and the bodies shrink with m), on an otherwise idle core.
+    ``other_load``: runnable processes of *other* work on those cores (a shared machine). With k of the cascade's
+    processes runnable at once (k = min(m, N + 1): one per micro-batch in flight), the scheduler shares the cores
+    fairly, so each runs at ``cores / (other_load + k)`` of a core when that is below 1: every CPU term stretches by
+    that factor (the wire and the delay do not), and the step cannot beat its CPU work spread over the k processes.
     """
     m, n = microbatches, costs.servers
-    if m < 1 or n < 1 or steps_per_epoch < 1 or (cores is not None and cores <= 0):
-        raise VeilError("microbatches, servers, steps per epoch and cores must be positive")
+    if m < 1 or n < 1 or steps_per_epoch < 1 or (cores is not None and cores <= 0) or other_load < 0:
+        raise VeilError("microbatches, servers, steps per epoch and cores must be positive, other load >= 0")
     if len(costs.node_backward_s) != n:
         raise VeilError("one forward and one backward cost per cascade position")
-    link_s = costs.transfer_fixed_s + link.wire_s(costs.packet_bytes) + link.delay_s
+    busy = min(m, n + 1)  # the cascade's processes runnable at once
+    f = max(1.0, (other_load + busy) / cores) if cores is not None else 1.0
+    wire = link.wire_s(costs.packet_bytes)
+    link_s = f * costs.transfer_fixed_s + wire + link.delay_s
     links = 2 * (n + 1)
-    nodes_f = sum(costs.node_forward_s) + n * costs.crypto_s
-    nodes_b = sum(costs.node_backward_s) + n * costs.crypto_s
-    designer = costs.designer_send_s + costs.designer_turn_s + costs.designer_final_s
+    nodes_f = f * (sum(costs.node_forward_s) + n * costs.crypto_s)
+    nodes_b = f * (sum(costs.node_backward_s) + n * costs.crypto_s)
+    designer = f * (costs.designer_send_s + costs.designer_turn_s + costs.designer_final_s)
     round_s = designer + nodes_f + nodes_b + links * link_s
-    stage_s = max([f + b + 2 * costs.crypto_s for f, b in zip(costs.node_forward_s, costs.node_backward_s,
-                                                                strict=True)]
-                  + [designer + costs.designer_headers_s, 2 * link.wire_s(costs.packet_bytes)])
-    headers = m * costs.designer_headers_s  # the forward routes, before the first packet leaves
-    work_s = m * (designer + nodes_f + nodes_b + 2 * costs.designer_headers_s)
+    stage_s = max([f * (fw + bw + 2 * costs.crypto_s) for fw, bw in zip(costs.node_forward_s, costs.node_backward_s,
+                                                                       strict=True)]
+                  + [designer + f * costs.designer_headers_s, 2 * wire])
+    headers = m * f * costs.designer_headers_s  # the forward routes, before the first packet leaves
+    # every CPU second of the step (transfers included: kernel copies and wake-ups), at the shared speed
+    work_s = m * (designer + nodes_f + nodes_b + f * (2 * costs.designer_headers_s + links * costs.transfer_fixed_s))
     pipeline = round_s + (m - 1) * stage_s
-    cpu = work_s / cores if cores is not None else 0.0
+    cpu = work_s / busy if cores is not None else 0.0
     step_s = headers + max(pipeline, cpu)
     local_epoch = local_epoch_s if local_epoch_s is not None else costs.local_step_s * steps_per_epoch
     epoch_s = step_s * steps_per_epoch
@@ -120,7 +130,14 @@ def project(costs: HopCosts, link: Link, microbatches: int, steps_per_epoch: int
                       local_epoch_s=local_epoch, ratio=epoch_s / local_epoch,
                       bound="cpu" if cpu > pipeline else "pipeline",
                       terms={"link_one_way_s": link_s, "links_per_round": links, "nodes_forward_s": nodes_f,
-                             "nodes_backward_s": nodes_b, "designer_s": designer, "headers_s": headers})
+                             "nodes_backward_s": nodes_b, "designer_s": designer, "headers_s": headers,
+                             "cpu_stretch": f, "runnable_at_once": busy})
+
+
+def other_load_from(slowdown: float, cores: float) -> float:
+    """Runnable processes of other work implied by one process running ``slowdown`` times slower than alone on
+    ``cores`` shared fairly: ``(other + 1) / cores = slowdown`` (0 when it ran at full speed)."""
+    return max(0.0, slowdown * cores - 1.0)
 
 
 def error(predicted: float, measured: float) -> float:
