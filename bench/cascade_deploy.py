@@ -11,6 +11,7 @@ Run by bench/cascade.py; two entry points run *inside* a namespace (started with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -53,13 +54,15 @@ def one_core() -> int | None:
     return cpu
 
 
-def _median(fn, reps: int) -> float:  # noqa: ANN001
+def _mean(fn, reps: int) -> float:  # noqa: ANN001
+    """Mean seconds of ``fn`` after a tenth of warm-up calls. The mean, not the median: the model adds costs along
+    a path, and the expected sum is the sum of the means (preemptions on a shared machine included)."""
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times[max(1, reps // 10):])
+    return statistics.mean(times[max(1, reps // 10):])
 
 
 def node_costs(node: Node, layer: dict, optimizer: dict, rows: int, width_in: int, cell: int, reps: int,
@@ -90,7 +93,7 @@ def node_costs(node: Node, layer: dict, optimizer: dict, rows: int, width_in: in
         bwd_t.append(node.timing["layer"] - before.get("layer", 0.0))
         crypto.append(node.timing["crypto"] - before.get("crypto", 0.0))
     k = max(1, reps // 10)
-    return statistics.median(crypto[2 * k:]), statistics.median(fwd_t[k:]), statistics.median(bwd_t[k:])
+    return statistics.mean(crypto[2 * k:]), statistics.mean(fwd_t[k:]), statistics.mean(bwd_t[k:])
 
 
 def _out_width(layer: dict, width_in: int) -> int:
@@ -126,11 +129,11 @@ def measure_costs(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None], mi
     path = [Hop(f"10.0.0.{i}:1", Peeler().public_key, os.urandom(32)) for i in range(len(layer_of))]
     path.append(Hop("10.0.0.99:1", me.public_key, secret))
     routes = [Routing(op=C.OP_FORWARD)] * len(path)
-    headers = _median(lambda: build_header(path, routes, cell), reps)
+    headers = _mean(lambda: build_header(path, routes, cell), reps)
     x = torch.randn(rows, ds.input_dim)
     key = os.urandom(32)
     header, _ = build_header(path, routes, cell)
-    send = _median(lambda: seal_packet(key, header, message.encode({}, {"x": x})), reps)
+    send = _mean(lambda: seal_packet(key, header, message.encode({}, {"x": x})), reps)
     reply = [build_packet([Hop("10.0.0.99:1", me.public_key, secret)], [Routing(op=C.OP_FORWARD)],
                           message.encode({}, {"x": torch.zeros(())}), cell)[0] for _ in range(reps)]
     it = iter(reply)
@@ -140,12 +143,12 @@ def measure_costs(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None], mi
         _, t = message.decode(p.body)
         seal_packet(key, header, message.encode({}, {"g": torch.full_like(t["x"], 1.0 / microbatches)}))
 
-    turn_s = _median(turn, reps)
+    turn_s = _mean(turn, reps)
     finals = iter([build_packet([Hop("10.0.0.99:1", me.public_key, secret)], [Routing(op=C.OP_BACKWARD)],
                                 message.encode({}, {"g": torch.zeros(rows, ds.input_dim)}), cell)[0]
                    for _ in range(reps)])
-    final_s = _median(lambda: me.peel(next(finals)), reps)
-    return HopCosts(rows=rows, packet_bytes=C.packet_size(cell), crypto_s=statistics.median(crypto),
+    final_s = _mean(lambda: me.peel(next(finals)), reps)
+    return HopCosts(rows=rows, packet_bytes=C.packet_size(cell), crypto_s=statistics.mean(crypto),
                     node_forward_s=fwd, node_backward_s=bwd, designer_headers_s=headers, designer_send_s=send,
                     designer_turn_s=turn_s, designer_final_s=final_s, transfer_fixed_s=transfer_fixed_s,
                     local_step_s=local_step_s)
@@ -153,11 +156,14 @@ def measure_costs(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None], mi
 
 # --- message bouncing: the per-message transfer cost between processes, and the link delay's accuracy ----------
 def echo_main(listen: str, delay_ms: float) -> None:
-    """Bounce every message to the address in its first 64 bytes; print the bound address, run until SIGTERM."""
+    """Pass every message on: its first byte counts the hops done, then 64-byte addresses; send it to the next one.
+    Print the bound address, run until SIGTERM."""
     tr = transport_mod.make("zmq", delay_ms / 1000)
 
     def bounce(pkt: bytes) -> None:
-        tr.push(pkt[:64].rstrip(b"\0").decode(), pkt)
+        i = pkt[0]
+        nxt = pkt[1 + 64 * i : 65 + 64 * i].rstrip(b"\0").decode()
+        tr.push(nxt, bytes([i + 1]) + pkt[1:])
 
     lst = tr.listen(listen, bounce)
     lst.start()
@@ -168,14 +174,17 @@ def echo_main(listen: str, delay_ms: float) -> None:
     tr.close()
 
 
-def ping(echo: str, listen: str, size: int, n: int, delay_ms: float = 0.0) -> list[float]:
-    """Round-trip seconds of ``n`` messages of ``size`` bytes to an echo process (its own delay on receipt, and
-    ours on the way back)."""
+def ping(echo: str | list[str], listen: str, size: int, n: int, delay_ms: float = 0.0) -> list[float]:
+    """Round-trip seconds of ``n`` messages of ``size`` bytes through one echo process or a chain of them (each
+    with its own held delay on receipt, and ours on the way back)."""
+    chain = [echo] if isinstance(echo, str) else list(echo)
     tr = transport_mod.make("zmq", delay_ms / 1000)
     back = threading.Event()
     lst = tr.listen(listen, lambda p: back.set())
     lst.start()
-    pkt = lst.address.encode().ljust(64, b"\0") + os.urandom(size - 64)
+    route = b"".join(a.encode().ljust(64, b"\0") for a in [*chain[1:], lst.address])
+    pkt = b"\0" + route + os.urandom(size - 1 - len(route))
+    echo = chain[0]
     times = []
     try:
         tr.push(echo, pkt, timeout=30)  # connection set-up
@@ -202,11 +211,26 @@ def start_echo(argv_prefix: list[str], listen: str, delay_ms: float) -> tuple[su
     return proc, address
 
 
+def transfer_along_chain(sizes: list[int], processes: int, n: int = 100) -> dict[int, float]:
+    """Mean seconds per link of one message of each size passed along ``processes`` processes on loopback and back
+    to the first (``processes`` links a round): with more processes than cores, each link pays the wake-up of a
+    process that shares a core, which a pair of processes on two cores does not show."""
+    echoes = [start_echo([], "127.0.0.1:0", 0.0) for _ in range(processes - 1)]
+    try:
+        return {size: statistics.mean(ping([a for _, a in echoes], "127.0.0.1:0", size, n)[n // 10:]) / processes
+                for size in sizes}
+    finally:
+        for proc, _ in echoes:
+            proc.terminate()
+        for proc, _ in echoes:
+            proc.wait(timeout=30)
+
+
 def transfer_between_processes(size: int, n: int = 200) -> float:
-    """Median one-way seconds of one ``size``-byte message between two processes on loopback (RTT / 2)."""
+    """Mean one-way seconds of one ``size``-byte message between two processes on loopback (RTT / 2)."""
     proc, address = start_echo([], "127.0.0.1:0", 0.0)
     try:
-        return statistics.median(ping(address, "127.0.0.1:0", size, n)[n // 10:]) / 2
+        return statistics.mean(ping(address, "127.0.0.1:0", size, n)[n // 10:]) / 2
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -347,6 +371,7 @@ def deployment_section(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None
     cells = {m: C.cell_for(largest_message(spec, m)) for m in ms}
     load_start = os.getloadavg()
     fixed = {m: transfer_between_processes(C.packet_size(cells[m])) for m in ms}
+    chain = transfer_along_chain(sorted({C.packet_size(c) for c in cells.values()}), len(layer_of) + 1)
     # one thread (torch and OpenMP), not pinned: pinned on a machine shared with other work, a process cannot move
     # off a busy core and its costs would measure that core's queue
     loc = local.train_local(spec, ds, 3, seed)
@@ -359,6 +384,8 @@ def deployment_section(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None
         slowdown = run["local_epoch_s"] / (local_step * spe)
         other = other_load_from(slowdown, run["cores"])
         c, args = costs[run["m"]], (run["link"], run["m"], spe, run["cores"])
+        if len(layer_of) + 1 > run["cores"]:  # the parties shared the cores: a link costs what the chain measured
+            c = dataclasses.replace(c, transfer_fixed_s=chain[c.packet_bytes])
         raw = project(c, *args, local_epoch_s=run["local_epoch_s"])
         p = project(c, *args, local_epoch_s=run["local_epoch_s"], other_load=other)
         err = error(p.epoch_s, run["cascade_epoch_s"])
@@ -377,7 +404,11 @@ def deployment_section(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None
                             "ratio": best.ratio, "epoch_s": best.epoch_s, "local_epoch_s": best.local_epoch_s,
                             "by_microbatches": {str(q.microbatches): q.ratio for q in options},
                             "paper_ratio": 7.5, "target": 5.0, "met": best.ratio <= 5.0, "detail": best.to_dict()})
-    return {"inputs": {str(m): {**c.__dict__, "cell": cells[m]} for m, c in costs.items()},
+    return {"inputs": {str(m): {**c.__dict__, "cell": cells[m], "transfer_fixed_s_shared_cores":
+                                chain[c.packet_bytes]} for m, c in costs.items()},
+            "transfer_note": "transfer_fixed_s: mean one-way between two processes (a link between machines, minus "
+                             "the wire); transfer_fixed_s_shared_cores: mean per link along a chain of n + 1 processes "
+                             "on this machine's cores (used for the runs measured here, where the parties share them)",
             "steps_per_epoch": spe, "cascade_order": layer_of, "local_epoch_alone_s": local_step * spe,
             "measured_on": {"threads": 1, "pinned": False, "load_average_before": load_start,
                             "load_average_after": os.getloadavg(), "reps": reps},
