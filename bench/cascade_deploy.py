@@ -35,7 +35,7 @@ from veil.cascade import transport as transport_mod
 from veil.cascade.deployment import DUMMY_SPEC
 from veil.cascade.deployment_model import HopCosts, Link, error, other_load_from, project
 from veil.cascade.designer import Designer, largest_message
-from veil.cascade.models import ModelSpec, load_spec
+from veil.cascade.models import NLL, ModelSpec, build_all, load_spec
 from veil.cascade.netns import PROFILES, EmulatedNetwork, LinkProfile, pin_plan
 from veil.cascade.node import Layer, Node
 from veil.cascade.packet import Hop, Peeler, build_header, build_packet, seal_packet
@@ -99,6 +99,25 @@ def node_costs(node: Node, layer: dict, optimizer: dict, rows: int, width_in: in
 
 def _out_width(layer: dict, width_in: int) -> int:
     return int(layer["out"]) if layer.get("kind") == "linear" else width_in
+
+
+def local_step_median(spec: ModelSpec, ds: D.Dataset, seed: int, steps: int) -> float:
+    """Median seconds of one local training step (the same statistic as every hop's cost: an epoch's time on a
+    shared machine includes the preemptions of ~50 ms of work, a step's median mostly does not)."""
+    layers = build_all(spec, seed)
+    opt = torch.optim.SGD([p for layer in layers for p in layer.parameters()], lr=0.01, momentum=0.9)
+    times = []
+    for step in range(steps):
+        x, y = D.batch_at(ds, spec.batch, seed, step)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = x
+        for layer in layers:
+            out = layer(out, y) if isinstance(layer, NLL) else layer(out)
+        out.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[steps // 10:])
 
 
 def measure_costs(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None], microbatches: int, reps: int,
@@ -375,13 +394,12 @@ def deployment_section(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None
     chain = transfer_along_chain(sorted({C.packet_size(c) for c in cells.values()}), len(layer_of) + 1)
     # one thread (torch and OpenMP), not pinned: pinned on a machine shared with other work, a process cannot move
     # off a busy core and its costs would measure that core's queue
-    loc = local.train_local(spec, ds, 3, seed)
-    local_step = statistics.median(loc.epoch_seconds) / spe
+    local_step = local_step_median(spec, ds, seed, reps * 2)
     costs = {m: measure_costs(spec, ds, layer_of, m, reps, fixed[m], local_step) for m in ms}
     rows = []
     for run in measured:
-        # how much slower one process ran beside this run than alone: the local baseline beside it over the same
-        # epoch here; fair sharing turns that into the other work's runnable processes (deployment_model)
+        # how much slower one process ran beside this run than alone: the local baseline's epoch beside it over
+        # steps_per_epoch median steps; fair sharing turns that into the other work's runnable processes
         slowdown = run["local_epoch_s"] / (local_step * spe)
         other = other_load_from(slowdown, run["cores"])
         c, args = costs[run["m"]], (run["link"], run["m"], spe, run["cores"])
@@ -412,6 +430,8 @@ def deployment_section(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None
                              "n + 1 processes "
                              "on this machine's cores (used for the runs measured here, where the parties share them)",
             "steps_per_epoch": spe, "cascade_order": layer_of, "local_epoch_alone_s": local_step * spe,
+            "local_note": "local_epoch_alone_s = steps_per_epoch x the median local step (same statistic as the "
+                          "hop costs)",
             "measured_on": {"threads": 1, "pinned": False, "load_average_before": load_start,
                             "load_average_after": os.getloadavg(), "reps": reps},
             "predictions": rows, "all_within_20pct": all(r["within_20pct"] for r in rows),
