@@ -19,7 +19,13 @@ def test_each_packet_is_held_for_the_delay_and_released_in_order() -> None:
     done = threading.Event()
     rx, tx = transport.make("zmq", link_delay=delay), transport.make("zmq")
     assert isinstance(rx, DelayedTransport) and rx.name == "zmq"
-    lst = rx.listen("127.0.0.1:0", lambda p: (got.append((p, time.monotonic())), len(got) == 20 and done.set()))
+
+    def arrived(p: bytes) -> None:
+        got.append((p, time.monotonic()))
+        if len(got) == 20:
+            done.set()
+
+    lst = rx.listen("127.0.0.1:0", arrived)
     lst.start()
     try:
         sent = []

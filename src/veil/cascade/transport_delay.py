@@ -20,10 +20,14 @@ import ctypes
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from veil.cascade import constants as C
-from veil.cascade.transport import Listener, OnPacket, Transport
+from veil.cascade.sending import OnPacket
 from veil.errors import VeilError
+
+if TYPE_CHECKING:  # transport builds this wrapper by name: a runtime import back would be a cycle
+    from veil.cascade.transport import Listener, Transport
 
 _PR_SET_TIMERSLACK = 29  # linux/prctl.h
 

@@ -40,7 +40,7 @@ class Gallery:
         self.names: list[str] = []
         self.owners: dict[str, str | None] = {}  # name -> client that enrolled it first (None: anonymous)
         self.lock = threading.Lock()
-        self._lock_fd = self._acquire_file_lock()
+        self._lock_fd: int | None = self._acquire_file_lock()
         try:
             if self.path.exists():
                 self._load()
