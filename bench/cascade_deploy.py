@@ -105,7 +105,8 @@ def local_step_median(spec: ModelSpec, ds: D.Dataset, seed: int, steps: int) -> 
     """Median seconds of one local training step (the same statistic as every hop's cost: an epoch's time on a
     shared machine includes the preemptions of ~50 ms of work, a step's median mostly does not)."""
     layers = build_all(spec, seed)
-    opt = torch.optim.SGD([p for layer in layers for p in layer.parameters()], lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD([p for layer in layers for p in layer.parameters()], lr=float(spec.optimizer.get("lr", 0.01)),
+                          momentum=float(spec.optimizer.get("momentum", 0.0)))  # as local.train_local
     times = []
     for step in range(steps):
         x, y = D.batch_at(ds, spec.batch, seed, step)
