@@ -241,7 +241,7 @@ def service_campaign(examples: int, seed: int, tmp: Path) -> dict:
 def node_campaign(packets: int, seed: int, tmp: Path) -> dict:
     import struct
 
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
     from veil.cascade import constants as C
     from veil.cascade import data as D
@@ -292,13 +292,14 @@ def node_campaign(packets: int, seed: int, tmp: Path) -> dict:
                 """A slot sealed to the node's public key around arbitrary (often well-formed) routing bytes."""
                 eph = generate_private_key()
                 keys = derive(eph.exchange(load_public(hop.public_key)))
-                raw = struct.pack(C.ROUTING_FORMAT, rng.choice(layer_ops), rng.randrange(256), os.urandom(8),
+                version_flags = (C.FORMAT_VERSION << C.VERSION_SHIFT) | rng.randrange(16)
+                raw = struct.pack(C.ROUTING_FORMAT, rng.choice(layer_ops), version_flags, os.urandom(8),
                                   os.urandom(rng.randrange(C.ADDRESS_SIZE + 1)), os.urandom(32), des.cell,
                                   current_window(), rng.randrange(4), rng.randrange(300), os.urandom(256)) \
                     if rng.random() < 0.7 else os.urandom(C.ROUTING_SIZE)
                 beta = os.urandom(C.HEADER_SIZE - C.SLOT_SIZE)
                 header = public_bytes(eph) + ChaCha20Poly1305(keys.header).encrypt(bytes(12), raw, beta) + beta
-                return header + ChaCha20Poly1305(keys.payload).encrypt(bytes(12), bytes(des.cell - C.TAG_SIZE), header)
+                return header + AESGCM(keys.payload).encrypt(bytes(12), bytes(des.cell - C.TAG_SIZE), header)
 
             victim_hops = [h for h in outsider if h.address in sent]
             session_hops = [h for h in insider if h.address in sent]

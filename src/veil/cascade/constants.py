@@ -30,11 +30,21 @@ FLAG_FINAL = 0x02  # this hop is the packet's destination (the designer's own sl
 # the packet's window is outside its tolerance (so a skewed clock is measured, not taken for a dead node),
 # with its wall-clock time and whether it is bound, sealed end to end to the pinging designer.
 FLAG_PING = 0x04
+FLAGS_MASK = 0x0F  # the routing's flags byte: low nibble flags, high nibble the format version
+
+# --- format version -------------------------------------------------------------------------------------
+# v1: ChaCha20-Poly1305 payloads, no version field (its flags byte's high nibble is always 0).
+# v2: AES-256-GCM payloads (AES-NI: ~3x faster than ChaCha20-Poly1305 per 256 KiB cell here); the version sits in
+# the high nibble of the authenticated routing's flags byte, so a hop names an old packet instead of failing it
+# at payload authentication. Header slot, key derivation and every size are unchanged.
+FORMAT_VERSION = 2
+VERSION_SHIFT = 4
+PAYLOAD_AEAD = {1: "ChaCha20-Poly1305", 2: "AES-256-GCM"}
 
 # --- primitive sizes (fixed by the primitives, named so every offset below is derived) ----------------
 KEY_SIZE = 32  # X25519 public key, and every symmetric key
-TAG_SIZE = 16  # ChaCha20-Poly1305 tag
-NONCE_SIZE = 12  # ChaCha20-Poly1305 nonce; every key is single-use, so nonces are constants
+TAG_SIZE = 16  # ChaCha20-Poly1305 and AES-256-GCM tag
+NONCE_SIZE = 12  # ChaCha20-Poly1305 and AES-GCM nonce; every key is single-use, so nonces are constants
 STREAM_NONCE_SIZE = 16  # ChaCha20 (stream) nonce for the header re-encryption
 NONCE_TO_HOP = bytes(NONCE_SIZE)  # designer -> hop, end-to-end
 NONCE_FROM_HOP = b"\x01" + bytes(NONCE_SIZE - 1)  # hop -> designer, end-to-end (same key, other nonce)

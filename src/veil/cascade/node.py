@@ -384,7 +384,7 @@ def _tensor(t: dict[str, torch.Tensor], name: str) -> torch.Tensor:
 
 def serve(listen: str, pool: str | Path, tamper: Tamper | None = None, log_file: str | Path | None = None,
           transport: str = C.DEFAULT_TRANSPORT, mix_delay: float = 0.0,
-          session_idle: float = C.SESSION_IDLE_S) -> None:
+          session_idle: float = C.SESSION_IDLE_S, link_delay: float = 0.0) -> None:
     """Run a node process until SIGINT/SIGTERM: fresh key pair, register in the pool, serve, deregister.
     On exit it logs one ``node timing {json}`` line (training-step packets, seconds in crypto, layer and send) for
     benchmarks; each ended session logs its own share as ``session timing {json}``."""
@@ -394,7 +394,7 @@ def serve(listen: str, pool: str | Path, tamper: Tamper | None = None, log_file:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
-    node = Node(listen, tamper=tamper, transport=transport, mix_delay=mix_delay,
+    node = Node(listen, tamper=tamper, transport=transport_mod.make(transport, link_delay), mix_delay=mix_delay,
                 session_idle=session_idle).start()
     pool_mod.register(pool, node.address, node.public_key, transport=node.transport.name)
     done = threading.Event()
@@ -409,3 +409,5 @@ def serve(listen: str, pool: str | Path, tamper: Tamper | None = None, log_file:
             node.stop()
             log.info("node on %s stopped: %s", node.address, dict(node.stats))
             log.info("node timing %s", json.dumps(dict(node.timing)))
+            if (hold := getattr(node.transport, "stats", None)) is not None:  # link delay emulation's accuracy
+                log.info("link delay hold %s", json.dumps(hold.as_dict()))

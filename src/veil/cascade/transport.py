@@ -49,8 +49,13 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def make(name: str = C.DEFAULT_TRANSPORT) -> Transport:
-    """A fresh transport by name (``zmq`` or ``grpc``)."""
+def make(name: str = C.DEFAULT_TRANSPORT, link_delay: float = 0.0) -> Transport:
+    """A fresh transport by name (``zmq`` or ``grpc``); ``link_delay`` > 0 holds every received packet that many
+    seconds (link delay emulation where the kernel has no ``netem``: ``transport_delay``)."""
+    if link_delay > 0:
+        from veil.cascade.transport_delay import DelayedTransport
+
+        return DelayedTransport(make(name), link_delay)
     if name == "zmq":
         from veil.cascade.transport_zmq import ZmqTransport
 

@@ -24,6 +24,8 @@ def node(listen: str = typer.Option("127.0.0.1:0", help="HOST:PORT to listen on 
          transport: str = typer.Option("zmq", help="How packets travel: zmq (default, faster) or grpc."),
          mix_delay_ms: float = typer.Option(0.0, min=0.0, help="Mean Poisson mixing delay per packet (0: off)."),
          session_idle: float = typer.Option(600.0, min=1.0, help="Seconds before an idle run's session lapses."),
+         link_delay_ms: float = typer.Option(0.0, min=0.0, max=10_000.0,
+                                             help="Emulation: hold each received packet this long (link delay)."),
          misbehave: str | None = typer.Option(None, hidden=True, help="Testing only: 'corrupt' outputs.")) -> None:
     """Run one layer server until interrupted: fresh key pair, register, serve."""
     from veil.cascade.node import serve
@@ -31,7 +33,7 @@ def node(listen: str = typer.Option("127.0.0.1:0", help="HOST:PORT to listen on 
 
     tamper = misbehaviour(misbehave) if misbehave else None  # tests only: a Byzantine node
     serve(listen, pool, tamper=tamper, log_file=log_file, transport=transport, mix_delay=mix_delay_ms / 1000,
-          session_idle=session_idle)
+          session_idle=session_idle, link_delay=link_delay_ms / 1000)
 
 
 pool_app = typer.Typer(help="The server directory: list it, or prune dead entries.", invoke_without_command=True)
