@@ -106,7 +106,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="session")
 def server(tiny_models: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("gallery") / "gallery.safetensors")
+    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("gallery") / "gallery.db")
     yield srv
     srv.stop()
 
@@ -160,7 +160,7 @@ def hardened(tiny_models: dict, issued: Issued, tls: tuple[Path, Path],
     cert, key = tls
     extra = ("--credentials", str(issued.file), "--tls-cert", str(cert), "--tls-key", str(key),
              "--header-timeout", "1", "--body-timeout", "2", "--max-connections", "12")
-    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("hardened") / "gallery.safetensors",
+    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("hardened") / "gallery.db",
                        extra=extra, verify=str(cert))
     yield srv
     srv.stop()
