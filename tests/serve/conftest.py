@@ -164,3 +164,29 @@ def hardened(tiny_models: dict, issued: Issued, tls: tuple[Path, Path],
                        extra=extra, verify=str(cert))
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (tests/serve/postgres.py), or skip where the binaries are missing."""
+    from tests.serve.postgres import start_cluster
+
+    try:
+        cluster = start_cluster()
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        if os.environ.get("VEIL_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"no PostgreSQL cluster: {exc}")
+    yield cluster
+    cluster.stop()
+    import shutil
+
+    shutil.rmtree(cluster.folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn: a fresh SQLite file, or a fresh database in the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "gallery.db")
+    return request.getfixturevalue("postgres").new_database()

@@ -324,7 +324,7 @@ class PostgresStore(Store):
         self.url = url
         self.where = url.split("@")[-1] if "@" in url else url  # never echo a password
         self._conns: dict[str, Any] = {}
-        self._next_try = 0.0
+        self._next_try: dict[str, float] = {}
         try:
             self._conns["w"], self._conns["r"] = self._connect(), self._connect()
         except psycopg.Error as exc:
@@ -337,9 +337,9 @@ class PostgresStore(Store):
     def _conn(self, role: str) -> Any:
         conn = self._conns.get(role)
         if conn is None or conn.closed:
-            if time.monotonic() < self._next_try:
+            if time.monotonic() < self._next_try.get(role, 0.0):
                 raise self._psycopg.OperationalError("connection lost; retrying at most once a second")
-            self._next_try = time.monotonic() + 1.0
+            self._next_try[role] = time.monotonic() + 1.0
             conn = self._conns[role] = self._connect()
         return conn
 
