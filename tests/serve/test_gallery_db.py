@@ -79,7 +79,8 @@ def test_same_new_name_from_two_workers_at_once_has_exactly_one_owner(gallery_ta
         barrier = threading.Barrier(2)
         outcome: dict[str, str] = {}
 
-        def attempt(i: int) -> None:
+        def attempt(i: int, name: str = name, barrier: threading.Barrier = barrier,
+                    outcome: dict[str, str] = outcome) -> None:
             barrier.wait()
             try:
                 workers[i].enrol(name, e([1, i, 0, 0]), f"client{i}")

@@ -162,7 +162,7 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)  # keeps 405's Allow header
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)  # keeps Allow
 
     @app.exception_handler(GalleryUnavailable)
     async def unavailable(_request: Request, exc: GalleryUnavailable) -> JSONResponse:

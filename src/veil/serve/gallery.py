@@ -140,7 +140,7 @@ class Gallery:
         return self.owner(name)[0]
 
     def delete(self, name: str) -> int:
-        """Remove every entry of ``name`` (or the enrolled name it looks like); returns how many were removed (0 when absent)."""
+        """Remove every entry of ``name`` (or of the enrolled name it looks like); how many went (0: absent)."""
         removed = self.store.delete(skeleton(canonical(name)))
         self.follow()
         return removed

