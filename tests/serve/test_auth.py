@@ -163,7 +163,7 @@ def test_gallery_database_is_private_and_shared_by_two_servers(tmp_path):
     other = Gallery(tmp_path / "g.db", 4, "digest")
     other.enrol("bob", torch.tensor([[0.0, 1, 0, 0]]))
     assert g.identify(torch.tensor([[0.0, 1, 0, 0]]))[0]["name"] == "bob"
-    assert other.names == ["alice", "bob"] and other.owner("alice") == (True, None)
+    assert other.names == ["alice", "bob"] and other.owners("alice") == [None]
     g.close()
     other.close()
 

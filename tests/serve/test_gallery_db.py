@@ -169,3 +169,37 @@ def test_sqlite_full_is_503_and_identify_goes_on(tmp_path) -> None:
     g.store._w.execute("PRAGMA max_page_count = 1073741823")
     assert g.enrol("bob", e([0, 1, 0, 0])) == ("bob", 2)
     g.close()
+
+
+def test_concurrent_enrols_share_commits_and_each_name_keeps_one_owner(gallery: Gallery) -> None:
+    """Group commit: 16 threads, 8 new names each wanted by two clients; one owner per name, fewer commits."""
+    batches: list[int] = []
+    real = gallery.store.enrol_batch
+
+    def counting(batch, recnet):  # noqa: ANN001, ANN202
+        batches.append(len(batch))
+        return real(batch, recnet)
+
+    gallery.store.enrol_batch = counting  # type: ignore[method-assign]
+    barrier = threading.Barrier(16)
+    outcome: dict[tuple[str, str], str] = {}
+
+    def attempt(i: int) -> None:
+        name, client = f"n{i % 8}", f"c{i}"
+        barrier.wait()
+        try:
+            gallery.enrol(name, e([1, i, 0, 0]), client)
+            outcome[name, client] = "ok"
+        except NameOwned:
+            outcome[name, client] = "refused"
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(8):
+        assert sorted(v for (n, _), v in outcome.items() if n == f"n{k}") == ["ok", "refused"]
+    assert len(gallery) == 8 and sum(batches) == 16
+    owners = {r["name"]: r["enrolled_by"] for r in gallery.listing()}
+    assert all(outcome[n, c] == "ok" for n, c in owners.items())

@@ -31,7 +31,8 @@ def post(url: str, path: str, body: bytes, token: str | None = None, **params) -
 
 
 def test_lookalike_names_are_refused_over_http_and_the_rule_is_in_the_schema(tiny_models, tmp_path):
-    """Issue 24 item 2: a client with only enrol enrolled pеrson0, Person0, 'person0 ', person0., full width: all 200."""
+    """Issue 24 item 2: a client with only enrol enrolled pеrson0, Person0, 'person0 ', person0., full width: all
+    200 (and was then answered pеrson0 for its own face)."""
     issued = issue_credentials(tmp_path)
     app = create_app(tiny_models["recnet"], tmp_path / "g.db", credentials=Credentials.load(issued.file))
     with TestClient(app) as client:

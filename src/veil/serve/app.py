@@ -208,9 +208,9 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
         client = None if who is ANONYMOUS else who.client
 
         def may_enrol() -> None:  # early refusal only: the enrol transaction checks again
-            enrolled, owner = gallery.owner(name)
-            if enrolled and not who.can("admin") and (client is None or owner != client):
-                raise NameOwned(name, owner)
+            for owner in gallery.owners(name):
+                if not who.can("admin") and (client is None or owner != client):
+                    raise NameOwned(name, owner)
 
         try:
             await run_in_threadpool(may_enrol)  # before the body is read and the model run

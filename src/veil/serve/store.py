@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ FORMAT = "veil-gallery-db/1"
 TABLES = (
     "CREATE TABLE IF NOT EXISTS veil_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS veil_counters (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS veil_names (skeleton TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, owner TEXT, "
-    "created DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS veil_names (skeleton TEXT PRIMARY KEY, cased TEXT NOT NULL, name TEXT NOT NULL UNIQUE, "
+    "owner TEXT, created DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS veil_names_cased ON veil_names (cased)",
     "CREATE TABLE IF NOT EXISTS veil_entries (id BIGINT PRIMARY KEY, name TEXT NOT NULL, enrolled_by TEXT, "
     "recnet TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, embedding {blob} NOT NULL)",
     "CREATE INDEX IF NOT EXISTS veil_entries_name ON veil_entries (name)",
@@ -74,6 +76,17 @@ def _cause(exc: BaseException) -> str:
         if needle in text:
             return cause
     return "database error"
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """One enrol request: the canonical name, its two skeleton keys, float32 rows, the client, its admin right."""
+
+    name: str
+    keys: tuple[str, str]
+    rows: list[bytes]
+    client: str | None
+    admin: bool
 
 
 class Store:
@@ -172,40 +185,57 @@ class Store:
         return [(int(i), n, bytes(b)) for i, n, b in
                 self.read("SELECT id, name, embedding FROM veil_entries WHERE id > ? ORDER BY id", (last_id,))]
 
-    def enrol(self, name: str, skeleton: str, rows: list[bytes], client: str | None, recnet: str,
+    def enrol(self, name: str, keys: tuple[str, str], rows: list[bytes], client: str | None, recnet: str,
               admin: bool) -> tuple[str, int]:
-        """One transaction: take the sequence, check the skeleton's owner, write the rows; (stored name, last id).
+        """One enrol in its own transaction; see :meth:`enrol_batch`."""
+        result = self.enrol_batch([Enrolment(name, keys, rows, client, admin)], recnet)[0]
+        if isinstance(result, NameOwned):
+            raise result
+        return result
 
-        The stored name is the canonical name first enrolled under this skeleton (so ``Person0`` by
-        its owner adds to ``person0``). :class:`NameOwned` when the skeleton belongs to another client
-        and ``admin`` is false; ``client=None`` (open mode) never owns a name.
+    def enrol_batch(self, batch: list[Enrolment], recnet: str) -> list[tuple[str, int] | NameOwned]:
+        """Several enrols in one transaction (group commit: one fsync for all); per enrol (stored name, last id).
+
+        Under the sequence counter's lock each enrol in turn checks who owns the names its keys match
+        (:func:`veil.serve.names.skeletons`) and writes its rows, so a later enrol in the batch sees
+        an earlier one's new name. The stored name is the canonical name first enrolled under these
+        keys (``Person0`` by its owner adds to ``person0``). An enrol whose name belongs to another
+        client (``admin`` false; ``client=None``, open mode, never owns one) gets a :class:`NameOwned`
+        and writes nothing; the others commit together or, on a database failure, not at all.
         """
         now = time.time()
+        out: list[tuple[str, int] | NameOwned] = []
         with self.transaction() as cur:
             cur.execute(self._sql("SELECT value FROM veil_counters WHERE key = ?" + self._for_update()), ("seq",))
             seq = int(cur.fetchone()[0])
-            cur.execute(self._sql("SELECT name, owner FROM veil_names WHERE skeleton = ?"), (skeleton,))
-            found = cur.fetchone()
-            if found is not None:
-                stored, owner = found
-                if not admin and (client is None or owner != client):
-                    raise NameOwned(stored, owner)
-            else:
-                stored = name
-                cur.execute(self._sql("INSERT INTO veil_names (skeleton, name, owner, created) VALUES (?, ?, ?, ?)"),
-                            (skeleton, name, client, now))
-            cur.executemany(self._sql("INSERT INTO veil_entries (id, name, enrolled_by, recnet, created, embedding) "
-                                      "VALUES (?, ?, ?, ?, ?, ?)"),
-                            [(seq + 1 + i, stored, client, recnet, now, row) for i, row in enumerate(rows)])
-            cur.execute(self._sql("UPDATE veil_counters SET value = ? WHERE key = ?"), (seq + len(rows), "seq"))
-        return stored, seq + len(rows)
+            for e in batch:
+                cur.execute(self._sql("SELECT name, owner FROM veil_names WHERE skeleton = ? OR cased = ? "
+                                      "ORDER BY created"), e.keys)
+                found = cur.fetchall()
+                refused = next((NameOwned(n, o) for n, o in found if not e.admin and (e.client is None or
+                                                                                       o != e.client)), None)
+                if refused is not None:
+                    out.append(refused)
+                    continue
+                stored = found[0][0] if found else e.name
+                if not found:
+                    cur.execute(self._sql("INSERT INTO veil_names (skeleton, cased, name, owner, created) "
+                                          "VALUES (?, ?, ?, ?, ?)"), (*e.keys, e.name, e.client, now))
+                cur.executemany(self._sql("INSERT INTO veil_entries (id, name, enrolled_by, recnet, created, "
+                                          "embedding) VALUES (?, ?, ?, ?, ?, ?)"),
+                                [(seq + 1 + i, stored, e.client, recnet, now, row) for i, row in enumerate(e.rows)])
+                seq += len(e.rows)
+                out.append((stored, seq))
+            cur.execute(self._sql("UPDATE veil_counters SET value = ? WHERE key = ?"), (seq, "seq"))
+        return out
 
-    def delete(self, skeleton: str) -> int:
-        """Remove the name with this skeleton and all its entries; how many entries went."""
+    def delete(self, keys: tuple[str, str]) -> int:
+        """Remove the (first) name with these keys and all its entries; how many entries went."""
         with self.transaction() as cur:
             cur.execute(self._sql("SELECT value FROM veil_counters WHERE key = ?" + self._for_update()),
                         ("generation",))
-            cur.execute(self._sql("SELECT name FROM veil_names WHERE skeleton = ?"), (skeleton,))
+            cur.execute(self._sql("SELECT name FROM veil_names WHERE skeleton = ? OR cased = ? ORDER BY created"),
+                        keys)
             found = cur.fetchone()
             if found is None:
                 return 0
@@ -216,6 +246,10 @@ class Store:
             if removed:
                 cur.execute(self._sql("UPDATE veil_counters SET value = value + 1 WHERE key = ?"), ("generation",))
         return int(removed)
+
+    def owners(self, keys: tuple[str, str]) -> list[str | None]:
+        """The owners of the enrolled names these keys match (empty: a new name)."""
+        return [r[0] for r in self.read("SELECT owner FROM veil_names WHERE skeleton = ? OR cased = ?", keys)]
 
     def listing(self) -> list[dict]:
         rows = self.read("SELECT n.name, n.owner, COUNT(e.id) FROM veil_names n LEFT JOIN veil_entries e "
