@@ -203,3 +203,17 @@ def test_concurrent_enrols_share_commits_and_each_name_keeps_one_owner(gallery: 
     assert len(gallery) == 8 and sum(batches) == 16
     owners = {r["name"]: r["enrolled_by"] for r in gallery.listing()}
     assert all(outcome[n, c] == "ok" for n, c in owners.items())
+
+
+def test_a_read_only_sqlite_database_is_named_and_identify_goes_on(tmp_path) -> None:
+    """SQLite refusing writes (query_only: the SQLITE_READONLY a read-only file or mount gives; root ignores modes)."""
+    g = Gallery(tmp_path / "g.db", DIM, DIGEST)
+    g.enrol("alice", e([1, 0, 0, 0]))
+    g.store._w.execute("PRAGMA query_only = 1")
+    with pytest.raises(GalleryUnavailable, match=r"^gallery database unavailable: read-only database \(.+\); "
+                                                 r"nothing was stored$"):
+        g.enrol("bob", e([0, 1, 0, 0]))
+    assert g.identify(e([1, 0, 0, 0]))[0]["name"] == "alice" and g.listing()[0]["name"] == "alice"
+    g.store._w.execute("PRAGMA query_only = 0")
+    assert g.enrol("bob", e([0, 1, 0, 0])) == ("bob", 2)
+    g.close()
