@@ -13,6 +13,10 @@ file; target: throughput within 25% of plain). Results: bench/results/serve.json
 Without ``--recnet`` it uses runs/bench-table4/recnet_server.safetensors when present, else a
 randomly initialised RecNet of the same architecture (timing does not depend on weights).
 Client and server share the machine's cores, so the figures are a floor for a dedicated server.
+
+``python bench/serve.py --part gallery [--sizes 1000,100000] [--backends sqlite,postgresql]`` measures the
+gallery database instead (:mod:`serve_gallery`: enrol / identify p50 by gallery size, 16 concurrent enrols,
+a SIGKILLed worker, two workers on one gallery) and keeps both parts in the same serve.json.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 import httpx
 import psutil
 import torch
-from _common import HERE, Envelope, publish  # also puts src/ on sys.path
+from _common import HERE, Envelope, command_line, publish  # also puts src/ on sys.path
 
 from veil.models.recnet import RecNet, RecNetConfig, load_recnet, save_recnet  # noqa: E402
 from veil.serve.auth import Credentials, parse_rights  # noqa: E402
@@ -239,7 +243,16 @@ def gallery_part(args: argparse.Namespace) -> None:
                                 start, args) for b in args.backends.split(",")]
     previous = json.loads(args.out.read_text()) if args.out.exists() else {"figures": {}}
     figures = {k: v for k, v in previous.get("figures", {}).items() if k != "gallery"}
-    figures["load_part_command"] = previous.get("command")
+    figures.setdefault("load_part_command", previous.get("command"))
+    for b in backends:  # a run of some sizes keeps the other sizes' rows of an earlier run
+        for row in b["sizes"].values():
+            row["command"] = command_line()
+        old = next((x for x in previous.get("figures", {}).get("gallery", {}).get("backends", [])
+                    if x["backend"] == b["backend"]), None)
+        if old:
+            b["sizes"] = {**old["sizes"], **b["sizes"]}
+    backends += [x for x in previous.get("figures", {}).get("gallery", {}).get("backends", [])
+                 if x["backend"] not in {b["backend"] for b in backends}]
     figures["gallery"] = {"backends": backends, "embeddings": "SYNTHETIC random unit vectors of the RecNet's "
                           f"output size ({rec.cfg.emb_dim})", "recnet": weights, "server_threads": args.threads,
                           "machine": f"{os.cpu_count()} shared cores, loopback, client and server on the same machine",

@@ -141,13 +141,16 @@ async def concurrent_enrols(urls: list[str], shape: tuple[int, int], total: int,
 
     async def loop(k: int) -> None:
         nonlocal errors, unanswered
-        async with httpx.AsyncClient(base_url=urls[k % len(urls)], timeout=120, headers=HEADERS) as c:
+        url = urls[k % len(urls)]
+        async with httpx.AsyncClient(timeout=120, headers=HEADERS) as c:
             for i in counter:
                 t = time.perf_counter()
                 try:
-                    r = await c.post("/v1/enrol", params={"name": f"{tag}-{i}"}, content=bodies[i % len(bodies)])
+                    r = await c.post(url + "/v1/enrol", params={"name": f"{tag}-{i}"},
+                                     content=bodies[i % len(bodies)])
                 except httpx.HTTPError:
                     unanswered += 1  # the connection died with the worker: not acknowledged
+                    url = urls[(urls.index(url) + 1) % len(urls)]  # go on through the other worker, as a balancer would
                     continue
                 latencies.append(time.perf_counter() - t)
                 if r.status_code == 200:

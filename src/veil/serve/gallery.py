@@ -38,7 +38,7 @@ class _Pending:
     def __init__(self, enrolment: Enrolment) -> None:
         self.enrolment = enrolment
         self.done = False
-        self.result: tuple[str, int] | NameOwned | GalleryUnavailable | None = None
+        self.result: tuple[str, int] | Exception | None = None
 
 
 class Gallery:
@@ -135,12 +135,12 @@ class Gallery:
         key = canonical(name)
         rows = [r.tobytes() for r in F.normalize(emb, dim=1).numpy().astype("<f4")]
         result = self._commit(Enrolment(key, skeletons(key), rows, client, admin))
-        if isinstance(result, NameOwned):
+        if isinstance(result, Exception):
             raise result
         self.follow()
         return result[0], len(self)
 
-    def _commit(self, enrolment: Enrolment) -> tuple[str, int] | NameOwned:
+    def _commit(self, enrolment: Enrolment) -> tuple[str, int] | Exception:
         """Group commit: whoever holds the commit lock writes every enrol queued meanwhile in one transaction.
 
         With 16 concurrent enrols and a 7 ms fsync per commit, one transaction per enrol capped SQLite
@@ -154,16 +154,18 @@ class Gallery:
             if not pending.done:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
+                results: list[tuple[str, int] | Exception]
                 try:
-                    results = self.store.enrol_batch([p.enrolment for p in batch], self.recnet_digest)
-                except GalleryUnavailable as exc:
-                    results = [exc] * len(batch)  # type: ignore[list-item]
+                    results = list(self.store.enrol_batch([p.enrolment for p in batch], self.recnet_digest))
+                except Exception as exc:  # noqa: BLE001 - every waiter of the batch gets the failure, none hangs
+                    results = [exc] * len(batch)
                 for p, r in zip(batch, results, strict=True):
                     p.result, p.done = r, True
-        if isinstance(pending.result, GalleryUnavailable):
-            raise pending.result
-        assert pending.result is not None
-        return pending.result
+        result = pending.result
+        if isinstance(result, Exception) and not isinstance(result, NameOwned):
+            raise result
+        assert result is not None
+        return result
 
     def owners(self, name: str) -> list[str | None]:
         """Who enrolled the names ``name`` is (or looks like); empty for a new name (or an invalid one)."""
