@@ -1,7 +1,8 @@
 """The onion packet: Sphinx-style layered header plus a per-hop AEAD payload of the run's one size class.
 
 Header: ``MAX_HOPS`` slots of ``SLOT_SIZE`` bytes. Hop *i* sees, at offset 0, its slot
-``eph_pub(32) || AEAD_{k_header}(routing(366), aad=beta) (382)`` and then ``beta``, the rest of the header.
+``eph_pub(32) || AEAD_{k_header}(routing, aad=beta)`` (sizes: ``constants.ROUTING_SIZE``, ``SLOT_SIZE``) and
+then ``beta``, the rest of the header.
 It derives keys from ``X25519(sk_i, eph_pub)``, opens its routing information (the AEAD also authenticates
 ``beta``), and computes the next header as ``ChaCha20_{k_stream}(beta || 0^SLOT)``: the header keeps its
 length, every byte changes from hop to hop, and the slots of later hops stay sealed. The sender precomputes
@@ -181,10 +182,12 @@ def reseal(peeled: Peeled, body: bytes) -> bytes:
 class ReplayCache:
     """Replay tags of authenticated packets, kept per replay window and dropped with it: bounded memory.
 
-    A packet names the window it was built in (authenticated, inside its routing slot). A hop accepts only its
-    current window +- 1 (so clocks may differ by up to a window) and keeps the tags of exactly those windows;
-    a packet from an older window is refused as stale, so forgetting that window's tags lets no replay in.
-    Memory is at most the packets of ``REPLAY_WINDOWS_KEPT`` windows, whatever the run's length.
+    A packet names the window it was built in (authenticated, inside its routing slot). A hop accepts only the
+    windows its clock could be in within +- ``CLOCK_SKEW_S`` and keeps the tags of exactly those windows; a
+    packet from an older window is refused as stale, so forgetting that window's tags lets no replay in. The
+    cache rotates on the clock whenever a packet is looked up (not only when one is accepted), so a packet
+    replayed after its windows passed is refused as stale. Memory is at most the packets of
+    ``REPLAY_WINDOWS_KEPT`` windows, whatever the run's length.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -194,20 +197,24 @@ class ReplayCache:
     def __len__(self) -> int:
         return sum(len(v) for v in self._windows.values())
 
-    def _rotate(self) -> int:
-        now = current_window(self._clock())
-        for w in [w for w in self._windows if w < now - 1]:
+    def _rotate(self) -> tuple[int, int, int]:
+        t = self._clock()
+        lo, now, hi = current_window(t - C.CLOCK_SKEW_S), current_window(t), current_window(t + C.CLOCK_SKEW_S)
+        for w in [w for w in self._windows if w < lo]:
             del self._windows[w]
-        return now
+        return lo, now, hi
 
     def seen(self, tag: bytes) -> bool:
+        self._rotate()
         return any(tag in v for v in self._windows.values())
 
     def check_window(self, window: int) -> str | None:
         """None when ``window`` is acceptable now, else the reason to refuse the packet."""
-        now = self._rotate()
-        if abs(window - now) > 1:
-            return f"stale or future packet (window {window}, this hop is in window {now}; replay cache rotated)"
+        lo, now, hi = self._rotate()
+        if window < lo:
+            return f"stale packet (window {window}, this hop is in window {now}; replay cache rotated)"
+        if window > hi:
+            return f"future packet (window {window}, this hop is in window {now}: clock skew over {C.CLOCK_SKEW_S:g} s)"
         return None
 
     def add(self, window: int, tag: bytes) -> None:
@@ -284,8 +291,8 @@ class Peeler:
         if cache.seen(keys.replay):
             raise PacketRejected("replayed packet (shared secret seen before)")
         routing = Routing.decode(raw)
-        if (stale := cache.check_window(routing.window)) is not None:
-            raise PacketRejected(stale)
+        if (stale := cache.check_window(routing.window)) is not None and not routing.is_ping:
+            raise PacketRejected(stale)  # a ping is answered anyway (with the hop's time), never cached
         if len(payload) != routing.cell:
             raise PacketRejected(f"payload of {len(payload)} bytes, but the header announces {routing.cell}"
                                  " (resized in transit)")
@@ -296,7 +303,8 @@ class Peeler:
         (n,) = struct.unpack_from("<I", plain)
         if n > C.body_capacity(routing.cell):
             raise PacketRejected("payload length field out of range")
-        cache.add(routing.window, keys.replay)  # only authenticated packets enter the cache: no cache flooding
+        if stale is None:  # only authenticated packets enter the cache: no cache flooding
+            cache.add(routing.window, keys.replay)
         next_header = b"" if routing.is_final else _chacha(keys.stream, bytes(beta) + _ZERO_SLOT)
         return Peeled(routing=routing, body=plain[4 : 4 + n], next_header=next_header, keys=keys, session=session)
 

@@ -28,6 +28,10 @@ class Routing:
         return bool(self.flags & C.FLAG_TARGET)
 
     @property
+    def is_ping(self) -> bool:
+        return self.op == C.OP_LOOP and bool(self.flags & C.FLAG_PING) and self.is_target
+
+    @property
     def is_final(self) -> bool:
         return bool(self.flags & C.FLAG_FINAL)
 

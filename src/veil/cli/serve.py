@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from veil.cli.common import console, friendly
+from veil.errors import VeilError
 
 
 @friendly
@@ -27,15 +28,27 @@ def serve(recnet: Path = typer.Option(..., help="Server RecNet (recnet_server.sa
           tls_cert: Path = typer.Option(None, help="TLS certificate (PEM) for HTTPS."),
           tls_key: Path = typer.Option(None, help="TLS private key (PEM, mode 0600)."),
           insecure_public: bool = typer.Option(False, help="Listen off loopback without TLS or credentials anyway."),
-          max_connections: int = typer.Option(256, help="Concurrent connections; more get 503."),
+          max_connections: int = typer.Option(256, help="Concurrent connections; more are closed at accept (503 "
+                                              "without TLS)."),
+          max_connections_per_address: int = typer.Option(32, help="Concurrent connections from one client "
+                                                          "address."),
+          handshake_timeout: float = typer.Option(5.0, help="Seconds to complete the TLS handshake."),
+          auth_failures_burst: int = typer.Option(20, help="Failed authentications a client address may make "
+                                                  "at once before 429."),
+          auth_failures_per_second: float = typer.Option(1.0, help="... and then per second."),
           header_timeout: float = typer.Option(10.0, help="Seconds to send a request's line and headers."),
           body_timeout: float = typer.Option(30.0, help="Seconds to send a request's body."),
           idle_timeout: int = typer.Option(5, help="Seconds an idle keep-alive connection stays open.")) -> None:
     """Serve enrol / identify over HTTP(S); bodies are safetensors features, never pickles."""
     from veil.serve.config import ServerConfig, check_exposure
 
-    cfg = ServerConfig(recnet, gallery, host, port, max_body, max_batch, max_abs, threads, credentials, tls_cert,
-                       tls_key, insecure_public, max_connections, header_timeout, body_timeout, idle_timeout)
+    cfg = ServerConfig(  # by keyword: positionally, body_timeout landed in max_connections_per_address (mypy saw it)
+        recnet=recnet, gallery=gallery, host=host, port=port, max_body=max_body, max_batch=max_batch, max_abs=max_abs,
+        threads=threads, credentials=credentials, tls_cert=tls_cert, tls_key=tls_key, insecure_public=insecure_public,
+        max_connections=max_connections, header_timeout=header_timeout, body_timeout=body_timeout,
+        idle_timeout=idle_timeout, max_connections_per_address=max_connections_per_address,
+        handshake_timeout=handshake_timeout, auth_failures_burst=auth_failures_burst,
+        auth_failures_per_second=auth_failures_per_second)
     check_exposure(cfg)
     from veil.serve.app import run_server
 
@@ -62,6 +75,13 @@ def add(client: str = typer.Argument(..., help="Client id (letters, digits, '_' 
     from veil.secretfile import write_private
     from veil.serve.auth import Credentials, parse_rights
 
+    for path, what in ((file, "--file"), (token_out, "--token-out")):  # refused before anything is written
+        if path.is_symlink():
+            raise VeilError(f"{what} {path} is a symbolic link; refusing to write a secret through it")
+    if gallery is not None:
+        with _store(gallery) as store:
+            if store.client(client) is not None and not replace:  # before the token file is written
+                raise VeilError(f"client {client!r} already exists (pass --replace to issue it a new token)")
     creds = Credentials.load(file) if gallery is None and file.exists() else Credentials()
     token = creds.add(client, parse_rights(rights), replace=replace)
     write_private(token_out, token.encode() + b"\n", overwrite=force)

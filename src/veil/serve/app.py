@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from veil.serve.gallery import Gallery
 from veil.serve.names import NAME_RULE, BadName, canonical
 from veil.serve.protocol import CONTENT_TYPE, BadRequest, decode
 from veil.serve.store import GalleryUnavailable, NameOwned
+from veil.serve.throttle import AuthThrottle
 
 
 def file_digest(path: str | Path) -> str:
@@ -84,7 +86,7 @@ async def read_capped(request: Request, limit: int, timeout: float = 30.0) -> by
     return bytes(buf)
 
 
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     headers = dict(headers or {})
     if status in (408, 413):
         headers["Connection"] = "close"
@@ -103,6 +105,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"description": what, "content"
     "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
     for code, what in ((400, "malformed body"), (401, "missing or unknown credential"), (403, "right missing"),
                        (408, "body too slow"), (413, "body too large"), (422, "well-formed but invalid input"),
+                       (429, "too many failed authentications from this address (see Retry-After)"),
                        (503, "the gallery database cannot take the change now (the reason names the cause: disk "
                              "full, read-only database, lost connection); nothing was stored"))}
 
@@ -110,12 +113,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"description": what, "content"
 def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int = DEFAULT_MAX_BODY,
                max_batch: int = DEFAULT_MAX_BATCH, threads: int = 1, *,
                credentials: Credentials | FileCredentials | None = None,
-               max_abs: float = DEFAULT_MAX_ABS, body_timeout: float = 30.0) -> FastAPI:
+               max_abs: float = DEFAULT_MAX_ABS, body_timeout: float = 30.0,
+               throttle: AuthThrottle | None = None) -> FastAPI:
     """Load RecNet (safetensors + JSON metadata only) and the gallery database; return the ASGI app.
 
     ``gallery_path`` is a SQLite file or a ``postgresql://`` URL. ``credentials=None`` means the
     clients in the gallery database (:class:`DatabaseCredentials`): open mode, every caller
     ``anonymous`` with ``identify`` and ``enrol``, until the first client is added there.
+    ``throttle``: failed authentications per client address (default: 20 at once, then 1 per second).
     """
     torch.set_num_threads(max(1, threads))
     recnet, info = load_recnet(recnet_path)
@@ -133,13 +138,21 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
     app.state.gallery = gallery
     bearer = HTTPBearer(auto_error=False, description="CLIENT.SECRET from `veil serve-credentials add`")
 
-    def principal(auth: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    guard = throttle if throttle is not None else AuthThrottle()
+
+    def principal(request: Request, auth: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
         if not authority.required:
             return ANONYMOUS
+        address = request.client.host if request.client else "?"
+        wait = guard.retry_after(address)
+        if wait is not None:  # refused before the credential is looked at: a guess now tells nothing
+            raise BadRequest(429, f"too many failed authentications from {address}; retry in {wait} s",
+                             {"Retry-After": str(wait)})
         if auth is None:
             raise BadRequest(401, "this server needs a credential: send 'Authorization: Bearer CLIENT.SECRET'")
         who = authority.authenticate(auth.credentials)
         if who is None:
+            guard.failed(address, auth.credentials.partition(".")[0])
             raise BadRequest(401, "unknown or revoked credential")
         return who
 
@@ -152,7 +165,7 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
 
     @app.exception_handler(BadRequest)
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
-        return _error(exc.status, exc.reason)
+        return _error(exc.status, exc.reason, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -162,7 +175,7 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)  # keeps Allow
+        return _error(exc.status_code, str(exc.detail), exc.headers)  # keeps 405's Allow header
 
     @app.exception_handler(GalleryUnavailable)
     async def unavailable(_request: Request, exc: GalleryUnavailable) -> JSONResponse:
@@ -250,12 +263,19 @@ def run_server(cfg: ServerConfig) -> None:
     """Check the exposure, build the app and serve it with uvicorn until stopped (``veil serve``)."""
     import uvicorn
 
-    from veil.serve.transport import guarded_protocol
+    from veil.serve import ratelog
+    from veil.serve.transport import ConnectionLimits, gated_protocol, server_ssl_context, widen_listen_queue
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            widen_listen_queue(getattr(self, "servers", []))
 
     check_exposure(cfg)  # again, for callers that did not go through the entry points
     creds = FileCredentials(cfg.credentials) if cfg.credentials is not None else None
     app = create_app(cfg.recnet, cfg.gallery, cfg.max_body, cfg.max_batch, cfg.threads, credentials=creds,
-                     max_abs=cfg.max_abs, body_timeout=cfg.body_timeout)
+                     max_abs=cfg.max_abs, body_timeout=cfg.body_timeout,
+                     throttle=AuthThrottle(cfg.auth_failures_burst, cfg.auth_failures_per_second))
     scheme = "https" if cfg.tls_cert else "http"
     authority = creds if creds is not None else DatabaseCredentials(app.state.gallery.store)
     auth = (f"credentials file {cfg.credentials}" if creds else "clients in the gallery database"
@@ -265,8 +285,13 @@ def run_server(cfg: ServerConfig) -> None:
     if not authority.required:
         print("veil serve: warning: any local process can identify and enrol new names; give --credentials",
               file=sys.stderr, flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                http=guarded_protocol(cfg.header_timeout), limit_concurrency=cfg.max_connections,
-                timeout_keep_alive=cfg.idle_timeout,
-                ssl_certfile=str(cfg.tls_cert) if cfg.tls_cert else None,
-                ssl_keyfile=str(cfg.tls_key) if cfg.tls_key else None)
+    limits = ConnectionLimits(cfg.max_connections, cfg.max_connections_per_address, cfg.handshake_timeout)
+    tls = server_ssl_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
+    # TLS is not given to uvicorn: the gate admits a connection first, then runs the handshake itself.
+    # uvicorn's own cap (which answers 503 but keeps the socket) sits above the gate's, for its tasks only.
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                            loop="asyncio", http=gated_protocol(limits, cfg.header_timeout, tls),  # type: ignore[arg-type]
+                            limit_concurrency=cfg.max_connections + 1, timeout_keep_alive=cfg.idle_timeout,
+                            backlog=limits.backlog)
+    ratelog.install()
+    Server(config).run()

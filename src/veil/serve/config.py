@@ -39,6 +39,10 @@ class ServerConfig:
     insecure_public: bool = False
     max_connections: int = 256
     header_timeout: float = 10.0
+    max_connections_per_address: int = 32
+    handshake_timeout: float = 5.0
+    auth_failures_burst: int = 20  # failed authentications an address may make at once ...
+    auth_failures_per_second: float = 1.0  # ... and then per second (429 with Retry-After past that)
     body_timeout: float = 30.0
     idle_timeout: int = 5
 
