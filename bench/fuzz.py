@@ -229,7 +229,7 @@ def service_campaign(examples: int, seed: int, tmp: Path) -> dict:
     proc.terminate()
     proc.wait(timeout=30)
     counts["data_lost"] = sum(max(0, n - after.get(name, {}).get("entries", 0)) for name, n in expected.items())
-    counts["accepted_invalid"] += sum(r["entries"] for r in after.values() if not r["finite"])
+    counts["accepted_invalid"] += sum(r["entries"] for r in after.values() if not r.get("finite", True))
     counts["detail"] = {"examples_per_operation_and_caller": examples, "callers": ["admin", "identify-only", "none"],
                         "operations": [f"{o.ok().method.upper()} {o.ok().path}" for o in schema.get_all_operations()],
                         "acknowledged_entries": sum(expected.values()), "gallery_names_after_restart": len(after),

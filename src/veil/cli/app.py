@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "xnnd": ("veil.cli.xnnd", "app"),
     "serve": ("veil.cli.serve", "serve"),
     "serve-credentials": ("veil.cli.serve", "credentials_app"),
+    "serve-gallery": ("veil.cli.serve", "gallery_app"),
     "client": ("veil.cli.client", "app"),
     "report": ("veil.cli.report", "report"),
     "partition": ("veil.cli.partition", "app"),

@@ -19,7 +19,7 @@ DEFAULTS = ServerConfig(recnet=Path("recnet.safetensors"))
 def parse(argv: list[str] | None = None) -> ServerConfig:
     p = argparse.ArgumentParser(prog="python -m veil.serve", description=__doc__)
     p.add_argument("--recnet", required=True, type=Path)
-    p.add_argument("--gallery", default=DEFAULTS.gallery, type=Path)
+    p.add_argument("--gallery", default=DEFAULTS.gallery)
     p.add_argument("--host", default=DEFAULTS.host)
     p.add_argument("--port", type=int, default=DEFAULTS.port)
     p.add_argument("--max-body", type=int, default=DEFAULTS.max_body)

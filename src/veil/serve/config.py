@@ -26,7 +26,7 @@ class ServerConfig:
     """Everything ``veil serve`` and ``python -m veil.serve`` take, in one place."""
 
     recnet: Path
-    gallery: Path = Path("gallery.safetensors")
+    gallery: str = "gallery.db"  # a SQLite file, or a postgresql:// URL (several workers and hosts)
     host: str = "127.0.0.1"
     port: int = 8000
     max_body: int = DEFAULT_MAX_BODY
