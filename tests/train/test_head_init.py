@@ -14,11 +14,15 @@ import pytest
 import torch
 from torch import nn
 
+from veil.attacks import recnet_fit
+from veil.attacks.base import AttackParameterError
+from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet
 from veil.errors import VeilError
 from veil.models.recnet import build_recnet
 from veil.store import open_store
-from veil.train.cloud import _Trainee, imprint_class_weights, train_recnet
-from veil.train.losses import cosface
+from veil.train.cloud import train_recnet
+from veil.train.imprint import imprint_class_weights
+from veil.train.losses import SoftCosFace, cosface
 
 from .test_ddp import CFG, CLASSES, DIM, ROWS, TOKENS, write_store
 
@@ -39,8 +43,9 @@ def store(tmp_path_factory) -> Path:
 def test_class_weights_are_the_class_means_under_store_statistics(store: Path) -> None:
     feats, labels = open_store(store).load_all()
     recnet = build_recnet(TOKENS, DIM, LINEAR)
-    trainee = _Trainee(recnet, cosface(CLASSES, DIM))
-    imprint_class_weights(trainee, feats, labels, CLASSES, torch.device("cpu"), batch_size=24)
+    head = cosface(CLASSES, DIM)
+    imprint_class_weights(recnet, head.W, lambda: ((feats[i:i + 24].float(), labels[i:i + 24])
+                                                   for i in range(0, ROWS, 24)), CLASSES)
     assert recnet.training                                  # handed back ready to train
     pooled = recnet.head(recnet.norm(recnet.proj(recnet.in_norm(feats.float()))).mean(dim=1)).detach()  # BN input
     assert torch.allclose(recnet.bn.running_mean, pooled.mean(0), atol=1e-5)
@@ -50,7 +55,7 @@ def test_class_weights_are_the_class_means_under_store_statistics(store: Path) -
         emb = nn.functional.normalize(recnet(feats.float()), dim=1)
     for c in range(CLASSES):
         mean = nn.functional.normalize(emb[labels == c].mean(0), dim=0)
-        assert torch.allclose(trainee.loss.W[:, c], mean, atol=1e-5)
+        assert torch.allclose(head.W[:, c], mean, atol=1e-5)
 
 
 def test_first_loss_is_far_below_a_random_head(store: Path) -> None:
@@ -62,3 +67,31 @@ def test_first_loss_is_far_below_a_random_head(store: Path) -> None:
 def test_unknown_head_init_is_refused(store: Path) -> None:
     with pytest.raises(VeilError, match="head_init"):
         train_recnet(store, replace(LINEAR, head_init="zeros"), show_progress=False)
+
+
+def test_soft_targets_weigh_each_row_share_of_a_class(store: Path) -> None:
+    feats, labels = open_store(store).load_all()
+    soft = 0.75 * nn.functional.one_hot(labels, CLASSES).float() + 0.25 * nn.functional.one_hot(
+        (labels + 1) % CLASSES, CLASSES).float()
+    recnet = build_recnet(TOKENS, DIM, LINEAR)
+    head = SoftCosFace(CLASSES, DIM)
+    imprint_class_weights(recnet, head.W, lambda: [(feats.float(), soft)], CLASSES)
+    recnet.eval()
+    with torch.no_grad():
+        emb = nn.functional.normalize(recnet(feats.float()), dim=1)
+    expected = nn.functional.normalize(soft.T @ emb, dim=1).T
+    assert torch.allclose(head.W, expected, atol=1e-5)
+
+
+def test_attack_recnet_follows_the_head_init_of_its_recipe(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    feats, labels = open_store(store).load_all()
+    calls: list[int] = []
+
+    monkeypatch.setattr(recnet_fit, "imprint_class_weights", lambda *a: calls.append(a[3]))
+    recipe = AttackRecNetConfig(**{**LINEAR.__dict__, "epochs": 1})
+    fit_recnet(feats, labels, recipe)
+    assert calls == []
+    fit_recnet(feats, labels, replace(recipe, head_init="centroids"))
+    assert calls == [CLASSES]
+    with pytest.raises(AttackParameterError, match="head_init"):
+        AttackRecNetConfig(head_init="zeros")

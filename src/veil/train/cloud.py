@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Tens
 from veil.errors import VeilError
 from veil.models.recnet import RecNet, build_recnet, save_recnet
 from veil.store import Store, open_store
+from veil.train.imprint import imprint_class_weights
 from veil.train.losses import cosface
 from veil.train.progress import progress_bar
 from veil.train.schedule import warmup_cosine
@@ -71,32 +72,6 @@ class _Trainee(nn.Module):
         return self.loss(self.recnet(x), y)
 
 
-@torch.no_grad()
-def imprint_class_weights(trainee: _Trainee, feats: torch.Tensor, labels: torch.Tensor, classes: int,
-                          device: torch.device, batch_size: int = 512) -> None:
-    """Set RecNet's BatchNorm statistics to those of the whole store, then each class weight to its mean embedding.
-
-    Deterministic and computed from the full store, so every DDP rank arrives at the same weights.
-    """
-    recnet, bn = trainee.recnet, trainee.recnet.bn
-    recnet.eval()
-    seen: list[torch.Tensor] = []
-    hook = bn.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
-    try:
-        for i in range(0, len(feats), batch_size):
-            recnet(feats[i:i + batch_size].to(device).float())
-    finally:
-        hook.remove()
-    before_bn = torch.cat(seen)
-    bn.running_mean.copy_(before_bn.mean(0))
-    bn.running_var.copy_(before_bn.var(0))
-    emb = nn.functional.normalize(torch.cat([recnet(feats[i:i + batch_size].to(device).float())
-                                             for i in range(0, len(feats), batch_size)]), dim=1)
-    sums = torch.zeros(classes, emb.shape[1], device=emb.device).index_add_(0, labels.to(emb.device), emb)
-    trainee.loss.W.copy_(nn.functional.normalize(sums, dim=1).T)
-    recnet.train()
-
-
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -131,7 +106,10 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
     recnet = build_recnet(tokens, dim, cfg)
     trainee = _Trainee(recnet, cosface(classes, recnet.cfg.emb_dim, cfg.margin, cfg.scale)).to(device)
     if cfg.head_init == "centroids":
-        imprint_class_weights(trainee, feats, labels, classes, device)
+        step = 512
+        imprint_class_weights(recnet, trainee.loss.W, lambda: ((feats[i:i + step].to(device).float(),
+                                                                labels[i:i + step].to(device))
+                                                               for i in range(0, len(feats), step)), classes)
     elif cfg.head_init != "random":
         raise VeilError(f"head_init must be 'random' or 'centroids', got {cfg.head_init!r}")
     model: nn.Module = DistributedDataParallel(trainee) if distributed else trainee
