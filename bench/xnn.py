@@ -54,7 +54,8 @@ MEMORY_CHILD = r"""
 import json, resource, sys, tempfile, torch
 from veil.device import configure_threads
 configure_threads()
-from veil.data.faceset import count_images, stream_faces
+from veil.data.faceset import count_images
+from veil.data.loaders import stream_faces
 from veil.data.synthetic import synthetic_stream
 from veil.keys import OwnerKey
 from veil.models.extractor import load_extnet

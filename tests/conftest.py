@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from veil.data.synthetic import synthetic_faces
+from veil.faces.config import ALIGNED_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "data" / "lfw112"
@@ -42,8 +43,13 @@ TINY_EXTRACTOR = ["--img-size", "32", "--embed-dim", "64", "--heads", "2", "--de
 
 @pytest.fixture(scope="session")
 def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """40 synthetic identities x 4 images, 32x32 PNG, one sub-folder per identity."""
+    """40 synthetic identities x 4 images, 32x32 PNG, one sub-folder per identity.
+
+    SYNTHETIC images hold no face a detector could find: the folder carries the marker ``veil data align``
+    writes, which tells the loaders its images are chips already (no alignment), as for any aligned folder.
+    """
     root = tmp_path_factory.mktemp("synthetic_faces")
+    (root / ALIGNED_MARKER).write_text('{"align": "SYNTHETIC chips, generated aligned"}')
     faces = synthetic_faces(identities=40, per_identity=4, image_size=32, seed=1)
     for i, (img, label) in enumerate(zip(faces.images, faces.labels, strict=True)):
         folder = root / faces.names[int(label)]

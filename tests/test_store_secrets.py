@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.secret_scan import key_derived_patterns, store_problems
-from veil.data.faceset import stream_faces
+from veil.data.loaders import stream_faces
 from veil.data.synthetic import synthetic_faces
 from veil.keys import OwnerKey
 from veil.models.extractor import ExtNet, ExtractorConfig, build_backbone

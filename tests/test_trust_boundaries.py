@@ -125,3 +125,17 @@ def test_untrusted_entry_points_never_import_keys(argv, runtime):
 
 def test_the_entry_point_probe_sees_an_owner_command():
     assert "veil.keys" in _entry_modules(["obfuscate"], "veil.pipeline")  # the probe can fail
+
+
+# The face pipeline (veil.faces) is the owner's: photos are aligned where they are taken, and what leaves is
+# features. The cloud, the servers and the attacks receive chips or features and never import it (the FaceSet
+# type they share lives in veil.data.faceset; the loaders that align are veil.data.loaders).
+def test_untrusted_code_never_imports_the_face_pipeline():
+    for module in [*untrusted_modules(), *SERVER_SIDE]:
+        reached = closure(module)
+        assert not [m for m in reached if m == "veil.faces" or m.startswith("veil.faces.")], \
+            f"{module} reaches veil.faces"
+
+
+def test_the_checker_sees_the_face_pipeline_import():
+    assert "veil.faces.bulk" in closure("veil.data.loaders")  # the rule can fail

@@ -16,6 +16,8 @@ import torch
 
 from veil.bench import environment  # also imported from here by bench scripts
 from veil.data.splits import Split
+from veil.faces.bulk import summary_line
+from veil.faces.config import DEFAULT_FACES, FaceConfig
 from veil.keys import OwnerKey
 from veil.models.extractor import load_extnet
 from veil.models.memo import MemoExtNet
@@ -59,7 +61,8 @@ def extractor_cache_path(split: Split, preset: Preset) -> Path:
 
 
 def cached_extractor(data: str | Path, split: Split, preset: Preset, device: str | torch.device = "cpu",
-                     show_progress: bool = True, log=print) -> tuple[Path, dict | None]:
+                     show_progress: bool = True, log=print,
+                     align: FaceConfig | None = DEFAULT_FACES) -> tuple[Path, dict | None]:
     """The preset's public extractor for this split: from the cache, or pre-trained now and cached.
 
     Returns the path and the pre-training history (None when it came from the cache or the registry).
@@ -74,18 +77,20 @@ def cached_extractor(data: str | Path, split: Split, preset: Preset, device: str
     if ext_path.exists():
         log(f"extractor: cached {ext_path}")
         return ext_path, None
-    history = pretrain_extractor(data, split, ext_path, preset.extractor, preset.pretrain, device, show_progress)
+    history = pretrain_extractor(data, split, ext_path, preset.extractor, preset.pretrain, device, show_progress,
+                                 align)
     log(f"extractor: pre-trained on non-owner identities in {history['seconds']:.0f}s -> {ext_path}")
     return ext_path, history
 
 
 def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", preset: str | Preset = "demo",
             device: str | torch.device = "cpu", show_progress: bool = True, log=print, attacks: bool = True,
-            ext: torch.nn.Module | None = None) -> dict:
+            ext: torch.nn.Module | None = None, align: FaceConfig | None = DEFAULT_FACES) -> dict:
     """Split, key, extractor, obfuscate, cloud-train and evaluate Vanilla+PE and XNN; then the cheap attacks.
 
     ``ext`` may pass in an already-built ExtNet for the preset's extractor (a benchmark sharing work
-    between runs); by default it is loaded and memoised here.
+    between runs); by default it is loaded and memoised here. ``align``: the face pipeline every image
+    goes through (None: whole images resized); what it did is recorded under ``preprocess``.
     """
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     data = resolve_data(data)
@@ -103,36 +108,41 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     timings["split_key_s"] = time.time() - t
 
     t = time.time()
-    ext_path, pre_history = cached_extractor(data, split, preset, device, show_progress, log)
+    ext_path, pre_history = cached_extractor(data, split, preset, device, show_progress, log, align)
     ext = ext or MemoExtNet(load_extnet(ext_path))  # each private image through ExtNet once per run, in memory
     timings["pretrain_s"] = time.time() - t
 
     methods = {"Vanilla+PE": None, "XNN": key}
     results: dict[str, dict] = {}
     stats: dict[str, dict] = {}
+    preprocess: dict[str, dict] = {}  # what the face pipeline did, per group (the same for both methods)
     for name, mkey in methods.items():
         tag = name.split("+")[0].lower()
         t = time.time()
         obf_stats = obfuscate(data, split, ext, out / f"store_{tag}", mkey, matrix=preset.matrix,
-                              overwrite=True, device=device, show_progress=show_progress)
+                              overwrite=True, device=device, show_progress=show_progress, align=align)
         timings[f"obfuscate_{tag}_s"] = time.time() - t
+        preprocess["owner_train"] = obf_stats.pop("preprocess")
         t = time.time()
         hist = train_to_file(out / f"store_{tag}", out / f"recnet_{tag}.safetensors", preset.cloud,
                              str(device), show_progress)
         timings[f"train_{tag}_s"] = time.time() - t
-        results[name] = evaluate(data, split, ext, out / f"recnet_{tag}.safetensors", mkey, device=device)
+        results[name] = evaluate(data, split, ext, out / f"recnet_{tag}.safetensors", mkey, device=device,
+                                 align=align)
+        preprocess["owner_test"] = results[name].pop("preprocess")
         stats[name] = {"obfuscate": obf_stats, "train": {k: hist[k] for k in ("seconds", "samples_per_second",
                                                                               "rows", "classes")},
                        "final_loss": hist["loss"][-1]}
         log(f"{name}: utility {results[name]['rate']}")
 
-    wrong = wrong_key_utility(data, split, ext, out / "recnet_xnn.safetensors", device)
+    log("faces: " + "; ".join(f"{group}: {summary_line(p)}" for group, p in preprocess.items()))
+    wrong = wrong_key_utility(data, split, ext, out / "recnet_xnn.safetensors", device, align)
     results["XNN, wrong key"] = wrong
     ratio = compare(results, "XNN", "Vanilla+PE")
     summary = {
         "preset": preset.name, "data": str(data), "synthetic": False, "device": str(device),
         "split": {g: len(v) for g, v in split.groups.items()}, "key_fingerprint": key.fingerprint,
-        "extractor": str(ext_path), "extractor_info": extractor_info(ext_path),
+        "extractor": str(ext_path), "extractor_info": extractor_info(ext_path), "preprocess": preprocess,
         "config": {"split": asdict(preset.split), "extractor": asdict(ext.cfg),
                    "pretrain": asdict(preset.pretrain), "cloud": asdict(preset.cloud), "matrix": preset.matrix},
         "utility": {n: {**r["rate"].as_dict(), "gallery": r["gallery_size"], "chance": r["chance"]}
@@ -185,13 +195,14 @@ def run_attacks(out: Path, data: Path, ext, device, log=print) -> dict:
     return written
 
 
-def wrong_key_utility(data, split: Split, extractor, recnet_path, device) -> dict:
+def wrong_key_utility(data, split: Split, extractor, recnet_path, device,
+                      align: FaceConfig | None = DEFAULT_FACES) -> dict:
     """XNN's RecNet used with a fresh key: what anyone without the owner's key gets from the model."""
     ext = extractor_module(extractor)
     rec, info = load_recnet(recnet_path)
     other = OwnerKey.generate()
     obf = xnn_from_key(other, *ext.token_shape, (info.get("obfuscation") or {}).get("matrix", "orthogonal"))
     model = OwnerModel(ext, obf, rec, {**info, "key_fingerprint": other.fingerprint})
-    faces = load_group(data, split, "owner_test", ext.cfg.img_size)
+    faces = load_group(data, split, "owner_test", ext.cfg.img_size, align)
     return evaluate_identification(model, faces, split.gallery_seed, device)
 

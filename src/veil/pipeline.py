@@ -12,9 +12,12 @@ from pathlib import Path
 import torch
 
 from veil import io
-from veil.data.faceset import FaceSet, count_images, load_faces, stream_faces
+from veil.data.faceset import FaceSet, count_images
+from veil.data.loaders import load_faces, preprocess_record, stream_faces
 from veil.data.splits import Split, SplitSpec, make_split
 from veil.errors import VeilError
+from veil.faces.bulk import AlignReport
+from veil.faces.config import DEFAULT_FACES, FaceConfig
 from veil.keys import OwnerKey
 from veil.metrics import bootstrap_ratio
 from veil.models.extractor import ExtNet, ExtractorConfig, load_extnet, save_backbone
@@ -40,15 +43,17 @@ def prepare_split(data: str | Path, out: str | Path, spec: SplitSpec | None = No
     return split
 
 
-def load_group(data: str | Path, split: Split, group: str, image_size: int) -> FaceSet:
+def load_group(data: str | Path, split: Split, group: str, image_size: int,
+               align: FaceConfig | None = DEFAULT_FACES) -> FaceSet:
+    """The images of one split group, as aligned face chips (``align=None``: resized whole images)."""
     if group not in split.groups:
         raise VeilError(f"split has no group {group!r} (groups: {', '.join(split.groups)})")
-    return load_faces(data, image_size, split.groups[group])
+    return load_faces(data, image_size, split.groups[group], align)
 
 
 def pretrain_extractor(data: str | Path, split: Split, out: str | Path, ext_cfg: ExtractorConfig | None = None,
                        cfg: PretrainConfig | None = None, device: str | torch.device = "cpu",
-                       show_progress: bool = True) -> dict:
+                       show_progress: bool = True, align: FaceConfig | None = DEFAULT_FACES) -> dict:
     """Pre-train on the split's non-owner identities and save the backbone (ExtNet = its first blocks).
 
     Uses the groups in ``cfg.groups`` (never an owner group), identities with >= ``cfg.min_images`` images.
@@ -60,7 +65,7 @@ def pretrain_extractor(data: str | Path, split: Split, out: str | Path, ext_cfg:
         raise VeilError(f"pre-training must not see the owner's identities (groups {owner})")
     counts = dataset_counts(data)
     names = sorted(n for g in cfg.groups for n in split.groups[g] if counts.get(n, 0) >= cfg.min_images)
-    faces = load_faces(data, ext_cfg.img_size, names)
+    faces = load_faces(data, ext_cfg.img_size, names, align)
     backbone, history = pretrain_backbone(faces, ext_cfg, cfg, device, show_progress)
     save_backbone(backbone, ext_cfg, out, extra={"trained_on": list(cfg.groups), "images": len(faces),
                                                   "identities": len(faces.names), "history": history})
@@ -88,13 +93,15 @@ def obfuscate(data: str | Path, split: Split, extractor: str | Path | torch.nn.M
               key: OwnerKey | None,
               group: str = "owner_train", matrix: str = "orthogonal", flip_copies: bool = True,
               overwrite: bool = False, device: str | torch.device = "cpu", show_progress: bool = True,
-              batch_size: int = 128, method: str | None = None) -> dict:
+              batch_size: int = 128, method: str | None = None, align: FaceConfig | None = DEFAULT_FACES) -> dict:
     """Owner: images of ``group`` -> ExtNet -> ObfNet(key) -> store at ``out``.
 
     ``method`` names a registered tokens-level method (default: ``xnn`` with a key, ``none`` without).
     Labels are the keyed anonymous map when a key is given; without one a public sorted index.
     Images stream in batches of ``batch_size``: the store streams too, so with a CNN ExtNet at 150 px its
-    activations for one batch set the memory peak (128 keeps it under 2 GiB).
+    activations for one batch set the memory peak (128 keeps it under 2 GiB). ``align``: the face pipeline
+    (None: whole images resized); images without a face are left out and listed in ``stats["preprocess"]``
+    (owner-side only: the store never sees file names).
     """
     ext = extractor_module(extractor)
     obf = make_obfuscation(ext, key, matrix, method)
@@ -102,10 +109,12 @@ def obfuscate(data: str | Path, split: Split, extractor: str | Path | torch.nn.M
     labels = label_map(key, names) if key is not None else {n: i for i, n in enumerate(sorted(names))}
     counts = dataset_counts(data)
     total = sum(counts.get(n, 0) for n in names)
-    batches = stream_faces(data, names, ext.cfg.img_size, batch_size)
-    return obfuscate_to_store(ext, obf, batches, names, labels, out, total=total, flip_copies=flip_copies,
-                              overwrite=overwrite, device=device, show_progress=show_progress,
-                              synthetic=False)
+    report = AlignReport()
+    batches = stream_faces(data, names, ext.cfg.img_size, batch_size, align, report)
+    stats = obfuscate_to_store(ext, obf, batches, names, labels, out, total=total, flip_copies=flip_copies,
+                               overwrite=overwrite, device=device, show_progress=show_progress,
+                               synthetic=False)
+    return {**stats, "preprocess": preprocess_record(data, align, report, ext.cfg.img_size)}
 
 
 def owner_model(extractor: str | Path | torch.nn.Module, recnet: str | Path, key: OwnerKey | None,
@@ -119,11 +128,13 @@ def owner_model(extractor: str | Path | torch.nn.Module, recnet: str | Path, key
 
 def evaluate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, recnet: str | Path,
              key: OwnerKey | None,
-             group: str = "owner_test", device: str | torch.device = "cpu", flip_tta: bool = True) -> dict:
+             group: str = "owner_test", device: str | torch.device = "cpu", flip_tta: bool = True,
+             align: FaceConfig | None = DEFAULT_FACES) -> dict:
     """Utility of the owner's chain on ``group`` (persons never seen in training)."""
     model = owner_model(extractor, recnet, key)
-    faces = load_group(data, split, group, model.ext.cfg.img_size)
-    return evaluate_identification(model, faces, split.gallery_seed, device, flip_tta)
+    faces = load_group(data, split, group, model.ext.cfg.img_size, align)
+    return {**evaluate_identification(model, faces, split.gallery_seed, device, flip_tta),
+            "preprocess": faces.preprocess}
 
 
 def compare(results: dict[str, dict], numerator: str, denominator: str) -> dict:

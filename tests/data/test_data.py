@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from tests.conftest import LFW, needs_lfw
-from veil.data import SplitSpec, gallery_probe, load_faces, load_image_folder, load_npz, make_split
-from veil.data.faceset import count_images, stream_faces
+from veil.data import SplitSpec, gallery_probe, load_npz, make_split
+from veil.data.faceset import count_images
+from veil.data.loaders import load_faces, load_image_folder, stream_faces
 from veil.data.splits import Split
 from veil.errors import VeilError
 

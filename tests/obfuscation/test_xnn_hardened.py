@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.secret_scan import _float_forms, _int_forms, find_secrets, shard_problems
-from veil.data.faceset import stream_faces
+from veil.data.loaders import stream_faces
 from veil.data.synthetic import synthetic_faces
 from veil.keys import OwnerKey
 from veil.models.extractor import ExtNet, ExtractorConfig, build_backbone

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from veil.data.faceset import stream_faces
+from veil.data.loaders import stream_faces
 from veil.data.synthetic import synthetic_faces
 from veil.models.extractor import ExtNet, ExtractorConfig, build_backbone
 from veil.models.recnet import load_recnet

@@ -8,7 +8,9 @@ import typer
 from rich.table import Table
 
 from veil.cli.common import console, friendly
+from veil.cli.faces import align_option, on_no_face_option
 from veil.errors import VeilError
+from veil.faces.config import face_config
 
 app = typer.Typer(help="Client of the XNN-d recognition server.", no_args_is_help=True)
 
@@ -43,23 +45,28 @@ def _image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _features(fg_path: Path, files: list[Path]):
-    from veil.data.faceset import read_images
+def _features(fg_path: Path, files: list[Path], align: str, on_no_face: str):
+    """FG features of each image's face chip (aligned here, on the client: the server gets features only).
+
+    An image without a face is a one-line error (exit 2) before anything is sent."""
+    from veil.cli.faces import probe_chips
     from veil.xnnd.features import generate
     from veil.xnnd.generator import load_generator
 
+    faces = face_config(align, on_no_face)
     fg, _ = load_generator(fg_path)
-    images = read_images(files, fg.ext.cfg.img_size)
+    _, images = probe_chips(files, fg.ext.cfg.img_size, faces, all_faces=False)
     return generate(fg, images), generate(fg, images, flip=True)
 
 
 @app.command("identify")
 @friendly
 def identify(images: list[Path] = typer.Argument(..., help="Image files or folders."), fg: Path = FG,
-             server: str = SERVER, token_file: Path = TOKEN, ca: Path = CA) -> None:
-    """Name each image with the server's nearest enrolled identity."""
+             server: str = SERVER, token_file: Path = TOKEN, ca: Path = CA, align: str = align_option(),
+             on_no_face: str = on_no_face_option()) -> None:
+    """Name each image (its largest face) with the server's nearest enrolled identity."""
     files = _image_files(images)
-    feats, flipped = _features(fg, files)
+    feats, flipped = _features(fg, files, align, on_no_face)
     with _client(server, token_file, ca) as client:
         results = client.identify(feats, flipped)
     table = Table(title=f"{server}: {len(files)} image(s)")
@@ -76,10 +83,11 @@ def identify(images: list[Path] = typer.Argument(..., help="Image files or folde
 @friendly
 def enrol(images: list[Path] = typer.Argument(..., help="Image files or folders of ONE person."),
           name: str = typer.Option(..., help="Identity to enrol them under."), fg: Path = FG,
-          server: str = SERVER, token_file: Path = TOKEN, ca: Path = CA) -> None:
+          server: str = SERVER, token_file: Path = TOKEN, ca: Path = CA, align: str = align_option(),
+          on_no_face: str = on_no_face_option()) -> None:
     """Enrol images of one person into the server's gallery (a name another client enrolled needs admin)."""
     files = _image_files(images)
-    feats, flipped = _features(fg, files)
+    feats, flipped = _features(fg, files, align, on_no_face)
     with _client(server, token_file, ca) as client:
         r = client.enrol(name, feats, flipped)
     console.print(f"enrolled {len(files)} image(s) as {name!r}; gallery now {r['gallery']}")

@@ -1,4 +1,4 @@
-"""``veil data``: identity-disjoint splits of a face dataset."""
+"""``veil data``: identity-disjoint splits of a face dataset, and aligning a folder of photos once."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from pathlib import Path
 import typer
 
 from veil.cli.common import console, friendly
+from veil.cli.faces import on_no_face_option, print_alignment
 from veil.data.splits import SplitSpec
+from veil.faces.config import face_config
 from veil.paths import default_data
 from veil.pipeline import prepare_split
 
-app = typer.Typer(help="Datasets and identity-disjoint splits.", no_args_is_help=True)
+app = typer.Typer(help="Datasets, identity-disjoint splits, face alignment.", no_args_is_help=True)
 
 
 @app.command("split")
@@ -31,3 +33,27 @@ def split(data: Path = typer.Option(None, help="Image folder (one sub-folder per
     for group, names in s.groups.items():
         console.print(f"{group:12s} {len(names):5d} identities")
     console.print(f"wrote {out}")
+
+
+@app.command("align")
+@friendly
+def align(src: Path = typer.Argument(..., help="Folder of images, or of identity sub-folders of images."),
+          out: Path = typer.Option(..., "--out", "-o", help="Folder to write the aligned chips to (PNG)."),
+          detector: str = typer.Option("hog", "--detector", help="dlib detector: hog (default) or cnn."),
+          on_no_face: str = on_no_face_option(),
+          size: int = typer.Option(150, help="Chip size in pixels (dlib's face ResNet takes 150)."),
+          workers: int = typer.Option(None, help="Worker processes (default: every core)."),
+          quiet: bool = typer.Option(False, help="No progress bar.")) -> None:
+    """Align a folder once: every face found, as a chip, under OUT with the same relative names (.png).
+
+    OUT gets ``veil-aligned.json`` (the settings, and the images without a face): Veil's loaders then take
+    OUT as it is (no second alignment), e.g. ``veil demo --data OUT``.
+    """
+    from veil.faces.folder import align_folder
+
+    faces = face_config(detector, on_no_face)
+    assert faces is not None  # --detector takes hog or cnn only
+    record = align_folder(src, out, faces, size, workers, show_progress=not quiet)
+    print_alignment(record)
+    console.print(f"wrote {record['written']} chips to {out} in {record['seconds']:.1f}s "
+                  f"({record['geometry_cached']} from the cache)")

@@ -8,8 +8,10 @@ import typer
 from rich.table import Table
 
 from veil.cli.common import console, friendly
+from veil.cli.faces import align_option, on_no_face_option
 from veil.demo import run_xnn
 from veil.device import configure_threads, pick_device
+from veil.faces.config import face_config
 from veil.presets import PRESETS
 
 
@@ -55,12 +57,15 @@ def demo(data: Path = typer.Option(None, help="Face dataset (default: ../shared/
          out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
          preset: str = typer.Option("demo", help=f"Sizes: {', '.join(PRESETS)}."),
          device: str = typer.Option(None, help="cpu, cuda (default: auto)."),
+         align: str = align_option(), on_no_face: str = on_no_face_option(),
          quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Run XNN end to end: split, key, ExtNet, obfuscate, cloud training, evaluation, cheap attacks."""
+    """Run XNN end to end on aligned faces: split, key, ExtNet, obfuscate, cloud training, evaluation, attacks."""
+    faces = face_config(align, on_no_face)
     configure_threads()
     if preset not in PRESETS:
         raise typer.BadParameter(f"preset must be one of {', '.join(PRESETS)}")
-    summary = run_xnn(data, out, preset, pick_device(device), show_progress=not quiet, log=console.print)
+    summary = run_xnn(data, out, preset, pick_device(device), show_progress=not quiet, log=console.print,
+                      align=faces)
     console.print(results_table(summary))
     attacks = attacks_table(summary)
     if attacks is not None:

@@ -1,13 +1,14 @@
-"""An identity-labelled image set held in memory as uint8 tensors, and the loaders that fill it.
+"""An identity-labelled image set held in memory as uint8 tensors, and the file-level helpers under its loaders.
 
-Loaders take a path (never a bundled copy): an image folder with one sub-folder per identity
-(LFW, CASIA-WebFace, FaceScrub and VGGFace2 after alignment share this layout) or an ``.npz``
-with ``images``, ``labels`` and optional ``names``.
+The loaders that find and align faces live in :mod:`veil.data.loaders`: this module holds the data type
+the attacks and the cloud-facing code share, and so never imports the owner's face pipeline. An image
+folder has one sub-folder per identity (LFW, CASIA-WebFace, FaceScrub and VGGFace2 share this layout); an
+``.npz`` holds ``images``, ``labels`` and optional ``names``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class FaceSet:
     synthetic: bool = False
     source: str = ""
     files: list[str] = field(default_factory=list)
+    preprocess: dict = field(default_factory=dict)  # how images became chips (veil.faces), for run JSONs
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -69,12 +71,14 @@ class FaceSet:
         new_labels = old_to_new[self.labels]
         keep = (new_labels >= 0).nonzero().flatten()
         files = [self.files[i] for i in keep.tolist()] if self.files else []
-        return FaceSet(self.images[keep], new_labels[keep], list(identities), self.synthetic, self.source, files)
+        return FaceSet(self.images[keep], new_labels[keep], list(identities), self.synthetic, self.source, files,
+                       self.preprocess)
 
     def take(self, index: torch.Tensor) -> FaceSet:
         """The rows ``index``, labels and names unchanged."""
         files = [self.files[i] for i in index.tolist()] if self.files else []
-        return FaceSet(self.images[index], self.labels[index], self.names, self.synthetic, self.source, files)
+        return FaceSet(self.images[index], self.labels[index], self.names, self.synthetic, self.source, files,
+                       self.preprocess)
 
 
 def _read_image(path: Path, size: int) -> np.ndarray:
@@ -93,26 +97,6 @@ def read_images(paths: Sequence[Path], size: int, workers: int = 4) -> torch.Ten
     with ThreadPoolExecutor(max_workers=workers) as pool:
         arrays = list(pool.map(lambda p: _read_image(Path(p), size), paths))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
-def load_image_folder(root: str | Path, image_size: int = 64, identities: Sequence[str] | None = None,
-                      workers: int = 4) -> FaceSet:
-    """Read ``root/<identity>/<image>`` into memory at ``image_size`` x ``image_size``.
-
-    ``identities`` restricts reading to those sub-folders (in that label order), so a step that
-    needs one split group never decodes the rest.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise VeilError(f"dataset folder not found: {root}")
-    if identities is None:
-        identities = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files, labels = list_identity_files(root, identities)
-    if not files:
-        raise VeilError(f"no images found under {root} (expected one sub-folder per identity)")
-    images = read_images(files, image_size, workers)
-    return FaceSet(images, torch.tensor(labels, dtype=torch.long), list(identities),
-                   source=str(root), files=[str(f.relative_to(root)) for f in files])
 
 
 def load_npz(path: str | Path, image_size: int | None = None) -> FaceSet:
@@ -140,15 +124,6 @@ def load_npz(path: str | Path, image_size: int | None = None) -> FaceSet:
     else:
         names = [names[int(u)] if len(names) > int(u) else f"id{int(u)}" for u in uniq]
     return FaceSet(t, torch.from_numpy(inverse.astype(np.int64)), names, source=str(path))
-
-
-def load_faces(path: str | Path, image_size: int = 64, identities: Sequence[str] | None = None) -> FaceSet:
-    """Dispatch on the path: a folder of identity sub-folders, or an ``.npz`` file."""
-    path = Path(path)
-    if path.suffix == ".npz":
-        faces = load_npz(path, image_size)
-        return faces.subset(identities) if identities is not None else faces
-    return load_image_folder(path, image_size, identities)
 
 
 def load_sklearn_lfw(image_size: int = 64, data_home: str | None = None) -> FaceSet:  # pragma: no cover
@@ -194,23 +169,3 @@ def count_images(root: str | Path) -> dict[str, int]:
         if n:
             out[d.name] = n
     return out
-
-
-def stream_faces(faces_or_root: FaceSet | str | Path, identities: Sequence[str] | None, image_size: int,
-                 batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images uint8, labels) batches, decoded lazily from a folder so memory stays flat."""
-    if isinstance(faces_or_root, FaceSet):
-        faces = faces_or_root if identities is None else faces_or_root.subset(identities)
-        for i in range(0, len(faces), batch_size):
-            yield faces.images[i:i + batch_size], faces.labels[i:i + batch_size]
-        return
-    root = Path(faces_or_root)
-    if root.suffix == ".npz":
-        yield from stream_faces(load_npz(root, image_size), identities, image_size, batch_size)
-        return
-    if identities is None:
-        identities = sorted(count_images(root))
-    files, labels = list_identity_files(root, identities)
-    for i in range(0, len(files), batch_size):
-        yield (read_images(files[i:i + batch_size], image_size),
-               torch.tensor(labels[i:i + batch_size], dtype=torch.long))

@@ -29,7 +29,8 @@ from veil.attacks import (
     Target,
     extract_tokens,
 )
-from veil.data.faceset import FaceSet, load_faces
+from veil.data.faceset import FaceSet
+from veil.data.loaders import load_faces
 from veil.data.splits import Split, gallery_probe
 from veil.errors import VeilError
 from veil.keys import OwnerKey

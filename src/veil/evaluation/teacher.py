@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from veil.data.splits import Split, gallery_probe
+from veil.faces.config import DEFAULT_FACES, FaceConfig
 from veil.metrics import Rate, top1
 from veil.models.dlib_resnet import IMAGE_SIZE, load_whole, normalize_rgb
 from veil.paths import cache_dir
@@ -20,11 +21,12 @@ from veil.pipeline import load_group
 
 @torch.no_grad()
 def teacher_whole(data: str | Path, split: Split, device: str | torch.device = "cpu", group: str = "owner_test",
-                  batch_size: int = 128) -> dict:
-    """Top-1 of dlib's whole network (128-d descriptors, Euclidean nearest neighbour as dlib uses them)."""
+                  batch_size: int = 128, align: FaceConfig | None = DEFAULT_FACES) -> dict:
+    """Top-1 of dlib's whole network (128-d descriptors, Euclidean nearest neighbour as dlib uses them), on
+    aligned chips by default (``align=None``: whole images resized, as before the face pipeline)."""
     device = torch.device(device)
     net = load_whole(cache_dir()).to(device)
-    faces = load_group(data, split, group, IMAGE_SIZE)
+    faces = load_group(data, split, group, IMAGE_SIZE, align)
     emb = torch.cat([net(normalize_rgb(faces.images[i:i + batch_size].to(device))).cpu()
                      for i in range(0, len(faces), batch_size)])
     gallery, probe = gallery_probe(faces, split.gallery_seed)
@@ -33,4 +35,5 @@ def teacher_whole(data: str | Path, split: Split, device: str | torch.device = "
     cosine, _ = top1(emb[gallery], faces.labels[gallery], emb[probe], faces.labels[probe])
     rate = Rate(int(hits.sum()), len(hits))
     return {**rate.as_dict(), "gallery": len(gallery), "chance": 1.0 / len(gallery), "metric": "euclidean",
-            "cosine": cosine.as_dict(), "model": "dlib_face_recognition_resnet_model_v1 (port), whole, no flip"}
+            "cosine": cosine.as_dict(), "model": "dlib_face_recognition_resnet_model_v1 (port), whole, no flip",
+            "preprocess": faces.preprocess}

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from veil.data.faceset import FaceSet, count_images, load_image_folder
+from veil.data.faceset import FaceSet, count_images
+from veil.data.loaders import load_image_folder
 from veil.data.splits import SplitSpec, make_split
 from veil.errors import VeilError
 
