@@ -143,7 +143,7 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
         task = bar.add_task("cloud: train RecNet", total=cfg.epochs * len(loader), status="")
         for epoch in range(cfg.epochs):
             if distributed:
-                sampler.set_epoch(epoch)  # type: ignore[union-attr]
+                sampler.set_epoch(epoch)  # type: ignore[union-attr,attr-defined]
             total, seen = 0.0, 0
             for x, y in loader:
                 loss = model(x.to(device).float(), y.to(device))

@@ -22,14 +22,17 @@ Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
 @torch.no_grad()
-def imprint_class_weights(recnet: RecNet, weights: torch.Tensor, batches: Batches, classes: int) -> None:
+def imprint_class_weights(recnet: RecNet, weights: torch.Tensor | nn.Module, batches: Batches,
+                          classes: int) -> None:
     """Set RecNet's BatchNorm statistics to those of all the data, then ``weights`` (emb_dim, classes) to the
     normalised mean of each class's normalised embeddings.
 
     ``batches()`` yields (inputs, labels) over all the data, each call the same rows; labels are class indices
-    (B,) or soft targets (B, classes), whose weights then weigh each row's share of a class mean. RecNet is
+    (B,) or soft targets (B, classes), whose weights then weigh each row's share of a class mean. ``weights``
+    is typed loosely because loss modules expose their parameter as a module attribute. RecNet is
     left in training mode. Deterministic for deterministic batches, so every DDP rank gets the same weights.
     """
+    assert isinstance(weights, torch.Tensor), "class weights must be a tensor (emb_dim, classes)"
     recnet.eval()
     seen: list[torch.Tensor] = []
     hook = recnet.bn.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
@@ -39,8 +42,10 @@ def imprint_class_weights(recnet: RecNet, weights: torch.Tensor, batches: Batche
     finally:
         hook.remove()
     before_bn = torch.cat(seen)
-    recnet.bn.running_mean.copy_(before_bn.mean(0))
-    recnet.bn.running_var.copy_(before_bn.var(0))
+    mean, var = recnet.bn.running_mean, recnet.bn.running_var
+    assert mean is not None and var is not None  # RecNet's BatchNorm tracks running statistics
+    mean.copy_(before_bn.mean(0))
+    var.copy_(before_bn.var(0))
     sums = torch.zeros(classes, weights.shape[0], device=weights.device)
     for x, y in batches():
         emb = nn.functional.normalize(recnet(x), dim=1)
