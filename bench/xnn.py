@@ -250,7 +250,8 @@ def main() -> None:
     # utility, ratio, extractor and teacher_whole stay at the top level, where their readers look
     result = envelope.finish(
         figures, utility=summary["utility"], ratio_xnn_over_vanilla=summary["ratio_xnn_over_vanilla"],
-        extractor=summary.get("extractor_info"), teacher_whole=teacher, **conditions,
+        extractor=summary.get("extractor_info"), teacher_whole=teacher,
+        preprocess=summary.get("preprocess") or conditions.pop("preprocess", None), **conditions,
         load_average_end=list(os.getloadavg()))
     publish(args.out, result, markdown(result))
 
