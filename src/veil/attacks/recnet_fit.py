@@ -19,6 +19,7 @@ from veil.attacks import params
 from veil.models.extractor import Extractor
 from veil.models.recnet import RecNet, build_recnet
 from veil.train.cloud import CloudTrainConfig
+from veil.train.imprint import imprint_class_weights
 from veil.train.losses import SoftCosFace, cosface
 from veil.train.schedule import warmup_cosine
 
@@ -42,6 +43,9 @@ class AttackRecNetConfig(CloudTrainConfig):
         params.non_negative_int("seed", self.seed)
         if self.init not in ("random", "identity"):
             raise params.AttackParameterError("init", f"init must be 'random' or 'identity', got {self.init!r}")
+        if self.head_init not in ("random", "centroids"):
+            raise params.AttackParameterError("head_init", f"head_init must be 'random' or 'centroids', got "
+                                                           f"{self.head_init!r}")
         for name in ("lr", "scale"):
             params.positive_float(name, getattr(self, name))
         for name in ("momentum", "weight_decay", "warmup_epochs", "margin"):
@@ -91,6 +95,10 @@ def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConf
         _, n_tok, dim = prepare(tokens[:2], labels[:2])[0].shape
     recnet = build_recnet(n_tok, dim, cfg).to(device)
     loss_fn = (SoftCosFace if soft else cosface)(classes, recnet.cfg.emb_dim, cfg.margin, cfg.scale).to(device)
+    if cfg.head_init == "centroids":  # the cloud's recipe, the same way (veil.train.imprint)
+        step = 512
+        imprint_class_weights(recnet, loss_fn.W, lambda: (prepare(tokens[i:i + step], labels[i:i + step])
+                                                          for i in range(0, len(tokens), step)), classes)
     data = TensorDataset(tokens, labels)
     batch = min(cfg.batch_size, len(data))
     loader = DataLoader(data, batch_size=batch, sampler=RandomSampler(data, generator=torch.Generator().manual_seed(

@@ -89,7 +89,8 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
            extra: str = typer.Option("", help="Sweep: further settings, e.g. '1/strong,4/steps'."),
            stage1_epochs: int = typer.Option(3), teacher_epochs: int = typer.Option(8),
            student_epochs: int = typer.Option(6), attack_epochs: int = typer.Option(8),
-           recnet_depth: int = typer.Option(1, help="Depth of every RecNet (teacher, server, attackers)."),
+           recnet_depth: int = typer.Option(0, help="Depth of every RecNet (teacher, server, attackers); 0: the "
+                                                    "cloud's strong recipe (linear, identity-initialised)."),
            encoder_depth: int = typer.Option(0, help="Token noise encoder: transformer blocks before its MLP."),
            budgets: str = typer.Option("200", help="Black-box query budgets below the full aux group."),
            ks: str = typer.Option("4,16,64,256", help="Known-plaintext numbers of leaked pairs."),
@@ -148,8 +149,8 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
     for x in extras:
         if x.partition("/")[2] not in ADVERSARIES:
             raise VeilError(f"--extra wants EPS/ADVERSARY items ({', '.join(ADVERSARIES)}), got {x!r}")
-    if recnet_depth < 1 or encoder_depth < 0:
-        raise VeilError("--recnet-depth must be >= 1 and --encoder-depth >= 0")
+    if recnet_depth < 0 or encoder_depth < 0:
+        raise VeilError("--recnet-depth and --encoder-depth must be >= 0")
     cfg = SweepConfig(eps_values, advs, stage1_epochs, teacher_epochs, student_epochs, attack_epochs,
                       ints(budgets, "budgets"), ints(ks, "ks"), seed, recnet_depth, encoder_depth, extras)
     data_path = resolve_data(data)

@@ -36,6 +36,7 @@ from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embed
 from veil.errors import VeilError
 from veil.models.recnet import RecNet
 from veil.obfuscation import registry
+from veil.presets import STRONG_EXTNET_CLOUD
 from veil.xnnd.config import AdversarialConfig, DistillConfig
 from veil.xnnd.distill import distill_server, teacher_logits, train_teacher
 from veil.xnnd.stage1 import train_token_noise_encoder
@@ -75,7 +76,9 @@ class SweepConfig:
     budgets: tuple[int, ...] = (200,)
     ks: tuple[int, ...] = (4, 16, 64, 256)
     seed: int = 0
-    recnet_depth: int = 1        # every RecNet (teacher, server, each attacker, stage 1's adversaries): same depth
+    recnet_depth: int = 1        # every RecNet (teacher, server, each attacker, stage 1's adversaries): same depth;
+    #                              0: the cloud's strong recipe (linear, identity-initialised, class-mean head, its
+    #                              lr) for teacher, server and attackers, stage 1's adversaries at depth 1
     encoder_depth: int = 0       # token encoder: per-token MLP (0) or transformer blocks before it
     extra: tuple[str, ...] = ()  # further "eps/adversary" settings, e.g. "1/strong"
 
@@ -86,11 +89,23 @@ class SweepConfig:
             out.append((float(e), a or "weak"))
         return list(dict.fromkeys(out))
 
+    def recipe(self) -> dict:
+        """Fields every RecNet of the sweep shares: its depth, or with depth 0 the cloud's strong recipe."""
+        if self.recnet_depth:
+            return {"depth": self.recnet_depth}
+        strong = STRONG_EXTNET_CLOUD
+        return {"depth": 0, "init": strong.init, "lr": strong.lr, "head_init": strong.head_init}
+
+    @property
+    def adversary_depth(self) -> int:
+        """Stage 1's adversaries (trained alongside the encoder, not by :func:`fit_recnet`) need a block."""
+        return max(1, self.recnet_depth)
+
     def attack(self) -> AttackRecNetConfig:
-        return AttackRecNetConfig(epochs=self.attack_epochs, seed=self.seed, depth=self.recnet_depth)
+        return AttackRecNetConfig(epochs=self.attack_epochs, seed=self.seed, **self.recipe())
 
     def distill(self, epochs: int, kd_weight: float = 0.3) -> DistillConfig:
-        return DistillConfig(epochs=epochs, kd_weight=kd_weight, seed=self.seed, depth=self.recnet_depth)
+        return DistillConfig(epochs=epochs, kd_weight=kd_weight, seed=self.seed, **self.recipe())
 
 
 def layer_norm(tokens: torch.Tensor) -> torch.Tensor:
@@ -214,7 +229,7 @@ def run_setting(shared: Shared, eps: float, adversary: str, cfg: SweepConfig, de
     t = time.time()
     clean_train = layer_norm(shared.train.tokens)
     acfg = adversarial_config(eps, adversary, cfg.stage1_epochs, len(clean_train), seed=cfg.seed,
-                              encoder_depth=cfg.encoder_depth, adversary_depth=cfg.recnet_depth)
+                              encoder_depth=cfg.encoder_depth, adversary_depth=cfg.adversary_depth)
     encoder, h1 = train_token_noise_encoder(clean_train, shared.train.labels, acfg, device, show_progress)
     s1 = time.time() - t
     log(f"eps {eps} / {adversary}: stage 1 {s1:.0f}s, best adversary CE {h1['adversary_ce'][0]:.2f} -> "

@@ -145,8 +145,12 @@ def _notes(cfg: SweepConfig, sweep: bool) -> list[str]:
         "no mirrored images: no flip augmentation and no flip test-time augmentation anywhere (baseline and "
         "settings alike); each query is one image",
         f"reduced epochs for CPU: stage 1 {cfg.stage1_epochs}, teacher {cfg.teacher_epochs}, student "
-        f"{cfg.student_epochs}, attacker RecNets {cfg.attack_epochs}; every RecNet (teacher, server, attackers, "
-        f"stage 1's adversaries) dim 128, depth {cfg.recnet_depth}; token encoder depth {cfg.encoder_depth} "
+        f"{cfg.student_epochs}, attacker RecNets {cfg.attack_epochs}; "
+        + (f"every RecNet (teacher, server, attackers, stage 1's adversaries) dim 128, depth {cfg.recnet_depth}; "
+           if cfg.recnet_depth else
+           "teacher, server and attacker RecNets on the cloud's strong recipe (linear, identity-initialised, "
+           "class-mean CosFace head, lr 0.01), stage 1's adversaries dim 128, depth 1; ")
+        + f"token encoder depth {cfg.encoder_depth} "
         "(0: per-token MLP with a position embedding)",
         "black-box attack with aux_a only in the sweep" if sweep else "black-box attack with aux_a and aux_b",
         "known-plaintext: ridge penalty chosen on 25% held-out leaked pairs; fewer than 4 pairs: not determined; "
