@@ -17,6 +17,8 @@ without installing Veil (what each script's own ``sys.path.insert`` did).
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,20 @@ def publish(path: str | Path, payload: dict[str, Any], markdown: str, show: bool
     return path
 
 
+def run_conditions(data: str | Path) -> dict[str, Any]:
+    """What a figure was measured under besides the code: the machine's load average (1, 5, 15 min) and how
+    the face images were aligned (the ``_align.json`` an aligning step left at the top of ``data``, if any)."""
+    conditions: dict[str, Any] = {"load_average": list(os.getloadavg())}
+    record = Path(data) / "_align.json"
+    if record.is_file():
+        conditions["preprocess"] = json.loads(record.read_text())
+    return conditions
+
+
 def pct(r: dict) -> str:
     """A rate with its 95% interval, in percent: ``71.21% [66.00, 76.00]``."""
     return f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"
 
 
-__all__ = ["ENVELOPE_FIELDS", "HERE", "Envelope", "command_line", "environment", "pct", "publish", "write_markdown",
-           "write_result"]
+__all__ = ["ENVELOPE_FIELDS", "HERE", "Envelope", "command_line", "environment", "pct", "publish", "run_conditions",
+           "write_markdown", "write_result"]

@@ -12,21 +12,24 @@ Writes bench/results/cuts.json (the common bench envelope, ``veil.bench``) and c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _common import HERE, Envelope, pct, publish  # also puts src/ on sys.path
+from _common import HERE, Envelope, pct, publish, run_conditions  # also puts src/ on sys.path
 
+from veil.attacks.leakage import Target, identity_leakage, pooled_embedder  # noqa: E402
 from veil.data.splits import Split  # noqa: E402
 from veil.demo import run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.teacher import teacher_whole  # noqa: E402
 from veil.models.dlib_resnet import tokens_to_map  # noqa: E402
-from veil.models.extractor import load_extnet  # noqa: E402
+from veil.models.extractor import DlibExtNet, load_extnet  # noqa: E402
 from veil.models.memo import MemoExtNet  # noqa: E402
 from veil.paths import default_data  # noqa: E402
+from veil.pipeline import load_group  # noqa: E402
 from veil.presets import PRESETS  # noqa: E402
 from veil.train.cloud import CloudTrainConfig  # noqa: E402
 
@@ -38,7 +41,7 @@ class FromShallowerCut(torch.nn.Module):
     them once per image instead of once per cut.
     """
 
-    def __init__(self, ext: torch.nn.Module, shallow: torch.nn.Module) -> None:
+    def __init__(self, ext: DlibExtNet, shallow: torch.nn.Module) -> None:
         super().__init__()
         self.inner, self.cfg = ext, ext.cfg
         self._shallow = [shallow]  # not a submodule: the state (and digest) is the cut-c ExtNet's own
@@ -54,9 +57,31 @@ class FromShallowerCut(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         shallow = self._shallow[0]
         x = tokens_to_map(shallow(images))
-        for level in self.inner.levels[shallow.cfg.cut:]:
+        for level in self.inner.levels[shallow.cfg.cut:]:  # type: ignore[union-attr,index]
             x = level(x)
         return x.flatten(2).transpose(1, 2).contiguous()
+
+
+@torch.no_grad()
+def pooled_cosine(ext: torch.nn.Module, data: Path, split: Split, image_size: int, batch: int = 128) -> dict:
+    """The key-free floor: centred mean of the cut's tokens (image + mirror), cosine, on the owner's probes.
+
+    Mean pooling ignores the permutation and cosine ignores the orthogonal map, so this is also what anyone
+    holding XNN's obfuscated test features gets with no key and no training; the cloud's RecNet must beat it.
+    """
+    faces = load_group(data, split, "owner_test", image_size)
+    views = [torch.cat([ext(imgs[i:i + batch]) for i in range(0, len(imgs), batch)])
+             for imgs in (faces.images, faces.images.flip(-1))]
+    target = Target.from_features(views[0], faces.labels, split.gallery_seed, views[1])
+    result = identity_leakage(target, pooled_embedder(torch.cat(views).float().mean(dim=(0, 1))))
+    return result.as_dict()
+
+
+def dlib_extnet(cut: int) -> DlibExtNet:
+    ext = load_extnet(f"dlib-resnet-cut{cut}")
+    if not isinstance(ext, DlibExtNet):
+        raise TypeError(f"dlib-resnet-cut{cut} is not a DlibExtNet")
+    return ext
 
 
 def markdown(result: dict) -> str:
@@ -69,7 +94,7 @@ def markdown(result: dict) -> str:
         u, r = row["utility"], row["ratio_xnn_over_vanilla"]
         lines.append(f"| {row['cut']} | {row['tokens']} x {row['dim']} | {pct(u['Vanilla+PE'])} | {pct(u['XNN'])} | "
                      f"{100 * r['ratio']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | "
-                     f"{pct(u['XNN, wrong key'])} | {row['wall_seconds'] / 60:.1f} min |")
+                     f"{pct(row['pooled_cosine'])} | {pct(u['XNN, wrong key'])} | {row['wall_seconds'] / 60:.1f} min |")
     n = fig["cuts"][0]["utility"]["XNN"]["n"] if fig["cuts"] else 0
     lines += ["", f"n = {n} probes of 300 unseen persons, one gallery image each (chance 0.33%); cloud RecNet "
               f"{fig['epochs']} epochs; seed {result['seed']}; {result['environment']['device']}, "
@@ -91,6 +116,7 @@ def main() -> None:
     data = args.data or default_data()
     base = PRESETS["demo"]
     envelope = Envelope("cuts", seed=base.split.seed, device=device)
+    conditions = run_conditions(data)
     epochs = args.epochs or base.cloud.epochs
     cuts = [int(c) for c in args.cuts.split(",")]
     shallow = MemoExtNet(load_extnet(f"dlib-resnet-cut{min(cuts)}"))  # shared by every cut: computed once
@@ -98,17 +124,21 @@ def main() -> None:
     for cut in cuts:
         preset = replace(base, name=f"cut{cut}", extractor_name=f"dlib-resnet-cut{cut}",
                          cloud=CloudTrainConfig(**{**base.cloud.__dict__, "epochs": epochs}))
-        ext = MemoExtNet(FromShallowerCut(load_extnet(f"dlib-resnet-cut{cut}"), shallow))
+        ext = MemoExtNet(FromShallowerCut(dlib_extnet(cut), shallow))
         s = run_xnn(data, args.runs / f"cut{cut}", preset, device, show_progress=sys.stderr.isatty(), attacks=False,
                     ext=ext)
         tokens, dim = s["extractor_info"]["token_shape"]
-        rows.append({"cut": cut, "tokens": tokens, "dim": dim, "utility": s["utility"],
+        pooled = pooled_cosine(ext, data, Split.load(args.runs / f"cut{cut}" / "split.json"),
+                               s["extractor_info"]["img_size"])
+        rows.append({"cut": cut, "tokens": tokens, "dim": dim, "utility": s["utility"], "pooled_cosine": pooled,
                      "ratio_xnn_over_vanilla": s["ratio_xnn_over_vanilla"], "extractor": s["extractor_info"],
                      "timings": s["timings"], "wall_seconds": s["wall_seconds"]})
-        print(f"cut {cut}: Vanilla+PE {pct(s['utility']['Vanilla+PE'])}, XNN {pct(s['utility']['XNN'])}", flush=True)
+        print(f"cut {cut}: Vanilla+PE {pct(s['utility']['Vanilla+PE'])}, XNN {pct(s['utility']['XNN'])}, "
+              f"pooled cosine {pct(pooled)}", flush=True)
     teacher = teacher_whole(data, Split.load(args.runs / f"cut{rows[0]['cut']}" / "split.json"), device)
     result = envelope.finish({"data": str(data), "epochs": epochs, "cloud": base.cloud.__dict__ | {"epochs": epochs},
-                              "teacher_whole": teacher, "cuts": rows})
+                              "teacher_whole": teacher, "cuts": rows},
+                             **conditions, load_average_end=list(os.getloadavg()))
     publish(args.out, result, markdown(result))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import HERE, Envelope, publish  # also puts src/ on sys.path
+from _common import HERE, Envelope, publish, run_conditions  # also puts src/ on sys.path
 
 from veil.data.splits import Split, gallery_probe  # noqa: E402
 from veil.demo import run_xnn  # noqa: E402
@@ -224,6 +225,7 @@ def main() -> None:
     configure_threads()
     device = pick_device(args.device)
     data = args.data or default_data()
+    conditions = run_conditions(data)
     start = time.time()
     if args.reuse:
         summary = json.loads((args.run / "results.json").read_text())
@@ -248,7 +250,9 @@ def main() -> None:
     # utility, ratio, extractor and teacher_whole stay at the top level, where their readers look
     result = envelope.finish(
         figures, utility=summary["utility"], ratio_xnn_over_vanilla=summary["ratio_xnn_over_vanilla"],
-        extractor=summary.get("extractor_info"), teacher_whole=teacher)
+        extractor=summary.get("extractor_info"), teacher_whole=teacher,
+        preprocess=summary.get("preprocess") or conditions.pop("preprocess", None), **conditions,
+        load_average_end=list(os.getloadavg()))
     publish(args.out, result, markdown(result))
 
 

@@ -84,3 +84,17 @@ def test_veil_serve_refuses_a_file_that_is_not_a_recnet(tiny_models, tmp_path):
     bad.write_bytes(b"garbage")
     r = CliRunner().invoke(app, ["serve", "--recnet", str(tiny_models["recnet"]), "--gallery", str(bad)])
     assert r.exit_code == 2 and "gallery" in r.output
+
+
+def test_credentials_add_with_a_symlinked_file_writes_nothing(tmp_path):
+    """Issue 24, finding 4: ``--file`` a symlink exited 2, but the new token file was already written."""
+    from veil.cli.app import app as veil_app
+
+    target = tmp_path / "elsewhere.json"
+    link = tmp_path / "credentials.json"
+    link.symlink_to(target)
+    token = tmp_path / "kiosk.token"
+    r = CliRunner().invoke(veil_app, ["serve-credentials", "add", "kiosk", "--file", str(link),
+                                      "--token-out", str(token)])
+    assert r.exit_code == 2 and "symbolic link" in r.output
+    assert not token.exists() and not target.exists()

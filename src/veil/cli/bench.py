@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from veil.attacks.recnet_fit import AttackRecNetConfig
+from veil.attacks.recnet_fit import AttackRecNetConfig, strong_attack_recipe
 from veil.cli.common import console, friendly
 from veil.device import configure_threads, pick_device
 from veil.errors import VeilError
@@ -59,9 +59,8 @@ def table2(data: Path = typer.Option(None, help="Face dataset (default: ../share
         raise VeilError("epochs must be >= 1")
     cfg = Table2Config(preset=preset, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                        owner_epochs=owner_epochs,
-                       attack=AttackRecNetConfig(epochs=attack_epochs, seed=seed,
-                                                 **({"depth": 0, "init": "identity"} if attack_recipe == "strong"
-                                                    else {})),
+                       attack=(strong_attack_recipe(attack_epochs, seed) if attack_recipe == "strong"
+                               else AttackRecNetConfig(epochs=attack_epochs, seed=seed)),
                        ablations=ablations, seed=seed)
     command = "veil bench table2 " + " ".join(f"--{k} {v}" for k, v in (
         ("preset", preset), ("owner-epochs", owner_epochs), ("attack-epochs", attack_epochs), ("seed", seed))
@@ -90,7 +89,8 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
            extra: str = typer.Option("", help="Sweep: further settings, e.g. '1/strong,4/steps'."),
            stage1_epochs: int = typer.Option(3), teacher_epochs: int = typer.Option(8),
            student_epochs: int = typer.Option(6), attack_epochs: int = typer.Option(8),
-           recnet_depth: int = typer.Option(1, help="Depth of every RecNet (teacher, server, attackers)."),
+           recnet_depth: int = typer.Option(0, help="Depth of every RecNet (teacher, server, attackers); 0: the "
+                                                    "cloud's strong recipe (linear, identity-initialised)."),
            encoder_depth: int = typer.Option(0, help="Token noise encoder: transformer blocks before its MLP."),
            budgets: str = typer.Option("200", help="Black-box query budgets below the full aux group."),
            ks: str = typer.Option("4,16,64,256", help="Known-plaintext numbers of leaked pairs."),
@@ -99,7 +99,9 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
            seed: int = typer.Option(0), device: str = typer.Option(None, help="cpu, cuda (default: auto)."),
            merge: list[Path] = typer.Option(None, "--merge", help="Join finished pieces of a sweep (table4.json, "
                                             "or a stopped run's table4_partial.json; repeat) into --results."),
-           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+           quiet: bool = typer.Option(False, help="No progress bars."),
+           record_command: str = typer.Option(None, hidden=True, help="The command recorded in the results "
+                                              "(bench/table4.py passes its own).")) -> None:
     """XNN-d (paper Table 4): baseline vs noise encoder, utility and four attacks; --sweep for the curve + verdict."""
     import shlex
     import sys
@@ -147,8 +149,8 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
     for x in extras:
         if x.partition("/")[2] not in ADVERSARIES:
             raise VeilError(f"--extra wants EPS/ADVERSARY items ({', '.join(ADVERSARIES)}), got {x!r}")
-    if recnet_depth < 1 or encoder_depth < 0:
-        raise VeilError("--recnet-depth must be >= 1 and --encoder-depth >= 0")
+    if recnet_depth < 0 or encoder_depth < 0:
+        raise VeilError("--recnet-depth and --encoder-depth must be >= 0")
     cfg = SweepConfig(eps_values, advs, stage1_epochs, teacher_epochs, student_epochs, attack_epochs,
                       ints(budgets, "budgets"), ints(ks, "ks"), seed, recnet_depth, encoder_depth, extras)
     data_path = resolve_data(data)
@@ -158,9 +160,8 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
         split = Split.load(split_file)
     else:
         split = prepare_split(data_path, run / "split.json", _PRESETS["bench"].split)
-    script = Path(sys.argv[0]).name if sys.argv else ""
-    command = (shlex.join(["python", "bench/table4.py", *sys.argv[1:]]) if script == "table4.py"
-               else shlex.join(["veil", *sys.argv[1:]]) if "table4" in sys.argv else "veil bench table4")
+    command = record_command or (shlex.join(["veil", *sys.argv[1:]]) if "table4" in sys.argv
+                                 else "veil bench table4")
     res = run_table4(data_path, split, run, cfg, sweep, eps, adversary, extractor, pick_device(device),
                      not quiet, console.print, command, tokens)
     js, md, png = publish(res, results)

@@ -22,14 +22,24 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Tens
 from veil.errors import VeilError
 from veil.models.recnet import RecNet, build_recnet, save_recnet
 from veil.store import Store, open_store
+from veil.train.imprint import imprint_class_weights
 from veil.train.losses import cosface
 from veil.train.progress import progress_bar
 from veil.train.schedule import warmup_cosine
+from veil.train.validation import BestEpoch, gallery_and_probes, holdout_identities, identification_top1
 
 
 @dataclass
 class CloudTrainConfig:
-    """The paper's recipe: SGD with Nesterov momentum, lr 0.05, weight decay 4e-5, cosine, batch 256."""
+    """The paper's recipe: SGD with Nesterov momentum, lr 0.05, weight decay 4e-5, cosine, batch 256.
+
+    ``val_fraction`` > 0 holds that fraction of the store's anonymous identities out of training and keeps the
+    epoch (0 = untrained) with the best top-1 among them (:mod:`veil.train.validation`); ``patience`` stops
+    after that many epochs without a better score (None: run every epoch, still keep the best).
+    ``head_init="centroids"`` starts the CosFace class weights at each class's mean embedding under the untrained
+    RecNet (its BatchNorm statistics first taken over the whole store), so the first steps fine-tune a
+    working classifier instead of tearing the embedding apart to fit random class weights.
+    """
 
     epochs: int = 40
     batch_size: int = 256
@@ -45,6 +55,9 @@ class CloudTrainConfig:
     num_heads: int = 4
     emb_dim: int = 128
     init: str = "random"
+    val_fraction: float = 0.0
+    patience: int | None = None
+    head_init: str = "random"
 
 
 class _Trainee(nn.Module):
@@ -84,8 +97,21 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= store.num_classes):
         raise VeilError(f"store labels fall outside 0..{store.num_classes - 1}")
     tokens, dim = store.token_shape
+    classes = store.num_classes
+    validation = None
+    if cfg.val_fraction:
+        keep, labels, val_labels = holdout_identities(labels, classes, cfg.val_fraction, cfg.seed)
+        validation = (feats[~keep], val_labels, *gallery_and_probes(val_labels, cfg.seed))
+        feats, classes = feats[keep], classes - len(torch.unique(val_labels))
     recnet = build_recnet(tokens, dim, cfg)
-    trainee = _Trainee(recnet, cosface(store.num_classes, recnet.cfg.emb_dim, cfg.margin, cfg.scale)).to(device)
+    trainee = _Trainee(recnet, cosface(classes, recnet.cfg.emb_dim, cfg.margin, cfg.scale)).to(device)
+    if cfg.head_init == "centroids":
+        step = 512
+        imprint_class_weights(recnet, trainee.loss.W, lambda: ((feats[i:i + step].to(device).float(),
+                                                                labels[i:i + step].to(device))
+                                                               for i in range(0, len(feats), step)), classes)
+    elif cfg.head_init != "random":
+        raise VeilError(f"head_init must be 'random' or 'centroids', got {cfg.head_init!r}")
     model: nn.Module = DistributedDataParallel(trainee) if distributed else trainee
     data = TensorDataset(feats, labels)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -99,13 +125,25 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
     sched = warmup_cosine(opt, cfg.epochs * len(loader), int(cfg.warmup_epochs * len(loader)))
     history: dict = {"loss": [], "config": asdict(cfg), "rows": len(data), "world_size": world,
                      "classes": store.num_classes}
+    best = BestEpoch(cfg.patience)
+
+    def stop_after(epoch: int) -> bool:
+        if validation is None:
+            return False
+        score = torch.tensor(identification_top1(recnet, *validation, device), dtype=torch.float64)
+        if distributed:  # every rank scores the same rows; the mean keeps their decisions identical
+            dist.all_reduce(score)
+            score /= world
+        return best.update(epoch, float(score), recnet)
+
     start = time.time()
+    stop_after(0)
     model.train()
     with progress_bar(show_progress and rank == 0) as bar:
         task = bar.add_task("cloud: train RecNet", total=cfg.epochs * len(loader), status="")
         for epoch in range(cfg.epochs):
-            if distributed:
-                sampler.set_epoch(epoch)  # type: ignore[union-attr]
+            if isinstance(sampler, DistributedSampler):  # distributed: each epoch its own shuffle
+                sampler.set_epoch(epoch)
             total, seen = 0.0, 0
             for x, y in loader:
                 loss = model(x.to(device).float(), y.to(device))
@@ -120,8 +158,14 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
             if distributed:
                 dist.all_reduce(mean_loss)
             history["loss"].append(float(mean_loss[0] / mean_loss[1]))
+            if stop_after(epoch + 1):
+                break
+    if validation is not None:
+        best.restore(recnet)
+        history.update(val_top1=best.scores, best_epoch=best.best_epoch, val_rows=len(validation[0]),
+                       val_identities=len(validation[2]), train_classes=classes)
     history["seconds"] = time.time() - start
-    history["samples_per_second"] = cfg.epochs * len(loader) * cfg.batch_size / history["seconds"]
+    history["samples_per_second"] = len(history["loss"]) * len(loader) * cfg.batch_size / history["seconds"]
     return recnet.cpu().eval(), history
 
 

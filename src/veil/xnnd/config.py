@@ -88,9 +88,13 @@ class DistillConfig(CloudTrainConfig):
     ce_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "dim", "depth", "num_heads", "emb_dim"):
+        for name in ("epochs", "batch_size", "dim", "num_heads", "emb_dim"):
             if int(getattr(self, name)) < 1:
                 raise VeilError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.depth) < 0:  # 0: the linear RecNet of the cloud's strong-extractor recipe
+            raise VeilError(f"depth must be >= 0, got {self.depth!r}")
+        if self.head_init not in ("random", "centroids"):
+            raise VeilError(f"head_init must be 'random' or 'centroids', got {self.head_init!r}")
         if self.dim % self.num_heads:
             raise VeilError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
         for name in ("lr", "temperature", "scale"):

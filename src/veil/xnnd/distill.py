@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from veil.errors import VeilError
 from veil.models.recnet import RecNet, build_recnet
+from veil.train.imprint import imprint_class_weights
 from veil.train.progress import progress_bar
 from veil.train.schedule import warmup_cosine
 from veil.xnnd.config import DistillConfig
@@ -34,6 +35,11 @@ def _fit(features: torch.Tensor, labels: torch.Tensor, cfg: DistillConfig, teach
     _, n_tok, dim = features.shape
     recnet = build_recnet(n_tok, dim, cfg).to(device)
     head = CosineHead(recnet.cfg.emb_dim, classes, cfg.scale, cfg.margin).to(device)
+    if cfg.head_init == "centroids":  # the cloud's recipe, the same way (veil.train.imprint)
+        step = 512
+        imprint_class_weights(recnet, head.weight.T, lambda: ((features[i:i + step].to(device).float(),
+                                                               labels[i:i + step].to(device))
+                                                              for i in range(0, len(features), step)), classes)
     tensors = [features, labels] + ([teacher_logits] if teacher_logits is not None else [])
     data = TensorDataset(*tensors)
     batch = min(cfg.batch_size, len(data))

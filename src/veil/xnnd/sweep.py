@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from veil.attacks.black_box import BlackBoxAttack
+from veil.attacks.denoiser import apply_denoiser, fit_denoiser
 from veil.attacks.leakage import LeakageResult, Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder
 from veil.errors import VeilError
 from veil.models.recnet import RecNet
 from veil.obfuscation import registry
+from veil.presets import STRONG_EXTNET_CLOUD
 from veil.xnnd.config import AdversarialConfig, DistillConfig
 from veil.xnnd.distill import distill_server, teacher_logits, train_teacher
 from veil.xnnd.stage1 import train_token_noise_encoder
@@ -74,7 +76,9 @@ class SweepConfig:
     budgets: tuple[int, ...] = (200,)
     ks: tuple[int, ...] = (4, 16, 64, 256)
     seed: int = 0
-    recnet_depth: int = 1        # every RecNet (teacher, server, each attacker, stage 1's adversaries): same depth
+    recnet_depth: int = 1        # every RecNet (teacher, server, each attacker, stage 1's adversaries): same depth;
+    #                              0: the cloud's strong recipe (linear, identity-initialised, class-mean head, its
+    #                              lr) for teacher, server and attackers, stage 1's adversaries at depth 1
     encoder_depth: int = 0       # token encoder: per-token MLP (0) or transformer blocks before it
     extra: tuple[str, ...] = ()  # further "eps/adversary" settings, e.g. "1/strong"
 
@@ -85,11 +89,23 @@ class SweepConfig:
             out.append((float(e), a or "weak"))
         return list(dict.fromkeys(out))
 
+    def recipe(self) -> dict:
+        """Fields every RecNet of the sweep shares: its depth, or with depth 0 the cloud's strong recipe."""
+        if self.recnet_depth:
+            return {"depth": self.recnet_depth}
+        strong = STRONG_EXTNET_CLOUD
+        return {"depth": 0, "init": strong.init, "lr": strong.lr, "head_init": strong.head_init}
+
+    @property
+    def adversary_depth(self) -> int:
+        """Stage 1's adversaries (trained alongside the encoder, not by :func:`fit_recnet`) need a block."""
+        return max(1, self.recnet_depth)
+
     def attack(self) -> AttackRecNetConfig:
-        return AttackRecNetConfig(epochs=self.attack_epochs, seed=self.seed, depth=self.recnet_depth)
+        return AttackRecNetConfig(epochs=self.attack_epochs, seed=self.seed, **self.recipe())
 
     def distill(self, epochs: int, kd_weight: float = 0.3) -> DistillConfig:
-        return DistillConfig(epochs=epochs, kd_weight=kd_weight, seed=self.seed, depth=self.recnet_depth)
+        return DistillConfig(epochs=epochs, kd_weight=kd_weight, seed=self.seed, **self.recipe())
 
 
 def layer_norm(tokens: torch.Tensor) -> torch.Tensor:
@@ -108,54 +124,7 @@ def noised(encoder: TokenNoiseEncoder | None, clean: torch.Tensor, batch_size: i
 
 # ---- known-plaintext with an honest fit -------------------------------------------------------------------------
 
-@dataclass
-class RidgeFit:
-    weight: torch.Tensor | None  # (D + 1, D): [noised, 1] @ weight = clean; None when not determined
-    lam: float | None
-    heldout_residual: float | None
-    ols_determined: bool
-    note: str = ""
-
-
-def fit_denoiser(clean: torch.Tensor, noised_: torch.Tensor, seed: int = 0, holdout: float = 0.25,
-                 lambdas: Sequence[float] = tuple(10.0 ** p for p in range(-3, 5))) -> RidgeFit:
-    """Affine map noised -> clean token, shared by all positions, ridge penalty chosen on held-out pairs.
-
-    Pairs, not token rows, are held out (rows of one image are not independent). Fewer than 4 pairs
-    leave nothing to hold out: not determined.
-    """
-    k, n_tok, dim = clean.shape
-    ols = n_tok * k >= dim + 1
-    if k < 4:
-        return RidgeFit(None, None, None, ols, f"{k} pairs: too few to fit and hold out (need >= 4)")
-    perm = torch.randperm(k, generator=torch.Generator().manual_seed(seed))
-    n_out = max(1, int(round(holdout * k)))
-    out_idx, in_idx = perm[:n_out], perm[n_out:]
-
-    def design(x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, dim).double()
-        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-
-    def solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
-        a = design(x)
-        reg = lam * torch.eye(dim + 1, dtype=a.dtype)
-        reg[-1, -1] = 0.0  # the offset is not penalised
-        return torch.linalg.solve(a.T @ a + reg, a.T @ y.reshape(-1, dim).double())
-
-    scores = {}
-    for lam in lambdas:
-        w = solve(noised_[in_idx], clean[in_idx], lam)
-        pred = design(noised_[out_idx]) @ w
-        target = clean[out_idx].reshape(-1, dim).double()
-        scores[lam] = float((pred - target).norm() / target.norm().clamp_min(1e-12))
-    lam = min(scores, key=scores.get)
-    return RidgeFit(solve(noised_, clean, lam).float(), lam, scores[lam], ols)
-
-
-def apply_denoiser(weight: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    n, n_tok, dim = features.shape
-    x = features.reshape(-1, dim).float()
-    return (torch.cat([x, torch.ones(len(x), 1)], 1) @ weight).reshape(n, n_tok, dim)
+# fit_denoiser / apply_denoiser: the known-plaintext de-noiser, an attack (veil.attacks.denoiser)
 
 
 # ---- one measured point -----------------------------------------------------------------------------------------
@@ -244,7 +213,7 @@ def measure(shared: Shared, encoder: TokenNoiseEncoder | None, server: RecNet, c
     out["known_plaintext"] = {**(determined[-1] if determined else not_determined("no k determined")),
                               "curve": points}
     rates = {a: out[a]["rate"] for a in ATTACKS if out[a].get("rate") is not None}
-    strongest = max(rates, key=rates.get)
+    strongest = max(rates, key=rates.__getitem__)
     out["strongest_attack"] = {"attack": strongest, **{k: out[strongest][k] for k in ("rate", "ci95", "n", "hits")}}
     out["chance"] = target.chance
     out["seconds_attacks"] = time.time() - t0
@@ -260,7 +229,7 @@ def run_setting(shared: Shared, eps: float, adversary: str, cfg: SweepConfig, de
     t = time.time()
     clean_train = layer_norm(shared.train.tokens)
     acfg = adversarial_config(eps, adversary, cfg.stage1_epochs, len(clean_train), seed=cfg.seed,
-                              encoder_depth=cfg.encoder_depth, adversary_depth=cfg.recnet_depth)
+                              encoder_depth=cfg.encoder_depth, adversary_depth=cfg.adversary_depth)
     encoder, h1 = train_token_noise_encoder(clean_train, shared.train.labels, acfg, device, show_progress)
     s1 = time.time() - t
     log(f"eps {eps} / {adversary}: stage 1 {s1:.0f}s, best adversary CE {h1['adversary_ce'][0]:.2f} -> "
