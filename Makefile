@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned to the pair shipped with this environment; pip uses any newer CUDA build on GPU hosts.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup browser demo test test-all lint bench-xnn bench-table2 clean
+.PHONY: setup browser demo test test-all lint typecheck check bench-xnn bench-table2 clean
 
 $(BIN)/veil: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,13 @@ test-all: setup browser
 
 lint: setup
 	$(BIN)/ruff check .
+
+# mypy at the oldest supported Python (pyproject's [tool.mypy]: python_version 3.10, over src/veil)
+typecheck: setup
+	$(BIN)/mypy
+
+# the static checks .ci/run runs before the tests
+check: lint typecheck
 
 bench-xnn: setup
 	$(BIN)/python bench/xnn.py

@@ -8,8 +8,8 @@ with each auxiliary group on XNN and on Vanilla+PE (the sanity check: leakage sh
 owner's utility), the known-plaintext curve over k with the pooled and the RecNet identifier, the
 distribution-alignment attack, the cloud's own RecNet, and the expectation and cloud-model attacks
 against a gallery of the adversary's own clean photos (the paper's section 5.1 definition). Each result
-goes to RUN/attacks/NAME.json (what ``veil report RUN`` reads); the collation goes to
-bench/results/attacks.json and attacks.md.
+goes to RUN/attacks/NAME.json in the one attack-result format (``AttackResult.to_dict``, what ``veil report
+RUN`` reads); the collation goes to bench/results/attacks.json and attacks.md.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,7 +25,9 @@ sys.path.insert(0, str(HERE))
 
 from _common import Envelope, write_markdown, write_result  # noqa: E402  (also puts src/ on sys.path)
 
-from veil.attacks.recnet_fit import AttackRecNetConfig  # noqa: E402
+from veil.attacks import registry  # noqa: E402
+from veil.attacks.base import AttackResult  # noqa: E402
+from veil.attacks.recnet_fit import AttackRecNetConfig, strong_attack_recipe  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.leakage_harness import LeakageHarness  # noqa: E402
 from veil.pipeline import write_json  # noqa: E402
@@ -32,6 +35,31 @@ from veil.pipeline import write_json  # noqa: E402
 
 def _pct(r: dict) -> str:
     return f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"
+
+
+def markdown_table(written: Iterable[dict]) -> str:
+    """One row per result (one per k for a curve), read back through the one attack-result format."""
+    lines = ["| attack | method | leakage top-1 [95% CI] | n | chance | owner's utility |", "|---|---|---|---|---|---|"]
+    for raw in written:
+        result = AttackResult.from_dict(raw)
+        r, label = result.to_dict(), registry.label(result.attack)
+        util = _pct(r["utility"]) if r.get("utility") else "—"
+        if isinstance(r.get("points"), list):
+            for p in r["points"]:
+                est = (f" (P {100 * p['permutation_accuracy']:.0f}% right, M err {p['matrix_rel_error']:.3f})"
+                       if "permutation_accuracy" in p else "")
+                lines.append(f"| {label}, {r['identifier']}, k={p['k']}{est} | {r['method']} | {_pct(p)} | "
+                             f"{p['n']} | {100 * p['chance']:.2f}% | {util} |")
+            continue
+        label += f", {r['aux']}" if r.get("aux") else ""
+        if r.get("gallery_kind") == "clean":
+            label += ", clean gallery"
+        lines.append(f"| {label} | {r['method']} | {_pct(r)} | {r['n']} | {100 * r['chance']:.2f}% | {util} |")
+        if r.get("whitened_pooled"):
+            w = r["whitened_pooled"]
+            lines.append(f"| {registry.label(result.attack)}, whitened pooled (no inversion) | {r['method']} | "
+                         f"{_pct(w)} | {w['n']} | {100 * r['chance']:.2f}% | {util} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -52,7 +80,8 @@ def main() -> None:
     envelope = Envelope("attacks", seed=args.seed, device=device)
     h = LeakageHarness(args.run, args.data, device, log=lambda m: print(f"  {m}", flush=True))
     recipe = {"depth": 0, "init": "identity"} if args.recipe == "strong" else {}
-    cfg = AttackRecNetConfig(epochs=args.epochs, seed=args.seed, **recipe)
+    cfg = (strong_attack_recipe(args.epochs, args.seed) if args.recipe == "strong"
+           else AttackRecNetConfig(epochs=args.epochs, seed=args.seed))
     jobs = {
         "expectation_xnn_aux_a": lambda: h.expectation("xnn", "aux_a", cfg, args.seed),
         "expectation_xnn_aux_b": lambda: h.expectation("xnn", "aux_b", cfg, args.seed),
@@ -73,31 +102,12 @@ def main() -> None:
     for name, job in jobs.items():
         t = time.time()
         print(f"{name} ...", flush=True)
-        r = job()
-        r["command"] = f"python bench/attacks.py (job {name})"
-        write_json(args.run / "attacks" / f"{name}.json", r)
-        results[name] = r
+        result = job()
+        result.command = f"python bench/attacks.py (job {name})"
+        results[name] = result.to_dict()
+        write_json(args.run / "attacks" / f"{name}.json", results[name])
         print(f"{name}: {time.time() - t:.0f}s", flush=True)
-
-    lines = ["| attack | method | leakage top-1 [95% CI] | n | chance | owner's utility |", "|---|---|---|---|---|---|"]
-    for r in results.values():
-        util = _pct(r["utility"]) if r.get("utility") else "—"
-        if r["attack"] == "known_plaintext":
-            for p in r["points"]:
-                est = f"P {100 * p['permutation_accuracy']:.0f}% right, M err {p['matrix_rel_error']:.3f}"
-                lines.append(f"| known-plaintext, {r['identifier']}, k={p['k']} ({est}) | {r['method']} | {_pct(p)} | "
-                             f"{p['n']} | {100 * p['chance']:.2f}% | {util} |")
-            continue
-        label = {"expectation": f"expectation, {r.get('aux')}", "alignment": f"alignment, {r.get('aux')}",
-                 "cloud_model": "cloud's own RecNet"}[r["attack"]]
-        if r.get("gallery_kind") == "clean":
-            label += ", clean gallery"
-        lines.append(f"| {label} | {r['method']} | {_pct(r)} | {r['n']} | {100 * r['chance']:.2f}% | {util} |")
-        if r["attack"] == "alignment":
-            w = r["whitened_pooled"]
-            lines.append(f"| alignment, whitened pooled (no inversion) | {r['method']} | {_pct(w)} | {w['n']} | "
-                         f"{100 * r['chance']:.2f}% | {util} |")
-    table = "\n".join(lines) + "\n"
+    table = markdown_table(results.values())
     print(table)
     payload = envelope.finish({"run": str(args.run), "results": results, "attack_epochs": args.epochs,
                                "attack_recipe": {"name": args.recipe, **recipe}})

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 from _common import Envelope, write_markdown, write_result  # also puts src/ on sys.path
+from cascade_deploy import deployment_rows, deployment_section, emulated_section, link_of, one_core, ratio_ci
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -39,8 +40,10 @@ from veil.cascade import constants as C
 from veil.cascade import data as D
 from veil.cascade import local, message, transport
 from veil.cascade import pool as pool_mod
+from veil.cascade.deployment_model import Link
 from veil.cascade.designer import Designer
 from veil.cascade.models import load_spec
+from veil.cascade.netns import PROFILES
 from veil.cascade.packet import Hop, Peeler, build_packet, reseal
 from veil.cascade.routing import Routing
 
@@ -160,6 +163,7 @@ def cascade_run(pool: Path, spec, ds: D.Dataset, epochs: int, args, m: int) -> t
     with Designer(pool, spec, dummies=args.dummies, seed=args.seed, loop_rate=args.loop_rate,
                   microbatches=m, select_seed=args.seed) as des:
         res = des.train(ds, epochs)
+        assert des.cascade is not None
         deadline = time.monotonic() + 10  # loop messages are sent without waiting: let the last return
         while des.loops_returned + des.loops_lost < des.loops_sent and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -192,6 +196,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--reduced-why", default="", help="why epochs or the sweep were cut (stated in the outputs)")
+    ap.add_argument("--emulate", default="dc:1,regions:1,regions:4",
+                    help="PROFILE:M runs across emulated hosts (network namespaces; profiles: dc, regions; '' skips)")
+    ap.add_argument("--emulate-epochs", type=int, default=2, help="epochs of each emulated run (kept short)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     env = Envelope("cascade", seed=args.seed, device="cpu")
@@ -223,7 +230,9 @@ def main() -> None:
             best = min(ms, key=lambda m: sweep[str(m)]["ratio"])
             # the ratio's denominator right beside the main run (load changes over minutes); accuracy: ``ref``
             loc_main = local.train_local(spec, ds, args.epochs, args.seed)
+            load_main_start = os.getloadavg()
             res, facts = cascade_run(pool, spec, ds, args.epochs, args, best)
+            load_main = {"start": load_main_start, "end": os.getloadavg()}
             pid_of = {e.address: e.pid for e in pool_mod.load(pool)}
             order = [pid_of[a] for a in facts["order"]]
             peaks = {pid: vm_hwm_kib(pid) for pid in order}
@@ -240,12 +249,29 @@ def main() -> None:
             stop_nodes(procs)
     bare = bare_torch_peak_kib()
     cell = facts["cell"]
+    # separate hosts: every party in its own network namespace, links at a rate with a held delay (short runs)
+    emulated = emulated_section(args.emulate, n, args.emulate_epochs, args.seed, args.dummies, args.loop_rate)
+    # the deployment model: costs alone on one core (this process stays pinned to it from here, crypto included),
+    # predictions of every measured run, the projection for one VM per server in one region
+    cores = os.cpu_count() or 1
+    measured = [{"label": f"loopback main run, m = {best}", "m": best, "link": Link("loopback"), "cores": cores,
+                 "cascade_epoch_s": statistics.median(res.epoch_seconds),
+                 "local_epoch_s": statistics.median(loc_main.epoch_seconds)}]
+    measured += [{"label": f"loopback sweep, m = {m}", "m": int(m), "link": Link("loopback"), "cores": cores,
+                  "cascade_epoch_s": v["cascade_epoch_s"], "local_epoch_s": v["local_epoch_s"]}
+                 for m, v in sweep.items()]
+    measured += [{"label": f"emulated {k}", "m": v["microbatches"], "link": link_of(PROFILES[v["key"]]),
+                  "cores": cores, "cascade_epoch_s": v["cascade_epoch_s"], "local_epoch_s": v["local_epoch_median_s"]}
+                 for k, v in emulated.items() if isinstance(v, dict)]
+    deployment = deployment_section(spec, ds, facts["layer_of"], sorted({*ms, *(r["m"] for r in measured)}),
+                                    measured, args.reps, args.seed)
+    crypto_cpu, crypto_load = one_core(), os.getloadavg()
     # per-hop crypto on the bodies this workload sends: the full batch (m = 1) and micro-batches, each in its class
     hop = {}
-    for rows in sorted({spec.batch, -(-spec.batch // best), -(-spec.batch // 4)}, reverse=True):
-        size = len(message.encode({}, {"x": torch.zeros(rows, ds.input_dim)}))
+    for n_rows in sorted({spec.batch, -(-spec.batch // best), -(-spec.batch // 4)}, reverse=True):
+        size = len(message.encode({}, {"x": torch.zeros(n_rows, ds.input_dim)}))
         c = C.cell_for(size + 256)
-        hop[size] = {"rows": rows, "cell": c, "veil_us": hop_veil(size, args.reps, c) * 1e6,
+        hop[size] = {"rows": n_rows, "cell": c, "veil_us": hop_veil(size, args.reps, c) * 1e6,
                      "rsa2048_oaep_hybrid_us": hop_rsa(size, args.reps) * 1e6}
         hop[size]["ratio"] = hop[size]["veil_us"] / hop[size]["rsa2048_oaep_hybrid_us"]
     run_size = next(k for k, v in hop.items() if v["rows"] == -(-spec.batch // best))
@@ -283,7 +309,26 @@ def main() -> None:
                     "per_hop_crypto_vs_rsa2048_oaep_hybrid": {"target": 0.5, "value": crypto_ratio,
                                                               "met": crypto_ratio <= 0.5,
                                                               "at": f"{run_size:,} B body in the run's "
-                                                                    f"{cell:,} B cell"}},
+                                                                    f"{cell:,} B cell"},
+                    "projected_ratio_paper_setup": {
+                        "target": 5.0, "paper": 7.5, "value": deployment["projection_paper_setup"][0]["ratio"],
+                        "met": deployment["projection_paper_setup"][0]["met"],
+                        "at": deployment["projection_paper_setup"][0]["link"]},
+                    "model_within_20pct_of_every_run": {"target": 0.2, "met": deployment["all_within_20pct"],
+                                                        "value": max(abs(r["relative_error"])
+                                                                     for r in deployment["predictions"])},
+                    "emulated_accuracy_gap": {"target": 0.001, "value": max(
+                        [v["accuracy_gap"] for v in emulated.values() if isinstance(v, dict)], default=None),
+                        "met": all(v["accuracy_gap"] <= 0.001 for v in emulated.values() if isinstance(v, dict))}},
+        "loopback_ratio": {"value": ratio, "ci95": ratio_ci(res.epoch_seconds, loc_main.epoch_seconds, args.seed),
+                           "microbatches": best, "load_average": load_main, "cpus": os.cpu_count(),
+                           "note": f"{n} node processes, the designer and the local baseline on {os.cpu_count()} "
+                                   "shared cores with other work; bootstrap over epochs"},
+        "deployment": deployment,
+        "emulated": emulated,
+        "per_hop_crypto_measured_on": {"cpu_pinned": crypto_cpu, "load_average": crypto_load,
+                                       "payload_aead": C.PAYLOAD_AEAD[C.FORMAT_VERSION],
+                                       "format_version": C.FORMAT_VERSION},
         "reduced_run": ({"epochs": args.epochs, "microbatches": ms, "why": args.reduced_why} if reduced else None),
         "data": ds.name, "train_samples": len(ds.x_train), "test_samples": len(ds.x_test),
         "model": "mlp " + "-".join([str(ds.input_dim), "128", "64", "10"]) + " + LogSoftmax + NLL",
@@ -341,6 +386,11 @@ def main() -> None:
     rows.append(("node peak RSS (per position)", ", ".join(f"{peaks[p] / 1024:.0f}" for p in order)
                  + f" MiB; bare Python+torch {bare / 1024:.0f} MiB"))
     rows.append(("loop messages sent / returned", f"{facts['loops'][0]} / {facts['loops'][1]}"))
+    lr = figures["loopback_ratio"]
+    rows.append(("loopback ratio (main run) with the load average", f"{ratio:.2f}x [{lr['ci95'][0]:.2f}, "
+                 f"{lr['ci95'][1]:.2f}] at load {load_main['start'][0]:.1f} -> {load_main['end'][0]:.1f} "
+                 f"on {os.cpu_count()} cores"))
+    rows += deployment_rows(deployment, emulated)
     note = (f" Reduced run ({args.reduced_why})." if reduced else "")
     md_text = ["# MixNN cascade benchmark", "",
                f"`{payload['command']}` on {figures['machine']['processor']}, {os.cpu_count()} CPUs shared with other "

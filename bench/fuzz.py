@@ -1,7 +1,7 @@
 """Bounded fuzzing campaigns against Veil's untrusted-input surfaces (issue 12).
 
     python bench/fuzz.py [--service-examples 100] [--node-packets 1200] [--reader-inputs 1200] [--seed 0]
-                         [--only service,node,store,key]
+                         [--flood-seconds 60] [--flood-connections 1100] [--only service,node,store,key,flood]
 
 Campaigns, each writing one row {surface, inputs, crashes, server_errors, accepted_invalid, data_lost}:
 
@@ -17,6 +17,15 @@ Campaigns, each writing one row {surface, inputs, crashes, server_errors, accept
   packets with bytes flipped, truncated or extended, replays, and random packets of valid length.
   *accepted_invalid*: any layer op acted on; *data_lost*: a layer's state changed, or training afterwards
   does not match the local reference; *crashes*: a node stopped serving.
+- **flood** (issue 24): live ``python -m veil.serve`` processes under ``ulimit -n 1024`` with the default
+  limits, each flooded for ``--flood-seconds`` from 127.0.0.1 by ``veil.serve.flooding`` holding
+  ``--flood-connections`` connections, each reopened at once when the server closes it: *tls-no-hello*
+  (TLS server, TCP connections that never send a ClientHello), *plain-held* (connections that send
+  nothing), *half-body* (a request head and 10 of 1,000 body bytes). Meanwhile a legitimate client at
+  127.0.0.2 asks ``/health`` every 0.5 s. Figures: connections the flooder opened and how many the server
+  refused, /health answers (n, failures with a 95% interval, latency p50/p99/max), the server's log bytes
+  (and per minute), whether it survived, and the load average. *crashes*: the server died;
+  *server_errors*: /health not answered 200.
 - **store** and **key** readers (in process): mutated manifests, shards and key files.
   *accepted_invalid*: a mutated input read back as *different* data without an error; *crashes*: any
   exception other than ``VeilError``.
@@ -91,7 +100,10 @@ def _start_server(recnet: Path, gallery: Path, creds: Path) -> tuple[subprocess.
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "veil.serve", "--recnet", str(recnet), "--gallery", str(gallery),
                              "--port", str(port), "--credentials", str(creds), "--max-batch", str(MAX_BATCH),
-                             "--max-body", str(256 * 1024)], env=env, stdout=subprocess.DEVNULL,
+                             "--max-body", str(256 * 1024),
+                             # every caller of this campaign is 127.0.0.1 and schemathesis sends wrong tokens: the
+                             # failed-auth throttle (tests/serve/test_throttle.py) would lock the admin out
+                             "--auth-failures-burst", "1000000"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -217,7 +229,7 @@ def service_campaign(examples: int, seed: int, tmp: Path) -> dict:
     proc.terminate()
     proc.wait(timeout=30)
     counts["data_lost"] = sum(max(0, n - after.get(name, {}).get("entries", 0)) for name, n in expected.items())
-    counts["accepted_invalid"] += sum(r["entries"] for r in after.values() if not r["finite"])
+    counts["accepted_invalid"] += sum(r["entries"] for r in after.values() if not r.get("finite", True))
     counts["detail"] = {"examples_per_operation_and_caller": examples, "callers": ["admin", "identify-only", "none"],
                         "operations": [f"{o.ok().method.upper()} {o.ok().path}" for o in schema.get_all_operations()],
                         "acknowledged_entries": sum(expected.values()), "gallery_names_after_restart": len(after),
@@ -229,7 +241,7 @@ def service_campaign(examples: int, seed: int, tmp: Path) -> dict:
 def node_campaign(packets: int, seed: int, tmp: Path) -> dict:
     import struct
 
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
     from veil.cascade import constants as C
     from veil.cascade import data as D
@@ -280,13 +292,14 @@ def node_campaign(packets: int, seed: int, tmp: Path) -> dict:
                 """A slot sealed to the node's public key around arbitrary (often well-formed) routing bytes."""
                 eph = generate_private_key()
                 keys = derive(eph.exchange(load_public(hop.public_key)))
-                raw = struct.pack(C.ROUTING_FORMAT, rng.choice(layer_ops), rng.randrange(256), os.urandom(8),
+                version_flags = (C.FORMAT_VERSION << C.VERSION_SHIFT) | rng.randrange(16)
+                raw = struct.pack(C.ROUTING_FORMAT, rng.choice(layer_ops), version_flags, os.urandom(8),
                                   os.urandom(rng.randrange(C.ADDRESS_SIZE + 1)), os.urandom(32), des.cell,
                                   current_window(), rng.randrange(4), rng.randrange(300), os.urandom(256)) \
                     if rng.random() < 0.7 else os.urandom(C.ROUTING_SIZE)
                 beta = os.urandom(C.HEADER_SIZE - C.SLOT_SIZE)
                 header = public_bytes(eph) + ChaCha20Poly1305(keys.header).encrypt(bytes(12), raw, beta) + beta
-                return header + ChaCha20Poly1305(keys.payload).encrypt(bytes(12), bytes(des.cell - C.TAG_SIZE), header)
+                return header + AESGCM(keys.payload).encrypt(bytes(12), bytes(des.cell - C.TAG_SIZE), header)
 
             victim_hops = [h for h in outsider if h.address in sent]
             session_hops = [h for h in insider if h.address in sent]
@@ -427,13 +440,109 @@ def key_campaign(inputs: int, seed: int, tmp: Path) -> dict:
     return counts
 
 
+FLOODS = (("tls-no-hello", "hold", True), ("plain-held", "hold", False), ("half-body", "half-body", False))
+
+
+def _flood_server(recnet: Path, folder: Path, tls: bool) -> tuple[subprocess.Popen, str, Path, object]:
+    """The server with the default limits, ``ulimit -n 1024``, its output in a file; (proc, url, log, verify)."""
+    import resource
+    import ssl
+
+    from veil.serve.selfsigned import write_self_signed
+
+    port = _free_port()
+    log = folder / "server.log"
+    extra: list[str] = []
+    verify: object = True
+    if tls:
+        cert, key = write_self_signed(folder / "server.crt", folder / "server.key")
+        extra = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        verify = ssl.create_default_context(cafile=str(cert))
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "OMP_NUM_THREADS": "1"}
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "veil.serve", "--recnet", str(recnet), "--gallery",
+                                 str(folder / "gallery.safetensors"), "--port", str(port), *extra], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit(f"fuzz: the flood server did not start: {log.read_text()[-1000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1, verify=verify).status_code == 200:  # type: ignore[arg-type]
+                return proc, url, log, verify
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("fuzz: the flood server did not start in time")
+
+
+def flood_campaign(seconds: float, connections: int, seed: int, tmp: Path) -> dict:
+    from veil.metrics import wilson
+    from veil.models.recnet import RecNet, RecNetConfig, save_recnet
+    from veil.serve.flooding import percentile, probe_health
+
+    torch.manual_seed(seed)
+    recnet = save_recnet(RecNet(RecNetConfig(TOKENS, DIM, 32, 1, 2, 16)).eval(), tmp / "recnet.safetensors",
+                         {"synthetic": True, "xnnd": {"role": "server"}})
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "OMP_NUM_THREADS": "1"}
+    counts = row(f"flood: veil serve, {connections:,} connections from one address, ulimit -n 1024")
+    floods = []
+    for name, kind, tls in FLOODS:
+        folder = tmp / name
+        folder.mkdir()
+        proc, url, log, verify = _flood_server(recnet, folder, tls)
+        log_before = log.stat().st_size
+        load_before = os.getloadavg()
+        port = url.rsplit(":", 1)[1]
+        flooder = subprocess.Popen([sys.executable, "-m", "veil.serve.flooding", "127.0.0.1", port, kind,
+                                    str(connections), str(seconds)], env=env, stdout=subprocess.PIPE, text=True)
+        time.sleep(min(5.0, seconds / 4))  # let the flood build up before the first sample
+        samples = probe_health(url, seconds - min(5.0, seconds / 4) - 1.0, every=0.5, verify=verify)  # type: ignore
+        out, _ = flooder.communicate(timeout=seconds + 120)
+        attack = json.loads(out)
+        alive = proc.poll() is None
+        load_after = os.getloadavg()
+        log_bytes = log.stat().st_size - log_before
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        lat = [t for t, _ in samples]
+        failed = sum(1 for _, status in samples if status != 200)
+        lo, hi = wilson(failed, len(samples))
+        floods.append({"flood": name, "kind": kind, "tls": tls, "seconds": seconds, "attacker": attack,
+                       "health": {"n": len(samples), "failed": failed, "failed_rate_ci95": [round(lo, 4), round(hi, 4)],
+                                  "p50_s": round(percentile(lat, 0.5), 4), "p99_s": round(percentile(lat, 0.99), 4),
+                                  "max_s": round(max(lat), 4) if lat else None},
+                       "log_bytes": log_bytes, "log_bytes_per_minute": round(log_bytes * 60 / seconds),
+                       "server_alive": alive, "loadavg_before": [round(x, 2) for x in load_before],
+                       "loadavg_after": [round(x, 2) for x in load_after],
+                       "targets_met": alive and failed == 0 and percentile(lat, 0.99) <= 1.0
+                       and log_bytes * 60 / seconds <= 1_000_000})
+        print(json.dumps(floods[-1]), flush=True)
+        counts["inputs"] += int(attack["opened"])
+        counts["crashes"] += 0 if alive else 1
+        counts["server_errors"] += failed
+    counts["detail"] = {"floods": floods, "health_from": "127.0.0.2 (another client than the flooder)",
+                        "limits": "defaults: 256 connections, 32 per address, 5 s TLS handshake, 10 s headers, "
+                                  "30 s body"}
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--service-examples", type=int, default=100, help="per operation and caller (x5 ops x3)")
     parser.add_argument("--node-packets", type=int, default=1200)
     parser.add_argument("--reader-inputs", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", default="service,node,store,key")
+    parser.add_argument("--flood-seconds", type=float, default=60.0, help="per flood (three floods)")
+    parser.add_argument("--flood-connections", type=int, default=1100)
+    parser.add_argument("--only", default="service,node,store,key,flood")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fuzz.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -452,6 +561,8 @@ def main() -> None:
                 campaigns.append(store_campaign(args.reader_inputs, args.seed, tmp))
             elif name == "key":
                 campaigns.append(key_campaign(args.reader_inputs, args.seed, tmp))
+            elif name == "flood":
+                campaigns.append(flood_campaign(args.flood_seconds, args.flood_connections, args.seed, tmp))
             else:
                 raise SystemExit(f"unknown campaign {name!r}")
             walls[name] = round(time.perf_counter() - t0, 1)
@@ -472,6 +583,17 @@ def main() -> None:
           "|---|---|---|---|---|---|---|"]
     md += [f"| {c['surface']} | {c['inputs']:,} | {c['crashes']} | {c['server_errors']} | {c['accepted_invalid']} | "
            f"{c['data_lost']} | {c['wall_seconds']:.0f} s |" for c in campaigns]
+    floods = [f for c in campaigns for f in c.get("detail", {}).get("floods", [])]
+    if floods:
+        md += ["", "Floods (issue 24; targets: /health p99 <= 1 s, 0 crashes, log growth <= 1 MB/min):", "",
+               "| flood | opened | refused | /health n | failed (95% CI) | p50 | p99 | max | log bytes/min | "
+               "server alive | load before -> after | targets |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        md += [f"| {f['flood']} | {f['attacker']['opened']:,} | {f['attacker']['refused']:,} | {f['health']['n']} | "
+               f"{f['health']['failed']} ({100 * f['health']['failed_rate_ci95'][0]:.1f}-"
+               f"{100 * f['health']['failed_rate_ci95'][1]:.1f}%) | {f['health']['p50_s']:.3f} s | "
+               f"{f['health']['p99_s']:.3f} s | {f['health']['max_s']:.3f} s | {f['log_bytes_per_minute']:,} | "
+               f"{f['server_alive']} | {f['loadavg_before'][0]:.2f} -> {f['loadavg_after'][0]:.2f} | "
+               f"{'met' if f['targets_met'] else 'MISSED'} |" for f in floods]
     md.append(f"\nSeed {args.seed}, CPU, {os.cpu_count()} cores; regenerate: `{result['command']}`.")
     publish(args.out, result, "\n".join(md) + "\n")
 

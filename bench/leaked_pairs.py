@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import HERE, Envelope, write_markdown, write_result
-from leaked_pairs_cache import ensure_split, token_cache
+from leaked_pairs_cache import ensure_split, owner_key, token_cache
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from veil.attacks.leakage import Target  # noqa: E402
@@ -34,9 +35,9 @@ from veil.attacks.leaked_pairs import (  # noqa: E402
     LeakedPairsAttack,
     LeakedPairsResult,
     k_half,
+    merge_draws,
 )
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder  # noqa: E402
-from veil.keys import OwnerKey  # noqa: E402
 from veil.metrics import Rate, bootstrap_ratio, top1  # noqa: E402
 from veil.models.dlib_resnet import public_identifier  # noqa: E402
 from veil.obfuscation import registry  # noqa: E402
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=20, help="cloud RecNet epochs (same for every method)")
     parser.add_argument("--inverse-steps", type=int, default=300, help="learned inverse training steps")
+    parser.add_argument("--draws", type=int, default=3, help="independent draws of the leaked set (seeded orders)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--collate", action="store_true", help="only collate the methods measured so far")
@@ -98,10 +100,7 @@ def main() -> None:
 
     split = ensure_split(args.run, args.data, args.seed)
     cache = token_cache(args.run, args.data, log=log)
-    key_path = args.run / "owner.key"
-    if not key_path.is_file():
-        OwnerKey.generate().save(key_path)
-    key = OwnerKey.load(key_path)
+    key = owner_key(args.run)
     train_x, train_y = cache["owner_train/tokens"], cache["owner_train/labels"]
     test_x, test_y = cache["owner_test/tokens"], cache["owner_test/labels"]
     n_tok, dim = train_x.shape[1:]
@@ -109,7 +108,8 @@ def main() -> None:
     idx = Target.from_features(test_x, test_y, seed=split.gallery_seed)
     gallery, probe = idx.gallery, idx.probe
     ks = [int(k) for k in args.ks.split(",")]
-    pick = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(train_x))[:max(ks)])
+    picks = [torch.from_numpy(np.random.default_rng(args.seed + d).permutation(len(train_x))[:max(ks)])
+             for d in range(args.draws)]
     identifier = dlib_identifier()
     cloud = {**CLOUD, "epochs": args.epochs}
     cfg = AttackRecNetConfig(**cloud, seed=args.seed)
@@ -133,7 +133,7 @@ def main() -> None:
         matrix = obf.public_info().get("matrix", "orthogonal")
         inverse = InverseConfig(steps=args.inverse_steps, seed=args.seed)
         attack = LeakedPairsAttack(ks, matrix=matrix, inverse=inverse, identifier=identifier)
-        r = attack.run(train_x[pick], store[pick], target, store, recnet, log=log)
+        r = merge_draws([attack.run(train_x[pick], store[pick], target, store, recnet, log=log) for pick in picks])
         slug = slugify(label)
         save_file({"hits": hits.to(torch.uint8), "labels": test_y[probe]},
                   str(methods_dir / f"{slug}.hits.safetensors"))
@@ -147,10 +147,12 @@ def main() -> None:
                     "gallery": len(gallery), "probes": len(probe), "chance": 1 / len(gallery),
                     "token_shape": [int(n_tok), int(dim)], "cloud_recnet": cloud,
                     "identifier": "dlib head after cut 4 (public), cosine", "key_fingerprint": key.fingerprint,
-                    "pairs": "the first k of one seeded random order of owner_train images",
-                    "reproduce": "python bench/leaked_pairs.py --epochs 8 --inverse-steps 150 (every method in one "
-                                 "process); the committed file: one process per method with --methods LABEL "
-                                 "(--ks 0 for Vanilla+PE(flat)), in parallel, then --collate"})
+                    "pairs": f"the first k of {args.draws} seeded random orders of owner_train images (seeds "
+                             f"{args.seed}..{args.seed + args.draws - 1}); rates are the mean hits over the draws "
+                             "(Wilson 95% interval at n probes), each draw's rate in 'draws'",
+                    "load_average": list(os.getloadavg()),
+                    "reproduce": "python bench/leaked_pairs.py --epochs 8 --inverse-steps 150 --threads 1 (every "
+                                 "method in one process, OMP_NUM_THREADS=1)"})
     payload = env.finish(figures, methods=methods)
     args.results.mkdir(parents=True, exist_ok=True)
     write_result(args.results / "leaked_pairs.json", payload)
@@ -180,11 +182,13 @@ def collate(methods_dir: Path, order: str, seed: int) -> tuple[list[dict], dict]
         ratio = bootstrap_ratio(hits["hits"].bool(), ref["hits"].bool(), ref["labels"], seed=seed)
         # the envelope is recomputed from the estimators' points, so a file from an older rule is read alike
         points = [CurvePoint(p["k"], p["attack"], None if p["rate"] is None else Rate(p["hits"], p["n"]),
-                             p["chance"], p.get("note", "")) for p in body["curve"]
+                             p["chance"], p.get("note", ""), None, p.get("draws", [])) for p in body["curve"]
                   if not p["attack"].startswith("strongest")]
         result = LeakedPairsResult(points, body["attack_seconds"])
         body["curve"] = result.curve()
         kh = k_half(result.strongest(), clean_rate)
+        body["k_half_by_estimator"] = {est: k_half([p for p in points if p.estimator == est], clean_rate)
+                                       for est in sorted({p.estimator for p in points})}
         if FLAT_VANILLA in found and body.get("public_info", {}).get("tokens") == 1:
             flat = load_file(str(methods_dir / f"{slugify(FLAT_VANILLA)}.hits.safetensors"))
             vs_flat = bootstrap_ratio(hits["hits"].bool(), flat["hits"].bool(), flat["labels"], seed=seed)
@@ -222,13 +226,24 @@ def markdown(payload: dict) -> str:
         lines.append(f"| {m['name']} | {pct(m['utility'])} | {100 * m['utility_ratio']:.1f}% "
                      f"[{100 * m['utility_ratio_ci95'][0]:.1f}, {100 * m['utility_ratio_ci95'][1]:.1f}] | "
                      f"{flat_cell} | {kh} | " + " | ".join(cells) + " |")
-    lines += ["", "Every estimator, every k (leakage %):", "",
-              "| method | estimator | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    lines += ["", "Every estimator, every k (leakage %, mean over the draws of the pairs [95% CI at n probes]; "
+              "k½ of that estimator alone; `profile`/`posterior` are the inner-product attack):", "",
+              "| method | estimator | k½ | " + " | ".join(f"k={k}" for k in ks) + " |",
+              "|---|---|---|" + "---|" * len(ks)]
     for m in methods:
+        by_est = m.get("k_half_by_estimator", {})
         for est in sorted({p["attack"] for p in m["curve"] if not p["attack"].startswith("strongest")}):
             row = {p["k"]: p for p in m["curve"] if p["attack"] == est}
-            lines.append(f"| {m['name']} | {est} | " + " | ".join(pct(row.get(k)) if k in row else "—" for k in ks)
-                         + " |")
+            kh_est = by_est.get(est)
+            lines.append(f"| {m['name']} | {est} | {'—' if kh_est is None else kh_est} | "
+                         + " | ".join(pct(row.get(k)) if k in row else "—" for k in ks) + " |")
+    lines += ["", "Each draw of the pairs (strongest estimator, leakage %):", "",
+              "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for m in methods:
+        strongest = {p["k"]: p for p in m["curve"] if p["attack"].startswith("strongest")}
+        lines.append(f"| {m['name']} | " + " | ".join(
+            " / ".join(f"{100 * d:.1f}" for d in strongest[k].get("draws", [])) or "—" if k in strongest else "—"
+            for k in ks) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from veil.attacks.recnet_fit import extract_tokens  # noqa: E402
 from veil.data.splits import Split, SplitSpec  # noqa: E402
+from veil.keys import OwnerKey  # noqa: E402
 from veil.models.extractor import load_extnet  # noqa: E402
 from veil.models.registry import DEFAULT_EXTRACTOR, resolve_extractor  # noqa: E402
 from veil.pipeline import load_group, prepare_split  # noqa: E402
@@ -35,6 +36,14 @@ def ensure_split(run: Path, data: Path, seed: int = 0) -> Split:
         return Split.load(path)
     run.mkdir(parents=True, exist_ok=True)
     return prepare_split(data, path, SplitSpec(seed=seed))
+
+
+def owner_key(run: Path) -> OwnerKey:
+    """The run's owner key (made once with a CSPRNG, file 0600 by ``OwnerKey.save``): the owner side's only secret."""
+    path = run / "owner.key"
+    if not path.is_file():
+        OwnerKey.generate().save(path)
+    return OwnerKey.load(path)
 
 
 def token_cache(run: Path, data: Path, extractor: str = DEFAULT_EXTRACTOR, log=print) -> dict[str, torch.Tensor]:

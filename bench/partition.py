@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import Envelope, write_markdown, write_result  # noqa: E402  (also puts src/ on sys.path)
 
+from veil.attacks.reconstruction_identity import IdentityProbe  # noqa: E402
 from veil.data.splits import gallery_probe  # noqa: E402
 from veil.device import configure_threads  # noqa: E402
 from veil.metrics import Rate  # noqa: E402
@@ -124,21 +126,68 @@ def identification(model: torch.nn.Module, spec: ModelSpec, faces, seed: int, ba
             "protocol": "victim identities, one gallery image each (seeded), every other image a probe"}
 
 
+def victims_and_gallery(faces, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:  # noqa: ANN001
+    """Victim images spread over identities (one probe image per identity first), and their clean gallery.
+
+    The gallery is the one-per-identity gallery image of *every* victim identity (``gallery_probe``, seeded), so
+    identifying a reconstruction is a choice among all victim identities (chance = 1 / identities); the victims
+    are probe images, never their own gallery image."""
+    gallery, probe = gallery_probe(faces, seed)
+    order = probe[torch.randperm(len(probe), generator=torch.Generator().manual_seed(seed))]
+    first, seen = [], set()
+    for i in order.tolist():  # one image per identity, then any
+        if int(faces.labels[i]) not in seen:
+            seen.add(int(faces.labels[i]))
+            first.append(i)
+    rest = [i for i in order.tolist() if i not in set(first)]
+    pick = torch.tensor((first + rest)[:count], dtype=torch.long)
+    return pick, gallery, {"victims": len(pick), "victim_identities": len(set(faces.labels[pick].tolist())),
+                           "gallery": len(gallery), "chosen": "one probe image per identity (seeded order)"}
+
+
+def dlib_identity_probe(model: torch.nn.Module, spec: ModelSpec, faces, pick: torch.Tensor,  # noqa: ANN001
+                        gallery: torch.Tensor) -> IdentityProbe:
+    """dlib's whole public network names each reconstruction among the victims' clean gallery images."""
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return model(preprocess(x, spec))
+
+    return IdentityProbe(embed, faces.images[gallery], faces.labels[gallery], faces.labels[pick])
+
+
 def bench_model(arch: str, args: argparse.Namespace, data: Path, images_at, cm: SGXCostModel) -> dict:  # noqa: ANN001
     weights, train_meta = get_weights(arch, data, args.weights_dir, args.train_epochs, args.seed)
     model, spec = load_model(weights)
     imgs = images_at(spec.image_size)
+    identity = None
+    victim_meta: dict = {"victims": "the first --victims victim images"}
     if arch in PRETRAINED:
         log(f"{arch}: identification of the {imgs.split['victim_identities']} victim identities")
         train_meta["identification"] = identification(model, spec, imgs.victim, args.seed)
-    aux, victims = imgs.aux.images[:args.aux], imgs.victim.images[:args.victims]
+        pick, gallery, victim_meta = victims_and_gallery(imgs.victim, args.victims, args.seed)
+        identity = dlib_identity_probe(model, spec, imgs.victim, pick, gallery)
+        victims = imgs.victim.images[pick]
+        victim_meta["clean_identity"] = identity(victims)  # the ceiling: the true victim images
+        log(f"{arch}: victims {victim_meta}")
+    else:
+        victims = imgs.victim.images[:args.victims]
+    aux = imgs.aux.images[:args.aux]
     splits = {"efficientnet_b0": args.effnet_splits, "dlib_resnet": args.dlib_splits}.get(arch)
+    white_box = ({"tv": args.wb_tv, "lr": args.wb_lr, "max_steps": args.wb_steps, "check_every": args.wb_check,
+                  "plateau": args.wb_plateau, "batch": args.victims}
+                 if arch in PRETRAINED and args.wb_steps > 0 else None)
     result = plan(model, spec, aux, victims, args.max_ssim, splits.split(",") if splits else None,
-                  epochs=args.epochs, cost_model=cm, seed=args.seed, log=log)
+                  attacks=tuple(a for a in args.attacks.split(",") if a), epochs=args.epochs, cost_model=cm,
+                  seed=args.seed, log=log,
+                  white_box=white_box, identity=identity,
+                  max_identity=args.max_identity if identity is not None else None)
     body = result.as_dict()
+    body["victim_protocol"] = victim_meta
     body["image_size"] = spec.image_size
     relative = result.extra["prior_baseline"]["ssim_mean"] + 0.05
     rel = choose(result.splits, relative)
+    body["choice_by_ssim"] = {"max_ssim": args.max_ssim, "choice": (lambda c: c.point.label if c else None)(
+        choose(result.splits, args.max_ssim))}
     body["choice_relative_to_prior"] = {"max_ssim": relative, "rule": "prior baseline SSIM + 0.05",
                                         "choice": rel.point.label if rel else None}
     fm = body["full_model"]  # the LRU variant from the same measurement as the default one
@@ -182,26 +231,67 @@ def _utility_line(m: dict) -> str:
             f"[{100 * lo:.1f}, {100 * hi:.1f}], n={tr.get('n')}")
 
 
+def ssim_table(m: dict) -> list[str]:
+    lines = ["| split | exposed | SSIM c-GAN | SSIM regr. | PSNR c-GAN dB | PSNR regr. dB | enclave FLOPs | "
+             "enclave params | enclave ms (measured) | enclave ms (modelled SGX) | safe |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in m["splits"]:
+        a = s["attacks"]
+        lines.append(
+            f"| {s['split']['label']} | {'x'.join(map(str, s['enclave']['output_shape'][1:]))} | "
+            f"{a['cgan']['ssim']['mean']:.3f} | {a['regression']['ssim']['mean']:.3f} | "
+            f"{a['cgan']['psnr_db']['mean']:.1f} | {a['regression']['psnr_db']['mean']:.1f} | "
+            f"{100 * s['enclave_flop_share']:.1f}% | {100 * s['enclave_param_share']:.1f}% | "
+            f"{1000 * s['enclave']['measured_s']:.1f} | "
+            f"{1000 * s['enclave_modelled_sgx']['modelled_total_s']:.1f} | "
+            f"{'yes' if s['safe'] else 'no'} |")
+    return lines
+
+
+def _pct(r: dict) -> str:
+    return f"{100 * r['rate']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+
+
+def identity_table(m: dict) -> list[str]:
+    """Per split and attack: SSIM, PSNR, identity top-1 against the victims' clean gallery, convergence."""
+    vp, pb = m["victim_protocol"], m["prior_baseline"]
+    ident_prior = pb.get("identity")
+    lines = [f"Victims: {vp['victims']} probe images of {vp['victim_identities']} identities; clean gallery: one other "
+             f"image of each of the {vp['gallery']} victim identities (chance {100 / vp['gallery']:.2f}%). dlib's "
+             f"whole network names the true victim images at {_pct(vp['clean_identity'])} (the ceiling); the "
+             f"mean face (prior): SSIM {pb['ssim_mean']:.3f}, PSNR {pb['psnr_db_mean']:.1f} dB, identity "
+             f"{_pct(ident_prior) if ident_prior else '—'}. Not converged = the loss was still falling at the "
+             "budget's end: that row's figures are not determined (no privacy may be read from them).", "",
+             "| split | exposed | attack | SSIM [95% CI] | PSNR dB | identity top-1 [95% CI] | converged | "
+             "enclave FLOPs | safe |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in m["splits"]:
+        for name, a in s["attacks"].items():
+            ident = a.get("identity")
+            lines.append(
+                f"| {s['split']['label']} | {'x'.join(map(str, s['enclave']['output_shape'][1:]))} | {name} | "
+                f"{a['ssim']['mean']:.3f} [{a['ssim']['ci95'][0]:.3f}, {a['ssim']['ci95'][1]:.3f}] | "
+                f"{a['psnr_db']['mean']:.1f} | {_pct(ident) if ident else '—'} (n={ident['n'] if ident else '—'}) | "
+                f"{'yes' if a['converged'] else 'no: not determined'} | {100 * s['enclave_flop_share']:.1f}% | "
+                f"{'yes' if s['safe'] else 'no'} |")
+    bound = m.get("max_identity_x_chance")
+    if bound:
+        lines += ["", f"Planner (identity top-1 upper 95% <= {bound:g} x chance, every attack converged): "
+                      f"**{m['recommendation']}**. By SSIM <= {m['choice_by_ssim']['max_ssim']} it would pick: "
+                      f"**{m['choice_by_ssim']['choice'] or 'all in enclave'}**."]
+    return lines
+
+
 def markdown(res: dict) -> str:
     lines = ["# Layer partitioning benchmark (seed 002)", "",
              f"`{res['command']}` — {res['wall_seconds'] / 60:.1f} min on {res['device']} "
              f"({res['environment']['cpu_threads']} threads), seed {res['seed']}. SGX is simulated: *modelled* times "
              "come from the cost model (EPC 93 MiB, 40k cycles/page, 8.6k cycles/transition), not hardware.", ""]
     for m in res["figures"]["models"]:
-        lines += [f"## {m['model']} ({_utility_line(m)})", "",
-                  "| split | exposed | SSIM c-GAN | SSIM regr. | PSNR c-GAN dB | PSNR regr. dB | enclave FLOPs | "
-                  "enclave params | enclave ms (measured) | enclave ms (modelled SGX) | safe |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for s in m["splits"]:
-            a = s["attacks"]
-            lines.append(
-                f"| {s['split']['label']} | {'x'.join(map(str, s['enclave']['output_shape'][1:]))} | "
-                f"{a['cgan']['ssim']['mean']:.3f} | {a['regression']['ssim']['mean']:.3f} | "
-                f"{a['cgan']['psnr_db']['mean']:.1f} | {a['regression']['psnr_db']['mean']:.1f} | "
-                f"{100 * s['enclave_flop_share']:.1f}% | {100 * s['enclave_param_share']:.1f}% | "
-                f"{1000 * s['enclave']['measured_s']:.1f} | "
-                f"{1000 * s['enclave_modelled_sgx']['modelled_total_s']:.1f} | "
-                f"{'yes' if s['safe'] else 'no'} |")
+        lines += [f"## {m['model']} ({_utility_line(m)})", ""]
+        if m.get("victim_protocol", {}).get("clean_identity"):
+            lines += identity_table(m)
+        else:
+            lines += ssim_table(m)
         lat = m["latency"]
         pb = m.get("prior_baseline")
         if pb:
@@ -209,7 +299,9 @@ def markdown(res: dict) -> str:
             lines += ["", f"Prior baseline (the adversary's mean aux face, no features): SSIM {pb['ssim_mean']:.3f}, "
                       f"PSNR {pb['psnr_db_mean']:.1f} dB (n={pb['n']}). With the bound set at prior + 0.05 "
                       f"(SSIM {rel['max_ssim']:.3f}) the planner picks: **{rel['choice'] or 'all in enclave'}**."]
-        lines += ["", f"Planner (SSIM upper 95% CI <= {m['max_ssim']}): **{m['recommendation']}**.", "",
+        if not m.get("max_identity_x_chance"):
+            lines += ["", f"Planner (SSIM upper 95% CI <= {m['max_ssim']}): **{m['recommendation']}**."]
+        lines += ["",
                   f"Latency, batch {lat['batch']}, split after {lat['split_label']} through the isolated enclave "
                   f"process: enclave {1000 * lat['split_measured']['enclave_measured_s']:.1f} ms measured / "
                   f"{1000 * lat['enclave_modelled_sgx']['modelled_total_s']:.1f} ms modelled SGX, transfer "
@@ -252,6 +344,14 @@ def main() -> None:
     parser.add_argument("--max-ssim", type=float, default=0.3)
     parser.add_argument("--effnet-splits", default="features.1,features.2,features.3,features.4,features.6")
     parser.add_argument("--dlib-splits", default="stem,level1,level2,level3,level4,level5")
+    parser.add_argument("--attacks", default="cgan,regression", help="learned reconstruction attacks (comma list)")
+    parser.add_argument("--wb-steps", type=int, default=400, help="white-box inversion: most steps (0: skip)")
+    parser.add_argument("--wb-check", type=int, default=25, help="white-box: plateau window (steps)")
+    parser.add_argument("--wb-plateau", type=float, default=0.01, help="white-box: relative fall per window = plateau")
+    parser.add_argument("--wb-tv", type=float, default=0.3, help="white-box: total-variation weight")
+    parser.add_argument("--wb-lr", type=float, default=0.05, help="white-box: Adam step size")
+    parser.add_argument("--max-identity", type=float, default=2.0,
+                        help="planner bound for a pre-trained face model: identity top-1 upper 95%% <= this x chance")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-tabular", action="store_true", help="skip the TON_IoT part")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "partition.json")
@@ -291,7 +391,9 @@ def _result(args: argparse.Namespace, env: Envelope, data: Path, tab: list, imgs
     return env.finish({"models": models, "ton_iot": tab}, data=str(data), roles=imgs.split,
                       attack={"epochs": args.epochs, "aux_images": min(args.aux, len(imgs.aux)),
                               "victim_images": min(args.victims, len(imgs.victim))},
-                      sgx_cost_model=cm.as_dict(), library_versions=_versions(),
+                      sgx_cost_model=cm.as_dict(), library_versions=_versions(), load_average=list(os.getloadavg()),
+                      white_box={"steps": args.wb_steps, "check_every": args.wb_check, "plateau": args.wb_plateau,
+                                 "tv": args.wb_tv, "lr": args.wb_lr},
                       models_requested=args.models.split(","))
 
 

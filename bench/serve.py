@@ -13,6 +13,10 @@ file; target: throughput within 25% of plain). Results: bench/results/serve.json
 Without ``--recnet`` it uses runs/bench-table4/recnet_server.safetensors when present, else a
 randomly initialised RecNet of the same architecture (timing does not depend on weights).
 Client and server share the machine's cores, so the figures are a floor for a dedicated server.
+
+``python bench/serve.py --part gallery [--sizes 1000,100000] [--backends sqlite,postgresql]`` measures the
+gallery database instead (:mod:`serve_gallery`: enrol / identify p50 by gallery size, 16 concurrent enrols,
+a SIGKILLed worker, two workers on one gallery) and keeps both parts in the same serve.json.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 import httpx
 import psutil
 import torch
-from _common import HERE, Envelope, publish  # also puts src/ on sys.path
+from _common import HERE, Envelope, command_line, publish  # also puts src/ on sys.path
 
 from veil.models.recnet import RecNet, RecNetConfig, load_recnet, save_recnet  # noqa: E402
 from veil.serve.auth import Credentials, parse_rights  # noqa: E402
@@ -154,7 +158,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating plain / tls_auth rounds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serve.json")
+    parser.add_argument("--part", choices=("load", "gallery"), default="load",
+                        help="load: plain vs TLS identify load (above); gallery: the database figures of "
+                             "bench/serve_gallery.py, merged into the same JSON")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--sizes", default="1000,100000", help="gallery sizes (add 1000000 for the 1M figure)")
+    parser.add_argument("--sequential", type=int, default=60, help="sequential enrols and identifies per size")
+    parser.add_argument("--concurrent-enrols", type=int, default=800)
+    parser.add_argument("--identify-requests", type=int, default=600)
     args = parser.parse_args()
+    if args.part == "gallery":
+        return gallery_part(args)
     torch.manual_seed(args.seed)
     envelope = Envelope("serve", seed=args.seed, device="cpu", versions=serving_versions())
     rounds: list[dict] = []
@@ -204,6 +218,70 @@ def main() -> None:
               f"{loads}. Loopback, client and server on the same "
               f"{os.cpu_count()}-core machine; server RecNet {weights}, {args.threads} torch thread(s); gallery of "
               f"100; body {result['figures']['body_bytes']} B; regenerate: `{result['command']}`.")
+    publish(args.out, result, "\n".join(md) + "\n")
+
+
+def gallery_part(args: argparse.Namespace) -> None:
+    """Enrol / identify at 1,000 and 100,000 entries on both backends; kept beside the load figures in serve.json."""
+    import json
+
+    from serve_gallery import run_backend
+
+    from veil.serve.app import file_digest
+
+    envelope = Envelope("serve", seed=args.seed, device="cpu", versions=serving_versions())
+    with tempfile.TemporaryDirectory() as tmp:
+        recnet_path = args.recnet or (DEFAULT_RECNET if DEFAULT_RECNET.exists() else None)
+        weights = "trained (bench/table4.py)" if recnet_path else "random init, same architecture"
+        if recnet_path is None:
+            recnet_path = save_recnet(RecNet(RecNetConfig(17, 256, 128, 2, 4, 128)), Path(tmp) / "r.safetensors",
+                                      {"synthetic": True})
+        rec, _ = load_recnet(recnet_path)
+        shape = (rec.cfg.in_tokens, rec.cfg.in_dim)
+        sizes = [int(x) for x in args.sizes.split(",")]
+        backends = [run_backend(b, recnet_path, rec.cfg.emb_dim, file_digest(recnet_path), shape, Path(tmp), sizes,
+                                start, args) for b in args.backends.split(",")]
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {"figures": {}}
+    figures = {k: v for k, v in previous.get("figures", {}).items() if k != "gallery"}
+    figures.setdefault("load_part_command", previous.get("command"))
+    for b in backends:  # a run of some sizes keeps the other sizes' rows of an earlier run
+        for row in b["sizes"].values():
+            row["command"] = command_line()
+        old = next((x for x in previous.get("figures", {}).get("gallery", {}).get("backends", [])
+                    if x["backend"] == b["backend"]), None)
+        if old:
+            b["sizes"] = {**old["sizes"], **b["sizes"]}
+    backends += [x for x in previous.get("figures", {}).get("gallery", {}).get("backends", [])
+                 if x["backend"] not in {b["backend"] for b in backends}]
+    figures["gallery"] = {"backends": backends, "embeddings": "SYNTHETIC random unit vectors of the RecNet's "
+                          f"output size ({rec.cfg.emb_dim})", "recnet": weights, "server_threads": args.threads,
+                          "machine": f"{os.cpu_count()} shared cores, loopback, client and server on the same machine",
+                          "load_average_end": os.getloadavg(), "sequential_requests": args.sequential}
+    result = envelope.finish(figures)
+    md = ["| backend | entries | enrol p50 / p90 (HTTP) | identify p50 / p90 (HTTP) | in process: enrol / identify p50 "
+          "| server start |", "|---|---|---|---|---|---|"]
+    notes = []
+    for b in backends:
+        for size, r in b["sizes"].items():
+            md.append(f"| {b['backend']} | {int(size):,} | {r['enrol_ms']['p50']:.1f} / {r['enrol_ms']['p90']:.1f} ms"
+                      f" | {r['identify_ms']['p50']:.1f} / {r['identify_ms']['p90']:.1f} ms | "
+                      f"{r['gallery_only_ms']['enrol']['p50']:.2f} / {r['gallery_only_ms']['identify']['p50']:.2f} ms"
+                      f" | {r['server_start_seconds']:.1f} s |")
+            if "concurrent_enrols" in r:
+                c, k = r["concurrent_enrols"], r["sigkill_during_enrols"]
+                notes.append(f"- {b['backend']} at {int(size):,}: 16 concurrent enrols {c['enrols_per_second']:.0f}/s "
+                             f"({c['requests']} requests, {c['errors']} errors, {c['acknowledged_in_database']} of "
+                             f"{c['acknowledged']} acknowledged in the database); SIGKILL of one of two workers "
+                             f"during 16 concurrent enrols: {k['acknowledged']} acknowledged, "
+                             f"{k['acknowledged_lost']} lost, {k['unanswered']} unanswered (in flight at the kill), "
+                             f"{k['errors']} errors; two workers / one identify throughput "
+                             f"{r['two_over_one_worker_throughput']:.2f} "
+                             f"({r['identify_two_workers']['throughput_rps']:.0f} / "
+                             f"{r['identify_one_worker']['throughput_rps']:.0f} req/s, 8 clients); "
+                             f"enrolled through one, identified through the other: {r['cross_worker_identified']}/20")
+    md += ["", *notes, "", f"SYNTHETIC unit embeddings ({rec.cfg.emb_dim}-d), RecNet {weights}, {args.threads} torch "
+           f"thread(s), {os.cpu_count()} shared cores, load average at the end {os.getloadavg()[0]:.1f}; "
+           f"regenerate: `{result['command']}`."]
     publish(args.out, result, "\n".join(md) + "\n")
 
 

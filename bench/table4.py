@@ -14,6 +14,7 @@ The library code is ``veil.xnnd.table4``; see docs/xnnd.md.
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 from _common import HERE  # noqa: F401  (puts src/ on sys.path)
@@ -21,4 +22,5 @@ from _common import HERE  # noqa: F401  (puts src/ on sys.path)
 from veil.cli.bench import app  # noqa: E402
 
 if __name__ == "__main__":
-    app(["table4", *sys.argv[1:]], prog_name="python bench/table4.py")
+    app(["table4", "--record-command", shlex.join(["python", "bench/table4.py", *sys.argv[1:]]), *sys.argv[1:]],
+        prog_name="python bench/table4.py")

@@ -44,11 +44,11 @@ def main() -> None:
     split = prepare_split(data, run / "split.json", PRESETS[cfg.preset].split)
     ext = load_extnet(cached_extractor(data, split, PRESETS[cfg.preset], "cpu", False, print)[0])
     aux = {g: load_group(data, split, g, ext.cfg.img_size) for g in cfg.aux_groups}
-    clean = {g: t2._clean_tokens(ext, f, "cpu") for g, f in aux.items()}
+    clean = {g: t2.clean_tokens(ext, f, "cpu") for g, f in aux.items()}
     test = load_group(data, split, "owner_test", ext.cfg.img_size)
-    target = t2._target(protections.xnn(ext, run_key(run), cfg.matrix), test, split.gallery_seed, "cpu")
+    target = t2.owner_target(protections.xnn(ext, run_key(run), cfg.matrix), test, split.gallery_seed, "cpu")
 
-    expectation = t2._simulation("XNN", ext, aux["aux_a"], clean["aux_a"], torch.zeros(0), cfg, "cpu").fit(attack)
+    expectation = t2.simulation("XNN", ext, aux["aux_a"], clean["aux_a"], torch.zeros(0), cfg, "cpu").fit(attack)
     offsets, labels = 0, []
     for faces in aux.values():  # exactly Table 5's frozen RecNet: clean aux_a + aux_b, images then mirrors
         labels += [faces.labels + offsets] * 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as st_save
@@ -29,7 +29,7 @@ from veil.data.splits import Split
 from veil.errors import VeilError
 from veil.keys import OwnerKey
 from veil.serve.auth import Credentials, read_token
-from veil.serve.gallery import Gallery
+from veil.serve.legacy import read_legacy
 from veil.serve.protocol import BadRequest, decode, encode
 from veil.store import StoreWriter, open_store
 
@@ -154,8 +154,10 @@ def test_peeler_rejects_random_packets_of_valid_length(size: int, seed: bytes) -
 
 WELL_FORMED_ROUTING = st.builds(
     lambda op, flags, tag, addr, key, window, frag, n, extra: struct.pack(
-        C.ROUTING_FORMAT, op, flags, tag, addr, key, CELL, window, frag, n, extra),
-    st.sampled_from(sorted(C.OPS)), st.integers(0, 255), st.binary(min_size=C.STEP_TAG_SIZE, max_size=C.STEP_TAG_SIZE),
+        C.ROUTING_FORMAT, op, (C.FORMAT_VERSION << C.VERSION_SHIFT) | flags, tag, addr, key, CELL, window, frag, n,
+        extra),
+    st.sampled_from(sorted(C.OPS)), st.integers(0, C.FLAGS_MASK),
+    st.binary(min_size=C.STEP_TAG_SIZE, max_size=C.STEP_TAG_SIZE),
     st.binary(max_size=C.ADDRESS_SIZE), st.binary(min_size=C.KEY_SIZE, max_size=C.KEY_SIZE),
     st.sampled_from([0, 2**32 - 1]).map(lambda w: w or current_window()), st.integers(0, 2**16 - 1),
     st.integers(0, 2**16 - 1), st.binary(max_size=C.EXTRA_SIZE))
@@ -170,7 +172,7 @@ def test_peeler_forged_header_with_arbitrary_routing_bytes(raw: bytes) -> None:
     keys = derive(eph.exchange(PEELER_KEY.public_key()))
     beta = os.urandom(C.HEADER_SIZE - C.SLOT_SIZE)
     header = public_bytes(eph) + ChaCha20Poly1305(keys.header).encrypt(bytes(12), raw, beta) + beta
-    payload = ChaCha20Poly1305(keys.payload).encrypt(bytes(12), bytes(CELL - C.TAG_SIZE), header)
+    payload = AESGCM(keys.payload).encrypt(bytes(12), bytes(CELL - C.TAG_SIZE), header)
     try:
         peeled = peeler.peel(header + payload)
     except VeilError as exc:  # PacketRejected, or the routing decoder's VeilError
@@ -285,12 +287,11 @@ def test_split_reader(tmp_path_factory, data) -> None:
 
 @FUZZ
 @given(st.data())
-def test_gallery_reader(tmp_path_factory, data) -> None:
+def test_legacy_gallery_reader(tmp_path_factory, data) -> None:
+    """The old safetensors gallery still crosses a trust boundary: ``veil serve-gallery migrate`` reads it."""
     folder = tmp_path_factory.mktemp("g")
-    g = Gallery(folder / "good.safetensors", 4, "digest")
-    g.enrol("alice", torch.eye(4)[:2])
-    g.close()
-    good = (folder / "good.safetensors").read_bytes()
+    good = st_save({"embeddings": torch.eye(4)[:2]}, metadata={"format": "veil-gallery", "recnet": "digest",
+                                                               "names": '["alice", "alice"]', "owners": "{}"})
     meta = {"format": "veil-gallery", "recnet": "digest", "names": data.draw(st.sampled_from(
         ['["a"]', '[1]', '{}', 'null', '["a","b"]', "[" * 50])), "owners": data.draw(st.sampled_from(
             ['{}', '[]', '"x"', '{"a": 3}']))}
@@ -299,10 +300,8 @@ def test_gallery_reader(tmp_path_factory, data) -> None:
     path = folder / "g.safetensors"
     path.write_bytes(body)
     try:
-        again = Gallery(path, 4, "digest")
+        old = read_legacy(path)
     except VeilError as exc:
         one_line(exc)
     else:
-        assert len(again.names) == len(again.embeddings)
-        again.identify(torch.ones(1, 4))
-        again.close()
+        assert len(old.names) == len(old.embeddings) and set(old.owners) == set(old.names)

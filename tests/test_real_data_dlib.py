@@ -35,8 +35,11 @@ def test_default_extnet_flow_on_real_faces(tmp_path, monkeypatch):
     assert u["XNN"]["rate"] > 0.7 * u["Vanilla+PE"]["rate"], u
     # the demo's cheap attacks ran on this run and are where the report reads them
     kp = json.loads((run / "attacks" / "known_plaintext_xnn.json").read_text())
-    assert [p["k"] for p in kp["points"]] == [0, 1, 4, 16]
+    assert [p["k"] for p in kp["points"]] == [0]  # key-free pooled cosine on the owner-keyed gallery
     assert all(p["n"] == u["XNN"]["n"] and p["chance"] == chance for p in kp["points"])
+    lp = json.loads((run / "attacks" / "leaked_pairs_xnn.json").read_text())  # the clean gallery: the key matters
+    assert [p["k"] for p in lp["points"]] == [0, 4, 16, 64] and lp["gallery_kind"] == "clean"
+    assert lp["points"][0]["rate"] < kp["points"][0]["rate"]  # without pairs a clean gallery sees far less
     report = collect(run)
     assert {r.method for r in report.attacks} >= {"XNN", "Vanilla+PE"}
     blob = b"".join(p.read_bytes() for p in (run / "store_xnn").iterdir())

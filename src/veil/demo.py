@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,10 +20,11 @@ from veil.data.splits import Split
 from veil.faces.bulk import summary_line
 from veil.faces.config import DEFAULT_FACES, FaceConfig
 from veil.keys import OwnerKey
-from veil.models.extractor import load_extnet
+from veil.models.extractor import Extractor, load_extnet
 from veil.models.memo import MemoExtNet
 from veil.models.recnet import load_recnet
 from veil.models.registry import resolve_extractor
+from veil.obfuscation import registry
 from veil.obfuscation.keyed import xnn_from_key
 from veil.owner import OwnerModel, evaluate_identification
 from veil.paths import cache_dir, default_data, resolve_data
@@ -85,7 +87,7 @@ def cached_extractor(data: str | Path, split: Split, preset: Preset, device: str
 
 def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", preset: str | Preset = "demo",
             device: str | torch.device = "cpu", show_progress: bool = True, log=print, attacks: bool = True,
-            ext: torch.nn.Module | None = None, align: FaceConfig | None = DEFAULT_FACES) -> dict:
+            ext: Extractor | None = None, align: FaceConfig | None = DEFAULT_FACES) -> dict:
     """Split, key, extractor, obfuscate, cloud-train and evaluate Vanilla+PE and XNN; then the cheap attacks.
 
     ``ext`` may pass in an already-built ExtNet for the preset's extractor (a benchmark sharing work
@@ -112,23 +114,22 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
     ext = ext or MemoExtNet(load_extnet(ext_path))  # each private image through ExtNet once per run, in memory
     timings["pretrain_s"] = time.time() - t
 
-    methods = {"Vanilla+PE": None, "XNN": key}
+    methods = ((registry.get("none"), None), (registry.get("xnn"), key))
     results: dict[str, dict] = {}
     stats: dict[str, dict] = {}
     preprocess: dict[str, dict] = {}  # what the face pipeline did, per group (the same for both methods)
-    for name, mkey in methods.items():
-        tag = name.split("+")[0].lower()
+    for method, mkey in methods:
+        name, tag = method.display(), method.folder  # Vanilla+PE: store_vanilla, recnet_vanilla
         t = time.time()
-        obf_stats = obfuscate(data, split, ext, out / f"store_{tag}", mkey, matrix=preset.matrix,
+        obf_stats = obfuscate(data, split, ext, out / method.store, mkey, matrix=preset.matrix,
                               overwrite=True, device=device, show_progress=show_progress, align=align)
         timings[f"obfuscate_{tag}_s"] = time.time() - t
         preprocess["owner_train"] = obf_stats.pop("preprocess")
         t = time.time()
-        hist = train_to_file(out / f"store_{tag}", out / f"recnet_{tag}.safetensors", preset.cloud,
+        hist = train_to_file(out / method.store, out / method.recnet, preset.cloud,
                              str(device), show_progress)
         timings[f"train_{tag}_s"] = time.time() - t
-        results[name] = evaluate(data, split, ext, out / f"recnet_{tag}.safetensors", mkey, device=device,
-                                 align=align)
+        results[name] = evaluate(data, split, ext, out / method.recnet, mkey, device=device, align=align)
         preprocess["owner_test"] = results[name].pop("preprocess")
         stats[name] = {"obfuscate": obf_stats, "train": {k: hist[k] for k in ("seconds", "samples_per_second",
                                                                               "rows", "classes")},
@@ -136,10 +137,10 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
         log(f"{name}: utility {results[name]['rate']}")
 
     log("faces: " + "; ".join(f"{group}: {summary_line(p)}" for group, p in preprocess.items()))
-    wrong = wrong_key_utility(data, split, ext, out / "recnet_xnn.safetensors", device, align)
+    wrong = wrong_key_utility(data, split, ext, out / registry.get("xnn").recnet, device, align)
     results["XNN, wrong key"] = wrong
     ratio = compare(results, "XNN", "Vanilla+PE")
-    summary = {
+    summary: dict[str, Any] = {
         "preset": preset.name, "data": str(data), "synthetic": False, "device": str(device),
         "split": {g: len(v) for g, v in split.groups.items()}, "key_fingerprint": key.fingerprint,
         "extractor": str(ext_path), "extractor_info": extractor_info(ext_path), "preprocess": preprocess,
@@ -162,35 +163,55 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
 
 def extractor_info(path: str | Path) -> dict:
     """What the run's ExtNet is (name, cut, weights SHA-256, token shape), from its file's public metadata."""
-    from veil.models.extractor import read_metadata
+    from veil.io import read_safetensors_metadata
 
-    meta = read_metadata(path)
+    meta = read_safetensors_metadata(path)
     cfg, extra = json.loads(meta.get("config", "{}")), json.loads(meta.get("extra", "{}"))
     return {"name": extra.get("name", cfg.get("kind", "?")), "kind": cfg.get("kind"), "cut": cfg.get("cut"),
             "img_size": cfg.get("img_size"), "weights_sha256": extra.get("weights_sha256"),
             "token_shape": extra.get("token_shape"), "file": str(path)}
 
 
-def run_attacks(out: Path, data: Path, ext, device, log=print) -> dict:
-    """The strongest cheap attacks on the run's stores, written where ``veil report`` reads them.
+DEMO_KS = (0, 4, 16, 64)
+FAST_ESTIMATORS = ("identity", "structured", "profile", "posterior", "bridge")  # no training: seconds on CPU
 
-    Known-plaintext with the pooled identifier on XNN at k = 0 (key-free pooled cosine matching of the
-    obfuscated features), 1, 4 and 16 leaked pairs, and the same identifier on Vanilla+PE (the clean
-    reference): each rate with its n, interval and chance.
+
+def run_attacks(out: Path, data: Path, ext, device, log=print) -> dict:
+    """The cheap attacks on the run's stores, written where ``veil report`` reads them.
+
+    Two threat models, side by side. Where the key does not matter: pooled cosine on the *owner-keyed*
+    gallery (the paper's protocol), key-free and pair-free, on XNN and on Vanilla+PE (the clean reference).
+    Where the key matters: the adversary's own *clean* photos as gallery, with k = 0, 4, 16, 64 leaked
+    (image, store row) pairs (``LeakedPairsAttack``, the strongest of its training-free estimators at each k:
+    structured fit, inner products, the cloud-RecNet bridge). Each rate with its n, interval and chance.
     """
     from veil.evaluation.leakage_harness import LeakageHarness
 
     harness = LeakageHarness(out, data, device, log=lambda *_: None)
     harness.ext = ext  # the run's memoised ExtNet: no image is extracted twice
-    written = {}
-    for method, ks in (("xnn", (0, 1, 4, 16)), ("vanilla", (0,))):
-        r = harness.known_plaintext(method, ks, "pooled")
-        r["command"] = f"veil attack known-plaintext --run {out} --method {method} --k {','.join(map(str, ks))}"
+    written: dict[str, dict] = {}
+    for method in ("xnn", "vanilla"):
+        command = f"veil attack known-plaintext --run {out} --method {method} --k 0"
+        r = harness.known_plaintext(method, (0,), "pooled", command=command).to_dict()
         path = write_json(out / "attacks" / f"known_plaintext_{method}.json", r)
-        written[method] = {"file": str(path), "points": [{k: p[k] for k in ("k", "rate", "ci95", "n", "chance")}
-                                                         for p in r["points"]]}
+        written[method] = {"file": str(path), "points": [
+            {"label": "pooled cosine, owner-keyed gallery, k=0", **{k: p[k] for k in ("k", "rate", "ci95", "n",
+                                                                                      "chance")}}
+            for p in r["points"]]}
+    available = len(harness.faces("owner_train"))  # a small run may hold fewer than 64 training images
+    ks = tuple(k for k in DEMO_KS if k <= available)
+    command = f"veil attack leaked-pairs --run {out} --k {','.join(map(str, ks))}"
+    lp = harness.leaked_pairs_attack("xnn", ks, FAST_ESTIMATORS, command=command).to_dict()
+    strongest = [p for p in lp["curve"] if p["attack"].startswith("strongest") and p["rate"] is not None]
+    lp.update({"identifier": "dlib head" if harness.identifier() else "pooled", "gallery_kind": "clean",
+               "points": [{**p, "estimator": p["attack"].split(":")[1]} for p in strongest]})
+    path = write_json(out / "attacks" / "leaked_pairs_xnn.json", lp)
+    written["xnn, clean gallery"] = {"file": str(path), "points": [
+        {"label": f"leaked pairs, clean gallery, k={p['k']} ({p['attack'].split(':')[1]})",
+         **{k: p[k] for k in ("k", "rate", "ci95", "n", "chance")}} for p in strongest]}
+    for method, r in written.items():
         for p in r["points"]:
-            log(f"attack known-plaintext (pooled) on {method}, k = {p['k']}: leakage {100 * p['rate']:.2f}% "
+            log(f"attack {p['label']} on {method}: leakage {100 * p['rate']:.2f}% "
                 f"[{100 * p['ci95'][0]:.2f}, {100 * p['ci95'][1]:.2f}] (n = {p['n']}, chance {100 * p['chance']:.2f}%)")
     return written
 

@@ -69,6 +69,12 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike[s
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
+def save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kwargs: Any) -> Path:
+    """Atomically write a matplotlib figure; the format comes from ``path``'s suffix (the temporary name has none)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kwargs))
+
+
 def _unreadable(path: str | os.PathLike[str], exc: Exception) -> VeilError:
     if isinstance(exc, FileNotFoundError):
         return VeilError(f"checkpoint not found: {path}")
@@ -96,5 +102,5 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise _unreadable(path, exc) from None
 
 
-__all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "save_safetensors", "read_safetensors",
-           "read_safetensors_metadata"]
+__all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "save_safetensors", "save_figure",
+           "read_safetensors", "read_safetensors_metadata"]

@@ -17,14 +17,14 @@ from veil.data.faceset import FaceSet
 from veil.data.splits import gallery_probe
 from veil.errors import VeilError
 from veil.metrics import top1
-from veil.models.extractor import ExtNet, extnet_digest
+from veil.models.extractor import Extractor, extnet_digest
 from veil.models.recnet import RecNet
 from veil.obfuscation.base import Obfuscation
 from veil.store import StoreWriter
 from veil.train.progress import progress_bar
 
 
-def obfuscate_to_store(ext: ExtNet, obf: Obfuscation, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+def obfuscate_to_store(ext: Extractor, obf: Obfuscation, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                        names: Sequence[str], label_of: dict[str, int], out_dir: str | Path, *,
                        total: int | None = None, flip_copies: bool = True, synthetic: bool = False,
                        shard_size: int = 4096, overwrite: bool = False, device: torch.device | str = "cpu",
@@ -68,7 +68,7 @@ def obfuscate_to_store(ext: ExtNet, obf: Obfuscation, batches: Iterable[tuple[to
 class OwnerModel(nn.Module):
     """ExtNet -> ObfNet -> RecNet: the only chain under which the cloud's RecNet is useful."""
 
-    def __init__(self, ext: ExtNet, obf: Obfuscation, recnet: RecNet, recnet_info: dict | None = None) -> None:
+    def __init__(self, ext: Extractor, obf: Obfuscation, recnet: RecNet, recnet_info: dict | None = None) -> None:
         super().__init__()
         info = recnet_info or {}
         expected = info.get("key_fingerprint")

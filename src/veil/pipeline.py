@@ -20,7 +20,7 @@ from veil.faces.bulk import AlignReport
 from veil.faces.config import DEFAULT_FACES, FaceConfig
 from veil.keys import OwnerKey
 from veil.metrics import bootstrap_ratio
-from veil.models.extractor import ExtNet, ExtractorConfig, load_extnet, save_backbone
+from veil.models.extractor import Extractor, ExtractorConfig, load_extnet, save_backbone
 from veil.models.recnet import load_recnet
 from veil.obfuscation import registry
 from veil.obfuscation.base import Obfuscation
@@ -72,7 +72,7 @@ def pretrain_extractor(data: str | Path, split: Split, out: str | Path, ext_cfg:
     return history
 
 
-def make_obfuscation(ext: ExtNet, key: OwnerKey | None, matrix: str = "orthogonal",
+def make_obfuscation(ext: Extractor, key: OwnerKey | None, matrix: str = "orthogonal",
                      method: str | None = None) -> Obfuscation:
     """The owner's transform of ExtNet tokens: ``method`` from the registry (default: XNN under ``key``, or
     no obfuscation when ``key`` is None). Only ``tokens``-level methods fit the store pipeline."""
@@ -84,12 +84,12 @@ def make_obfuscation(ext: ExtNet, key: OwnerKey | None, matrix: str = "orthogona
     return spec.from_key(key, registry.Geometry.of(ext), **options)
 
 
-def extractor_module(extractor: str | Path | torch.nn.Module) -> torch.nn.Module:
+def extractor_module(extractor: str | Path | Extractor) -> Extractor:
     """An ExtNet given as a module (e.g. a :class:`~veil.models.memo.MemoExtNet`), a file or a registry name."""
     return extractor if isinstance(extractor, torch.nn.Module) else load_extnet(extractor)
 
 
-def obfuscate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, out: str | Path,
+def obfuscate(data: str | Path, split: Split, extractor: str | Path | Extractor, out: str | Path,
               key: OwnerKey | None,
               group: str = "owner_train", matrix: str = "orthogonal", flip_copies: bool = True,
               overwrite: bool = False, device: str | torch.device = "cpu", show_progress: bool = True,
@@ -117,7 +117,7 @@ def obfuscate(data: str | Path, split: Split, extractor: str | Path | torch.nn.M
     return {**stats, "preprocess": preprocess_record(data, align, report, ext.cfg.img_size)}
 
 
-def owner_model(extractor: str | Path | torch.nn.Module, recnet: str | Path, key: OwnerKey | None,
+def owner_model(extractor: str | Path | Extractor, recnet: str | Path, key: OwnerKey | None,
                 matrix: str | None = None) -> OwnerModel:
     """Assemble ExtNet -> ObfNet(key) -> RecNet, checking the key and ExtNet against RecNet's provenance."""
     ext = extractor_module(extractor)
@@ -126,7 +126,7 @@ def owner_model(extractor: str | Path | torch.nn.Module, recnet: str | Path, key
     return OwnerModel(ext, make_obfuscation(ext, key, kind), rec, info)
 
 
-def evaluate(data: str | Path, split: Split, extractor: str | Path | torch.nn.Module, recnet: str | Path,
+def evaluate(data: str | Path, split: Split, extractor: str | Path | Extractor, recnet: str | Path,
              key: OwnerKey | None,
              group: str = "owner_test", device: str | torch.device = "cpu", flip_tta: bool = True,
              align: FaceConfig | None = DEFAULT_FACES) -> dict:

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from veil.errors import VeilError
+from veil.io import write_json
 
 STORE_FORMAT = "veil-store"
 STORE_VERSION = 1
@@ -123,9 +124,7 @@ class StoreWriter:
         manifest = {"format": STORE_FORMAT, "version": STORE_VERSION, **self.info,
                     "tokens": self._shape[0], "dim": self._shape[1], "dtype": str(self.dtype).split(".")[-1],
                     "rows": self.count, "shards": self._shards}
-        tmp = self.dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(self.dir / MANIFEST)
+        write_json(self.dir / MANIFEST, manifest, indent=1)
         self._swap_in()
         return self.dir / MANIFEST
 

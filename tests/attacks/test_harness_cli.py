@@ -60,7 +60,7 @@ def test_known_plaintext_recovers_the_owner_key_from_real_pipeline_pairs(run_dir
     h = LeakageHarness(run_dir)
     tokens, dim = h.ext.token_shape
     k = dim // tokens + 2  # enough rows to pin down M
-    r = h.known_plaintext("xnn", ks=(0, k))
+    r = h.known_plaintext("xnn", ks=(0, k)).to_dict()
     assert r["points"][-1]["permutation_accuracy"] == 1.0
     assert r["points"][-1]["matrix_rel_error"] < 0.05  # float16 store rows, so not bit-exact
 
@@ -91,3 +91,19 @@ def test_cli_bad_parameter_is_a_one_line_error(run_dir):
 def test_not_a_run_directory_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["attack", "expectation", "--run", str(tmp_path)])
     assert result.exit_code == 2 and "split.json" in result.output
+
+
+def test_any_registered_method_is_attacked_by_its_store(run_dir, workspace, tmp_path):
+    """XNN-H is attacked like XNN: its store sits in the folder the registry names (store_xnnh)."""
+    result = CliRunner().invoke(app, ["attack", "expectation", "--method", "xnnh", "--run", str(run_dir)])
+    assert result.exit_code == 2 and "store_xnnh" in result.output and "--method xnnh" in result.output
+    split = Split.load(run_dir / "split.json")
+    obfuscate(workspace["data"], split, workspace["extractor"], run_dir / "store_xnnh",
+              OwnerKey.load(run_dir / "owner.key"), show_progress=False, method="xnnh")
+    out = tmp_path / "xnnh.json"
+    result = CliRunner().invoke(app, ["attack", "expectation", "--method", "xnnh", "--epochs", "1", "--run",
+                                      str(run_dir), "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert (written["attack"], written["method"], written["obfuscation"]) == ("expectation", "xnnh", "xnnh")
+    assert written["n"] == 24 and written["chance"] == 0.125

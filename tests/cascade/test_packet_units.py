@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from veil.cascade import constants as C
 from veil.cascade.packet import (
@@ -61,16 +61,25 @@ def test_the_cache_follows_its_clock_not_the_real_time() -> None:
     assert cache.check_window(W) is None  # the real time is decades away from FAR: it would be stale
 
 
-@pytest.mark.parametrize("delta", [-1, 0, 1])
-def test_the_current_window_and_its_neighbours_are_accepted(delta: int) -> None:
+SKEW_WINDOWS = int(C.CLOCK_SKEW_S // C.REPLAY_WINDOW_S)  # 2: the clock sits 1 s into window W
+
+
+@pytest.mark.parametrize("delta", range(-SKEW_WINDOWS, SKEW_WINDOWS + 1))
+def test_every_window_within_the_stated_clock_skew_is_accepted(delta: int) -> None:
     assert ReplayCache(Clock()).check_window(W + delta) is None
 
 
-@pytest.mark.parametrize("delta", [-2, 2, -50])
-def test_windows_two_or_more_away_are_refused_with_the_reason(delta: int) -> None:
+@pytest.mark.parametrize("delta", [-SKEW_WINDOWS - 1, -50])
+def test_older_windows_are_refused_as_stale(delta: int) -> None:
     reason = ReplayCache(Clock()).check_window(W + delta)
-    assert reason == (f"stale or future packet (window {W + delta}, this hop is in window {W}; "
-                      "replay cache rotated)")
+    assert reason == f"stale packet (window {W + delta}, this hop is in window {W}; replay cache rotated)"
+
+
+@pytest.mark.parametrize("delta", [SKEW_WINDOWS + 1, 50])
+def test_later_windows_are_refused_as_future_naming_the_tolerance(delta: int) -> None:
+    reason = ReplayCache(Clock()).check_window(W + delta)
+    assert reason == (f"future packet (window {W + delta}, this hop is in window {W}: clock skew over "
+                      f"{C.CLOCK_SKEW_S:g} s)")
 
 
 def test_tags_of_the_previous_window_are_kept_and_older_ones_dropped() -> None:
@@ -79,15 +88,14 @@ def test_tags_of_the_previous_window_are_kept_and_older_ones_dropped() -> None:
     cache.add(W, b"a" * 32)
     cache.add(W + 1, b"b" * 32)
     assert len(cache) == 2 and cache.seen(b"a" * 32) and cache.seen(b"b" * 32)
-    clock.to_window(W + 1)  # W is now the previous window: its tags still block replays
-    assert cache.check_window(W + 1) is None
+    clock.to_window(W + SKEW_WINDOWS)  # W is as old as the skew allows: its tags still block replays
+    assert cache.check_window(W + SKEW_WINDOWS) is None
     assert cache.seen(b"a" * 32) and len(cache) == 2
-    clock.to_window(W + 2)  # W is two windows old: packets from it are stale, so its tags can go
-    assert cache.check_window(W + 2) is None
-    assert not cache.seen(b"a" * 32) and cache.seen(b"b" * 32) and len(cache) == 1
+    clock.to_window(W + SKEW_WINDOWS + 1)  # packets from W are now stale, so its tags can go
+    assert not cache.seen(b"a" * 32) and cache.seen(b"b" * 32) and len(cache) == 1  # seen() rotates on the clock
     cache.add(W + 2, b"c" * 32)  # add rotates too
-    clock.to_window(W + 4)
-    cache.add(W + 4, b"d" * 32)
+    clock.to_window(W + 2 + SKEW_WINDOWS + 2)
+    cache.add(W + 2 + SKEW_WINDOWS + 2, b"d" * 32)
     assert len(cache) == 1 and cache.seen(b"d" * 32) and not cache.seen(b"c" * 32)
 
 
@@ -108,8 +116,9 @@ def test_an_explicit_window_is_the_one_the_packet_carries() -> None:
     p = Peeler(clock=clock)
     pkt, _ = build_packet(two_hops(p), routes(), b"x", window=W - 1)
     assert p.peel(pkt).routing.window == W - 1
-    old, _ = build_packet(two_hops(p), routes(), b"x", window=W - 2)
-    with pytest.raises(PacketRejected, match=rf"^stale or future packet \(window {W - 2}, this hop is in window {W};"):
+    too_old = W - SKEW_WINDOWS - 1
+    old, _ = build_packet(two_hops(p), routes(), b"x", window=too_old)
+    with pytest.raises(PacketRejected, match=rf"^stale packet \(window {too_old}, this hop is in window {W};"):
         p.peel(old)
 
 
@@ -128,6 +137,31 @@ def test_a_replay_from_the_previous_window_is_still_refused() -> None:
     with pytest.raises(PacketRejected, match="^replayed packet"):
         p.peel(pkt)
     assert p.cache_size == 1
+
+
+def test_a_replay_after_its_windows_passed_is_stale_not_replayed() -> None:
+    """Issue 24, finding 6: the cache rotated only on accepted packets, so 40 packets replayed after their
+    session closed were refused as "replayed" (their tags still cached) rather than "stale"."""
+    clock = Clock()
+    p = Peeler(clock=clock)
+    pkt, _ = build_packet(two_hops(p), routes(), b"x", window=W)
+    p.peel(pkt)
+    clock.to_window(W + SKEW_WINDOWS + 1)  # no packet accepted since: only the clock moved
+    with pytest.raises(PacketRejected, match="^stale packet"):
+        p.peel(pkt)
+    assert p.cache_size == 0
+
+
+def test_a_clock_within_the_stated_skew_is_accepted_and_one_beyond_is_refused() -> None:
+    """Issue 24, finding 6: a node at +90 s was taken for crashed; the skew the windows tolerate is stated."""
+    clock = Clock()
+    node = Peeler(clock=clock)
+    for skew in (90.0, -90.0, C.CLOCK_SKEW_S - 1):
+        pkt, _ = build_packet(two_hops(node), routes(), b"x", window=current_window(clock.t + skew))
+        node.peel(pkt)
+    far, _ = build_packet(two_hops(node), routes(), b"x", window=current_window(clock.t - 150.0 - C.REPLAY_WINDOW_S))
+    with pytest.raises(PacketRejected, match="^stale packet"):
+        node.peel(far)
 
 
 # --- sessions ------------------------------------------------------------------------------------------------
@@ -290,7 +324,7 @@ def test_an_authenticated_length_field_beyond_the_capacity_is_refused(announced:
     p = Peeler(clock=Clock())
     header, keys = build_header(two_hops(p), routes(), cell, window=W)
     plain = n.to_bytes(4, "little") + bytes(cell - C.TAG_SIZE - 4)
-    payload = ChaCha20Poly1305(keys[0].payload).encrypt(bytes(C.NONCE_SIZE), plain, header)
+    payload = AESGCM(keys[0].payload).encrypt(bytes(C.NONCE_SIZE), plain, header)
     with pytest.raises(PacketRejected) as info:
         p.peel(header + payload)
     assert str(info.value) == "payload length field out of range"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from veil.cascade import checkpoint
-from veil.cli.cascade import _write_private
+from veil.cascade.runfiles import write_manifest as _write_private
 from veil.errors import VeilError
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import LFW, needs_lfw
+from tests.faces.scenes import make_scene, texture
 from tests.secret_scan import store_problems
 from veil.cli.app import app
 from veil.keys import OwnerKey
@@ -131,3 +135,24 @@ def test_key_new_prints_fingerprint_only(tmp_path):
     out = invoke("key", "new", "--out", tmp_path / "k.key")
     key = OwnerKey.load(tmp_path / "k.key")
     assert key.fingerprint in out and key.seed.hex() not in out
+
+
+@needs_lfw
+def test_identify_takes_scenes_and_says_when_there_is_no_face(trained, tmp_path):
+    """REAL LFW faces in SYNTHETIC-textured scenes: the largest face by default, every face with --all-faces and
+    its box, and a scene without a face is one line and exit 2 (the tiny SYNTHETIC model: names not checked)."""
+    people = sorted(p for p in LFW.iterdir() if p.is_dir())[10:12]
+    crops = [sorted(p.iterdir())[0] for p in people]
+    common = ["--gallery", trained["data"], "--extractor", trained["extractor"], "--recnet", trained["recnet"],
+              "--key", trained["key"]]
+    two = tmp_path / "two.png"
+    make_scene(crops, np.random.default_rng(1), scales=(1.0, 1.0)).save(two)
+    one_row = [ln for ln in invoke("identify", two, *common).splitlines() if "two.png" in ln]
+    rows = [ln for ln in invoke("identify", two, *common, "--all-faces").splitlines() if "two.png" in ln]
+    assert len(one_row) == 1 and len(rows) == 2
+    boxes = [re.search(r"(\d+), (\d+), (\d+), (\d+)", ln) for ln in rows]
+    assert all(boxes) and boxes[0].groups() != boxes[1].groups()  # type: ignore[union-attr]
+    bare = tmp_path / "bare.png"
+    texture(np.random.default_rng(2)).save(bare)
+    out = fails("identify", bare, *common)
+    assert "no face found in" in out and "bare.png" in out

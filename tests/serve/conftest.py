@@ -106,7 +106,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="session")
 def server(tiny_models: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("gallery") / "gallery.safetensors")
+    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("gallery") / "gallery.db")
     yield srv
     srv.stop()
 
@@ -160,7 +160,33 @@ def hardened(tiny_models: dict, issued: Issued, tls: tuple[Path, Path],
     cert, key = tls
     extra = ("--credentials", str(issued.file), "--tls-cert", str(cert), "--tls-key", str(key),
              "--header-timeout", "1", "--body-timeout", "2", "--max-connections", "12")
-    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("hardened") / "gallery.safetensors",
+    srv = start_server(tiny_models["recnet"], tmp_path_factory.mktemp("hardened") / "gallery.db",
                        extra=extra, verify=str(cert))
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (tests/serve/postgres.py), or skip where the binaries are missing."""
+    from tests.serve.postgres import start_cluster
+
+    try:
+        cluster = start_cluster()
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        if os.environ.get("VEIL_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"no PostgreSQL cluster: {exc}")
+    yield cluster
+    cluster.stop()
+    import shutil
+
+    shutil.rmtree(cluster.folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn: a fresh SQLite file, or a fresh database in the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "gallery.db")
+    return request.getfixturevalue("postgres").new_database()

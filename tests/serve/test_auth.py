@@ -18,7 +18,7 @@ from safetensors.torch import save as st_save
 
 from veil.serve.app import create_app
 from veil.serve.auth import Credentials
-from veil.serve.gallery import Gallery, GalleryLocked
+from veil.serve.gallery import Gallery
 from veil.serve.protocol import CONTENT_TYPE, encode
 
 from .conftest import issue_credentials
@@ -35,7 +35,7 @@ def issued(tmp_path):
 
 @pytest.fixture()
 def app_with_auth(tiny_models, issued, tmp_path):
-    app = create_app(tiny_models["recnet"], tmp_path / "gallery.safetensors",
+    app = create_app(tiny_models["recnet"], tmp_path / "gallery.db",
                      credentials=Credentials.load(issued.file))
     with TestClient(app) as client:
         yield client, issued, app
@@ -44,7 +44,7 @@ def app_with_auth(tiny_models, issued, tmp_path):
 
 @pytest.fixture()
 def open_app(tiny_models, tmp_path):
-    app = create_app(tiny_models["recnet"], tmp_path / "gallery.safetensors")
+    app = create_app(tiny_models["recnet"], tmp_path / "gallery.db")
     with TestClient(app) as client:
         yield client, app
     app.state.gallery.close()
@@ -101,7 +101,7 @@ def test_admin_lists_and_deletes(app_with_auth, tiny_models):
         r = call(client, "POST", "/v1/enrol", boss, encode(feats(tiny_models, 1, seed)), name=name)
         assert r.status_code == 200
     rows = {r["name"]: r for r in call(client, "GET", "/v1/gallery", boss).json()["names"]}
-    assert rows["alice"]["entries"] == 2 and rows["bob"]["enrolled_by"] == "boss" and rows["bob"]["finite"]
+    assert rows["alice"]["entries"] == 2 and rows["bob"]["enrolled_by"] == "boss"
     r = call(client, "DELETE", "/v1/gallery/alice", boss)
     assert r.status_code == 200 and r.json() == {"deleted": 2, "name": "alice", "gallery": 1}
     assert call(client, "DELETE", "/v1/gallery/alice", boss).status_code == 404
@@ -134,40 +134,38 @@ def test_huge_finite_features_are_refused_and_nothing_is_stored(open_app, tiny_m
 
 def test_non_finite_embedding_is_refused_after_the_model(tiny_models, tmp_path):
     """With the input bound lifted, the check after the model still stores nothing."""
-    app = create_app(tiny_models["recnet"], tmp_path / "g.safetensors", max_abs=float("inf"))
+    app = create_app(tiny_models["recnet"], tmp_path / "g.db", max_abs=float("inf"))
     with TestClient(app) as client:
         bad = feats(tiny_models, 1, 5)
         bad[0, 0, 0] = 3e38
         r = call(client, "POST", "/v1/enrol", None, encode(bad), name="mallory")
         assert r.status_code == 422 and "non-finite embedding" in r.json()["error"]
-        assert len(app.state.gallery) == 0 and not (tmp_path / "g.safetensors").exists()
+        assert len(app.state.gallery) == 0
     app.state.gallery.close()
 
 
-def test_gallery_refuses_non_finite_and_ignores_an_old_poisoned_row(tmp_path):
-    g = Gallery(tmp_path / "g.safetensors", 4, "digest")
+def test_gallery_refuses_non_finite_and_stores_nothing(tmp_path):
+    g = Gallery(tmp_path / "g.db", 4, "digest")
     with pytest.raises(ValueError, match="non-finite"):
         g.enrol("x", torch.tensor([[float("nan"), 0, 0, 0]]))
     g.enrol("alice", torch.tensor([[1.0, 0, 0, 0]]))
-    g.embeddings = torch.cat([g.embeddings, torch.full((1, 4), float("nan"))])  # as an older server stored it
-    g.names.append("poisoned")
     assert g.identify(torch.tensor([[1.0, 0.1, 0, 0]]))[0]["name"] == "alice"
-    assert {r["name"]: r["finite"] for r in g.listing()} == {"alice": True, "poisoned": False}
-    assert g.delete("poisoned") == 1 and len(g) == 1
+    assert g.listing() == [{"name": "alice", "entries": 1, "enrolled_by": None}]
     g.close()
 
 
-def test_gallery_file_is_private_and_locked(tmp_path):
-    """Finding 3: the gallery was written 0644, and two servers on one file lost acknowledged enrolments."""
-    g = Gallery(tmp_path / "g.safetensors", 4, "digest")
+def test_gallery_database_is_private_and_shared_by_two_servers(tmp_path):
+    """Finding 3 of issue 12: the gallery was written 0644. Issue 25: two servers on one gallery now share it
+    (the lock file is gone): an enrol through one is identified through the other."""
+    g = Gallery(tmp_path / "g.db", 4, "digest")
     g.enrol("alice", torch.tensor([[1.0, 0, 0, 0]]))
-    assert stat.S_IMODE((tmp_path / "g.safetensors").stat().st_mode) == 0o600
-    with pytest.raises(GalleryLocked, match="in use by another server"):
-        Gallery(tmp_path / "g.safetensors", 4, "digest")
+    assert stat.S_IMODE((tmp_path / "g.db").stat().st_mode) == 0o600
+    other = Gallery(tmp_path / "g.db", 4, "digest")
+    other.enrol("bob", torch.tensor([[0.0, 1, 0, 0]]))
+    assert g.identify(torch.tensor([[0.0, 1, 0, 0]]))[0]["name"] == "bob"
+    assert other.names == ["alice", "bob"] and other.owners("alice") == [None]
     g.close()
-    again = Gallery(tmp_path / "g.safetensors", 4, "digest")
-    assert again.names == ["alice"] and again.owner_of("alice") is None
-    again.close()
+    other.close()
 
 
 def test_405_names_the_allowed_methods(open_app):

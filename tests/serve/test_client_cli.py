@@ -25,13 +25,15 @@ def write_images(folder: Path, images, stem: str) -> list[Path]:
     return paths
 
 
-def enrol_and_identify(server, fg: Path, people: dict[str, list[Path]], probes: list[Path]) -> list[str]:
+def enrol_and_identify(server, fg: Path, people: dict[str, list[Path]], probes: list[Path],
+                       align: str = "hog") -> list[str]:
     runner = CliRunner()
     for name, files in people.items():
         r = runner.invoke(client_app, ["enrol", *map(str, files), "--name", name, "--fg", str(fg),
-                                       "--server", server.url])
+                                       "--server", server.url, "--align", align])
         assert r.exit_code == 0, r.output
-    r = runner.invoke(client_app, ["identify", *map(str, probes), "--fg", str(fg), "--server", server.url])
+    r = runner.invoke(client_app, ["identify", *map(str, probes), "--fg", str(fg), "--server", server.url,
+                                   "--align", align])
     assert r.exit_code == 0, r.output
     rows = [ln.split("\t") for ln in r.output.splitlines() if ln.count("\t") == 2]
     return [name for _, name, _ in rows]
@@ -42,7 +44,7 @@ def test_client_cli_end_to_end_synthetic(server, tiny_models, tmp_path):
     faces = synthetic_faces(identities=3, per_identity=1, image_size=32, seed=3)
     people = {f"syn{i}": write_images(tmp_path / f"p{i}", faces.images[i:i + 1], f"syn{i}") for i in range(3)}
     probes = [people["syn2"][0], people["syn0"][0]]
-    assert enrol_and_identify(server, tiny_models["fg"], people, probes) == ["syn2", "syn0"]
+    assert enrol_and_identify(server, tiny_models["fg"], people, probes, align="none") == ["syn2", "syn0"]
 
 
 def test_client_cli_errors_are_one_line(tiny_models, tmp_path):
@@ -50,10 +52,13 @@ def test_client_cli_errors_are_one_line(tiny_models, tmp_path):
     assert r.exit_code == 2 and "error:" in r.output
     img = write_images(tmp_path, synthetic_faces(1, 1, 32, seed=0).images, "x")
     r = CliRunner().invoke(client_app, ["identify", str(img[0]), "--fg", str(tiny_models["fg"]),
-                                        "--server", "http://127.0.0.1:9"])
+                                        "--server", "http://127.0.0.1:9", "--align", "none"])
     assert r.exit_code == 2 and "cannot reach" in r.output
     r = CliRunner().invoke(client_app, ["identify", str(img[0]), "--fg", str(tiny_models["recnet"])])
     assert r.exit_code == 2 and "not a Veil XNN-d feature-generator" in r.output
+    r = CliRunner().invoke(client_app, ["identify", str(img[0]), "--fg", str(tiny_models["fg"]),
+                                        "--server", "http://127.0.0.1:9"])  # SYNTHETIC: no face, nothing sent
+    assert r.exit_code == 2 and "no face found in" in r.output and "cannot reach" not in r.output
 
 
 @pytest.mark.skipif(not LFW.is_dir(), reason="real LFW data not found at ../shared/data/lfw112")
@@ -79,3 +84,17 @@ def test_veil_serve_refuses_a_file_that_is_not_a_recnet(tiny_models, tmp_path):
     bad.write_bytes(b"garbage")
     r = CliRunner().invoke(app, ["serve", "--recnet", str(tiny_models["recnet"]), "--gallery", str(bad)])
     assert r.exit_code == 2 and "gallery" in r.output
+
+
+def test_credentials_add_with_a_symlinked_file_writes_nothing(tmp_path):
+    """Issue 24, finding 4: ``--file`` a symlink exited 2, but the new token file was already written."""
+    from veil.cli.app import app as veil_app
+
+    target = tmp_path / "elsewhere.json"
+    link = tmp_path / "credentials.json"
+    link.symlink_to(target)
+    token = tmp_path / "kiosk.token"
+    r = CliRunner().invoke(veil_app, ["serve-credentials", "add", "kiosk", "--file", str(link),
+                                      "--token-out", str(token)])
+    assert r.exit_code == 2 and "symbolic link" in r.output
+    assert not token.exists() and not target.exists()

@@ -35,10 +35,6 @@ def run_server_expecting_failure(args: list[str], timeout: float = 60) -> str:
     return proc.stderr
 
 
-def test_second_server_on_the_same_gallery_refuses_to_start(server, tiny_models):
-    err = run_server_expecting_failure(server_command(tiny_models["recnet"], server.gallery, free_port()))
-    assert "in use by another server" in err and str(server.gallery) in err
-    assert httpx.get(server.url + "/health").status_code == 200
 
 
 @pytest.mark.parametrize("extra,missing", [((), "TLS"), (("--credentials", "c.json"), "TLS"),
@@ -98,7 +94,8 @@ def test_client_refuses_to_send_a_token_in_clear_off_loopback():
 def test_client_cli_with_token_file_and_ca(hardened, tiny_models, issued, tls, tmp_path):
     cert, _ = tls
     img = write_images(tmp_path / "p", synthetic_faces(1, 1, 32, seed=4).images, "carol")
-    common = ["--fg", str(tiny_models["fg"]), "--server", hardened.url, "--ca", str(cert)]
+    # SYNTHETIC 32 px faces have no detectable face: the client is told they are already chips
+    common = ["--fg", str(tiny_models["fg"]), "--server", hardened.url, "--ca", str(cert), "--align", "none"]
     r = CliRunner().invoke(client_app, ["enrol", str(img[0]), "--name", "carol", *common,
                                         "--token-file", str(issued.tokens["registrar"])])
     assert r.exit_code == 0, r.output
@@ -156,12 +153,13 @@ def test_slow_body_gets_408(hardened, issued, tls):
     assert reply.startswith("HTTP/1.1 408"), reply
 
 
-def test_connection_cap_answers_503(hardened, tls):
+def test_connection_cap_closes_before_the_handshake(hardened, tls):
+    """Over the cap a TLS connection is closed at accept (issue 24: the cap now applies before the handshake)."""
     cert, _ = tls
     idle = [tls_socket(hardened, cert) for _ in range(12)]
     try:
-        r = httpx.get(hardened.url + "/health", verify=ssl_verify(str(cert)), timeout=5)
-        assert r.status_code == 503
+        with pytest.raises(httpx.TransportError):
+            httpx.get(hardened.url + "/health", verify=ssl_verify(str(cert)), timeout=5)
     finally:
         for s in idle:
             s.close()

@@ -6,9 +6,10 @@ attacks receive tensors (obfuscated features, public ExtNet tokens, leaked pairs
 
 from veil.attacks.alignment import AlignmentAttack, AlignmentResult
 from veil.attacks.base import Attack, AttackParameterError, AttackResult, View
+from veil.attacks.cloud_model import CloudModelAttack, CloudModelResult
 from veil.attacks.expectation import ExpectationAttack, ExpectationResult
 from veil.attacks.known_plaintext import KnownPlaintextAttack, KnownPlaintextPoint, KnownPlaintextResult
-from veil.attacks.leakage import CloudModelAttack, CloudModelResult, LeakageResult, Target, identity_leakage
+from veil.attacks.leakage import LeakageResult, Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, extract_tokens
 
 __all__ = ["Attack", "AttackParameterError", "AttackResult", "View",

@@ -84,6 +84,7 @@ class AlignmentAttack(Attack):
     """Match the obfuscated store's statistics to public ExtNet statistics, invert, identify."""
 
     name = "alignment"
+    title = "distribution alignment"
     holdings = ("the obfuscated store (store_features)", "unlabelled public ExtNet tokens (public_tokens)",
                 "the owner's obfuscated test features (target)",
                 "optionally labelled auxiliary tokens for the recnet identifier")

@@ -27,13 +27,12 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # leakage.py defines attacks on this base, so it is imported for types only
-    from veil.attacks.leakage import LeakageResult, Target
+from veil.attacks.leakage import LeakageResult, Target
 
 
 class AttackParameterError(ValueError):
@@ -115,15 +114,32 @@ class Measure:
         return {"what": self.what, "mean": self.mean, "ci95": list(self.ci95), "n": self.n, "std": self.std,
                 "baseline": self.baseline}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measure:
+        lo, hi = d["ci95"]
+        return cls(str(d["what"]), float(d["mean"]), (float(lo), float(hi)), int(d["n"]), float(d["std"]),
+                   None if d.get("baseline") is None else float(d["baseline"]))
+
+    @staticmethod
+    def written(value: Any) -> bool:
+        """Whether a JSON value is a measure :meth:`as_dict` wrote."""
+        return isinstance(value, dict) and {"what", "mean", "ci95", "n", "std"} <= set(value)
+
+
+LEAKAGE_FIELDS = ("hits", "n", "rate", "ci95", "chance", "gallery")
+HEAD_FIELDS = ("attack", "holdings", "command")
+
 
 @dataclass
 class AttackResult:
-    """The one schema every consumer reads: ``as_dict()`` has rate, hits, n, ci95, chance, gallery,
-    holdings and command, plus the attack's own ``details`` (curves, estimates, timings).
+    """The one result every consumer reads and writes: ``veil attack --json``, ``bench/attacks.py``, the
+    owner-side harness and ``veil report`` all go through :meth:`to_dict` and :meth:`from_dict`.
 
-    A reconstruction attack has no ``leakage`` (no identity to name): its ``as_dict()`` has n and one
-    entry per :class:`Measure` (mean, ci95, n, baseline) in place of the rate, then holdings, command
-    and details.
+    On disk: ``attack`` (the registered name), rate, hits, n, ci95, chance, gallery, ``holdings`` and
+    ``command``, then the attack's own ``details`` at the top level (method, curves, estimates, timings).
+    A reconstruction attack has no ``leakage`` (no identity to name): it has n and one entry per
+    :class:`Measure` (mean, ci95, n, baseline) in place of the rate. ``raw`` (the attack's typed result,
+    with tensors) stays in memory.
     """
 
     attack: str
@@ -148,19 +164,66 @@ class AttackResult:
             return self.leakage.rate.n
         return max((m.n for m in self.measures.values()), default=0)
 
-    def as_dict(self) -> dict[str, Any]:
-        head = (self.leakage.as_dict() if self.leakage is not None
-                else {"n": self.n, **{k: m.as_dict() for k, m in self.measures.items()}})
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk form (JSON-ready)."""
+        head: dict[str, Any] = {}
+        if self.leakage is not None:
+            head = self.leakage.as_dict()
+        elif self.measures:
+            head = {"n": self.n, **{k: m.as_dict() for k, m in self.measures.items()}}
         return {"attack": self.attack, **head, "holdings": list(self.holdings), "command": self.command,
                 **self.details}
 
+    as_dict = to_dict  # the name every other result type in Veil uses
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AttackResult:
+        """Read back what :meth:`to_dict` wrote (files of other tools too: a missing field is a ``ValueError``)."""
+        if not isinstance(d, dict) or not isinstance(d.get("attack"), str):
+            raise ValueError("an attack result is a JSON object with an 'attack' name")
+        leakage = None
+        if all(d.get(k) is not None for k in ("hits", "n", "chance", "gallery")):
+            try:
+                leakage = LeakageResult.from_dict(d)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"attack result {d['attack']!r}: bad leakage fields ({exc})") from None
+        measures = {k: Measure.from_dict(v) for k, v in d.items() if leakage is None and Measure.written(v)}
+        derived = set(LEAKAGE_FIELDS) if leakage is not None else {"n"} if measures else set()
+        details = {k: v for k, v in d.items() if k not in HEAD_FIELDS and k not in derived and k not in measures}
+        return cls(d["attack"], leakage, tuple(d.get("holdings") or ()), d.get("command"), details, None, measures)
+
+    @property
+    def method(self) -> str | None:
+        """The obfuscation method attacked (``details['method']``), when the result records one."""
+        value = self.details.get("method")
+        return str(value) if value is not None else None
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ").replace("-", " ")
+
 
 class Attack(ABC):
-    """Base of every attack: ``name``, what the adversary ``holdings`` are, and the uniform verb ``on``."""
+    """Base of every attack: ``name``, what the adversary ``holdings`` are, and the uniform verb ``on``.
+
+    ``title`` (the report's name for the attack) and ``label`` (its row label in tables) default to the
+    name in words, so an attack that sets neither still shows up everywhere.
+    """
 
     name: ClassVar[str] = "attack"
+    title: ClassVar[str] = "attack"
+    label: ClassVar[str] = "attack"
     holdings: ClassVar[tuple[str, ...]] = ()
     reports: ClassVar[str] = "top-1 identity leakage: rate, n, 95% CI, chance"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "name" in own:
+            if "title" not in own:
+                cls.title = _words(cls.name)
+            if "label" not in own:
+                cls.label = _words(cls.name)
 
     @abstractmethod
     def on(self, view: View, command: str | None = None) -> AttackResult:
@@ -176,4 +239,4 @@ class Attack(ABC):
         return AttackResult(self.name, None, self.holdings, command, details, raw, measures)
 
 
-__all__ = ["Attack", "AttackParameterError", "AttackResult", "Measure", "View"]
+__all__ = ["Attack", "AttackParameterError", "AttackResult", "Measure", "View", "LeakageResult", "Target"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,6 +51,7 @@ class ExpectationAttack(Attack):
     """
 
     name = "expectation"
+    title = "expectation (paper 5.2)"
     holdings = ("public ExtNet", "labelled auxiliary images of other persons (aux_tokens, aux_labels)",
                 "the store's public manifest (method, matrix)", "the owner's obfuscated test features (target)")
 
@@ -62,9 +64,21 @@ class ExpectationAttack(Attack):
         self.seed = params.non_negative_int("seed", seed)
         self.device = torch.device(device)
 
+    def _output_shape(self, aux_tokens: torch.Tensor) -> tuple[int, int]:
+        """(tokens, dim) of one aux row under the method, drawn with a throwaway generator (the attack's own
+        stream of draws is left as it is)."""
+        if self.obfuscation == "none":
+            return int(aux_tokens.shape[1]), int(aux_tokens.shape[2])
+        method = registry.get(self.obfuscation)
+        options: dict[str, Any] = {"matrix": self.matrix} if "matrix" in method.options else {}
+        geometry = registry.Geometry(int(aux_tokens.shape[1]), int(aux_tokens.shape[2]), 0)
+        with torch.no_grad():
+            out = method.random(geometry, torch.Generator().manual_seed(0), **options)(aux_tokens[:1].float())
+        return int(out.shape[1]), int(out.shape[2])
+
     def _random_obfuscation(self, tokens: int, dim: int):
         method = registry.get(self.obfuscation)
-        options = {"matrix": self.matrix} if "matrix" in method.options else {}
+        options: dict[str, Any] = {"matrix": self.matrix} if "matrix" in method.options else {}
         gen = torch.Generator().manual_seed(self.seed)
         geometry = registry.Geometry(tokens, dim, 0)
 
@@ -80,11 +94,12 @@ class ExpectationAttack(Attack):
 
     def run(self, aux_tokens: torch.Tensor, aux_labels: torch.Tensor, target: Target) -> ExpectationResult:
         """``aux_tokens`` (n, N, D): clean ExtNet tokens of the adversary's auxiliary images."""
-        if aux_tokens.ndim != 3 or tuple(aux_tokens.shape[1:]) != target.token_shape:
-            raise ValueError(f"aux_tokens must be (n, {target.token_shape[0]}, {target.token_shape[1]}) like the "
-                             f"target features, got {tuple(aux_tokens.shape)}")
+        if aux_tokens.ndim != 3 or self._output_shape(aux_tokens) != target.token_shape:
+            raise ValueError(f"aux_tokens under {self.obfuscation} must be (n, {target.token_shape[0]}, "
+                             f"{target.token_shape[1]}) like the target features, got {tuple(aux_tokens.shape)}")
         start = time.time()
-        transform = self._random_obfuscation(*target.token_shape) if self.obfuscation != "none" else None
+        tokens, dim = aux_tokens.shape[1:]  # the clean geometry (XNN-H's output has another shape)
+        transform = self._random_obfuscation(tokens, dim) if self.obfuscation != "none" else None
         recnet = fit_recnet(aux_tokens, aux_labels, self.recnet_cfg, transform, self.device)
         leak = identity_leakage(target, recnet_embedder(recnet))
         return ExpectationResult(leak.rate, leak.chance, leak, self.obfuscation, self.matrix, len(aux_tokens),

@@ -105,6 +105,7 @@ class KnownPlaintextAttack(Attack):
     """Estimate P and M from leaked pairs, invert the owner's test features, identify; one point per k."""
 
     name = "known_plaintext"
+    title = label = "known-plaintext"
     holdings = ("k leaked (clean ExtNet tokens, obfuscated store row) pairs (pairs)",
                 "the store's public manifest (matrix)", "the owner's obfuscated test features (target)",
                 "optionally labelled auxiliary tokens for the recnet identifier")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from veil.attacks.base import Attack, AttackResult, View
 from veil.data.faceset import FaceSet
 from veil.data.splits import gallery_probe
 from veil.metrics import Rate, top1
@@ -72,15 +71,23 @@ class Target:
 
 @dataclass
 class LeakageResult:
-    """Top-1 rate with its Wilson interval, the chance level, and the per-probe hits (for paired stats)."""
+    """Top-1 rate with its Wilson interval, the chance level, and the per-probe hits (for paired stats).
+
+    ``hits`` is None for a result read back from disk (:meth:`from_dict`): files keep the counts, not each probe.
+    """
 
     rate: Rate
     chance: float
     gallery: int
-    hits: torch.Tensor
+    hits: torch.Tensor | None = None
 
     def as_dict(self) -> dict:
         return {**self.rate.as_dict(), "chance": self.chance, "gallery": self.gallery}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LeakageResult:
+        """The counts :meth:`as_dict` wrote (rate and interval are recomputed from hits and n)."""
+        return cls(Rate(int(d["hits"]), int(d["n"])), float(d["chance"]), int(d["gallery"]))
 
 
 @torch.no_grad()
@@ -106,37 +113,3 @@ def pooled_embedder(center: torch.Tensor | None = None) -> Embedder:
         return pooled - center if center is not None else pooled
 
     return embed
-
-
-@dataclass
-class CloudModelResult:
-    rate: Rate
-    chance: float
-    leakage: LeakageResult
-
-
-class CloudModelAttack(Attack):
-    """The cloud's own RecNet on the owner's obfuscated gallery and probes: no attack effort at all.
-
-    The cloud trained RecNet on the owner's obfuscated store, so RecNet already reads features made
-    under the owner's key. Under the paper's protocol (gallery = owner's test set under the owner's
-    key) this is the owner's utility, which bounds what "leakage" can mean against the cloud itself.
-    """
-
-    name = "cloud_model"
-    holdings = ("the RecNet the cloud trained on the store (recnet)", "the owner's obfuscated test features (target)")
-
-    def on(self, view: View, command: str | None = None) -> AttackResult:
-        recnet, target = view.need("recnet", "target")
-        r = self.run(recnet, target)
-        return self.result(r.leakage, command, r)
-
-    def run(self, recnet: torch.nn.Module, target: Target, batch_size: int = 512) -> CloudModelResult:
-        recnet.eval()
-
-        @torch.no_grad()
-        def embed(tokens: torch.Tensor) -> torch.Tensor:
-            return torch.cat([recnet(tokens[i:i + batch_size].float()) for i in range(0, len(tokens), batch_size)])
-
-        leak = identity_leakage(target, embed)
-        return CloudModelResult(leak.rate, leak.chance, leak)

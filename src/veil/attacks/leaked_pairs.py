@@ -21,7 +21,12 @@ Estimators (one :class:`LeakedPairsAttack`, one curve point per (k, estimator)):
   the clean tokens (cosine loss, AdamW, early stopping on 20% held-out pairs); k < 16 is "not determined";
 - ``bridge``: the cloud's RecNet embeds the obfuscated features (it reads them, whatever the key), and a
   ridge map fitted on the pairs (penalty by leave-one-out) carries its embedding to the identifier's
-  space; k < 2 is "not determined". It needs no knowledge of the transform at all.
+  space; k < 2 is "not determined". It needs no knowledge of the transform at all;
+- ``profile`` and ``posterior`` (``veil.attacks.inner_products``): an orthogonal map keeps inner products, so
+  each probe's inner products with the k leaked obfuscated rows are its inner products with the k leaked
+  clean tokens; ``profile`` matches them (whitened) with the clean gallery's, ``posterior`` turns them into
+  clean tokens (Gaussian posterior mean, prior from the adversary's clean gallery and pairs) for the
+  identifier. No training, no key, no knowledge of the map's structure; determined from k = 1.
 
 ``strongest`` at each k is the best determined estimator *as scored on the probes*, an upper envelope
 (optimistic for the attacker, so conservative for the owner).
@@ -33,21 +38,22 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from veil.attacks import params
+from veil.attacks import invariants, params
 from veil.attacks.base import Attack, AttackResult, View
 from veil.attacks.estimation import apply_inverse, assign
 from veil.attacks.known_plaintext import _position_cost, estimate
 from veil.attacks.leakage import LeakageResult, Target
+from veil.attacks.ridge import RIDGE_GRID, choose_penalty, kernel_ridge, solve
 from veil.metrics import Rate, top1
 from veil.obfuscation.xnn import MATRIX_KINDS
 
-ESTIMATORS = ("identity", "structured", "ridge", "learned", "bridge")
-DEFAULT_KS = (0, 1, 4, 16, 64, 256, 1024)
-RIDGE_GRID = tuple(10.0 ** e for e in range(-6, 3))  # relative to the mean eigenvalue of the kernel
+ESTIMATORS = ("identity", "structured", "ridge", "learned", "bridge", "profile", "posterior")
+DEFAULT_KS = (0, 1, 4, 16, 32, 64, 128, 256, 1024)
 Embedder = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -108,9 +114,12 @@ class CurvePoint:
     chance: float
     note: str = ""
     hits: torch.Tensor | None = None
+    draws: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         base = {"k": self.k, "attack": self.estimator, "chance": self.chance, "note": self.note}
+        if self.draws:
+            base["draws"] = self.draws
         if self.rate is None:
             return {**base, "rate": None, "ci95": None, "hits": None, "n": None}
         return {**base, **self.rate.as_dict()}
@@ -129,15 +138,39 @@ class LeakedPairsResult:
         best: CurvePoint | None = None
         for k in sorted({p.k for p in self.points}):
             for p in self.points:
-                if p.k == k and p.rate is not None and (best is None or p.rate.value > best.rate.value):
+                if p.k == k and p.rate is not None and (best is None or best.rate is None
+                                                        or p.rate.value > best.rate.value):
                     best = p
             if best is not None:
                 out.append(CurvePoint(k, f"strongest:{best.estimator}", best.rate, best.chance,
-                                      f"{best.estimator} with k = {best.k}", best.hits))
+                                      f"{best.estimator} with k = {best.k}", best.hits, best.draws))
         return out
 
     def curve(self) -> list[dict]:
         return [p.as_dict() for p in self.points + self.strongest()]
+
+
+def merge_draws(results: Sequence[LeakedPairsResult]) -> LeakedPairsResult:
+    """One curve from runs on independent draws of the leaked set: per (k, estimator) the mean hits over the
+    draws as the rate (its Wilson interval at n probes: the probes' uncertainty, not the draws'), each draw's
+    rate in ``draws`` (their spread is the pair-choice uncertainty), and the first draw's per-probe hits."""
+    if not results:
+        raise ValueError("no draws to merge")
+    first = results[0]
+    merged = []
+    for i, p in enumerate(first.points):
+        same = [r.points[i] for r in results]
+        if any((q.k, q.estimator) != (p.k, p.estimator) for q in same):
+            raise ValueError("draws measured different (k, estimator) points")
+        rates = [q.rate for q in same if q.rate is not None]
+        if len(rates) != len(same):
+            merged.append(CurvePoint(p.k, p.estimator, None, p.chance, p.note))
+            continue
+        mean_hits = round(sum(r.hits for r in rates) / len(rates))
+        merged.append(CurvePoint(p.k, p.estimator, Rate(mean_hits, rates[0].n), p.chance,
+                                 f"{p.note}; mean of {len(rates)} draws of the pairs" if len(rates) > 1 else p.note,
+                                 p.hits, [r.value for r in rates]))
+    return LeakedPairsResult(merged, sum(r.seconds for r in results), {**first.config, "draws": len(results)})
 
 
 def k_half(curve: Sequence[CurvePoint], clean_rate: float) -> int | None:
@@ -147,37 +180,6 @@ def k_half(curve: Sequence[CurvePoint], clean_rate: float) -> int | None:
 
 
 # -- linear algebra ------------------------------------------------------------------------------------
-
-def kernel_ridge(feats: torch.Tensor, targets: torch.Tensor,
-                 grid: Sequence[float] = RIDGE_GRID) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
-    """Linear ridge map feats -> targets (with intercepts), penalty by closed-form leave-one-out error.
-
-    Dual form (k x k kernel), so it costs nothing when the feature dimension exceeds the pairs. Returns
-    the predictor and the chosen penalty (relative to the kernel's mean eigenvalue).
-    """
-    x, y = feats.double(), targets.double()
-    mx, my = x.mean(0), y.mean(0)
-    xc, yc = x - mx, y - my
-    vals, vecs = torch.linalg.eigh(xc @ xc.T)
-    vals = vals.clamp_min(0)
-    scale = float(vals.mean()) or 1.0
-    best, best_err = grid[0], float("inf")
-    proj = vecs.T @ yc
-    for lam in grid:
-        shrink = vals / (vals + lam * scale)
-        fitted = vecs @ (shrink[:, None] * proj)
-        hdiag = (vecs.pow(2) * shrink).sum(1)
-        loo = (yc - fitted) / (1 - hdiag).clamp_min(1e-9)[:, None]
-        err = float(loo.pow(2).sum())
-        if err < best_err:
-            best, best_err = lam, err
-    alpha = vecs @ ((1.0 / (vals + best * scale))[:, None] * proj)  # (K + lam I)^-1 yc
-
-    def predict(new: torch.Tensor) -> torch.Tensor:
-        return ((new.double() - mx) @ xc.T @ alpha + my).float()
-
-    return predict, best
-
 
 def store_pca(store: torch.Tensor | None, dim: int, fallback: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Projection onto the store's top ``dim`` principal axes (flattened rows), scaled to unit variance."""
@@ -205,19 +207,13 @@ def _structured(clean: torch.Tensor, obf: torch.Tensor, matrix: str) -> tuple[to
     a, b = x.index_select(1, perm), o
 
     def fit(idx: torch.Tensor, lam: float) -> torch.Tensor:
-        aa, bb = a[idx].reshape(-1, dim), b[idx].reshape(-1, dim)
-        gram = aa.T @ aa
-        scale = float(torch.diagonal(gram).mean()) or 1.0
-        return torch.linalg.solve(gram + lam * scale * torch.eye(dim, dtype=gram.dtype), aa.T @ bb)
+        return solve(a[idx].reshape(-1, dim), b[idx].reshape(-1, dim), lam)
 
-    best, best_err = RIDGE_GRID[0], float("inf")
-    for lam in RIDGE_GRID:
-        err = 0.0
-        for i in range(k):
-            rest = torch.tensor([j for j in range(k) if j != i])
-            err += float((a[i] @ fit(rest, lam) - b[i]).pow(2).sum())
-        if err < best_err:
-            best, best_err = lam, err
+    def leave_one_pair_out(lam: float) -> float:
+        return sum(float((a[i] @ fit(torch.tensor([j for j in range(k) if j != i]), lam) - b[i]).pow(2).sum())
+                   for i in range(k))
+
+    best, _ = choose_penalty(RIDGE_GRID, leave_one_pair_out)
     return perm, fit(torch.arange(k), best).float(), f"ridge (penalty {best:g}, leave one pair out)"
 
 
@@ -246,7 +242,8 @@ def _learned(feats: torch.Tensor, targets: torch.Tensor, cfg: InverseConfig) -> 
                 score = float(F.cosine_similarity(net(feats[val]), tgt[val]).mean())
             if score > best:
                 best, best_state = score, {n: t.clone() for n, t in net.state_dict().items()}
-    net.load_state_dict(best_state)
+    if best_state is not None:
+        net.load_state_dict(best_state)
     net.eval()
 
     @torch.no_grad()
@@ -265,12 +262,13 @@ class LeakedPairsAttack(Attack):
     """k leaked pairs + the store + the cloud's RecNet vs a clean gallery; one curve point per (k, estimator)."""
 
     name = "leaked_pairs"
-    holdings = ("k leaked (clean ExtNet tokens, obfuscated store row) pairs of owner training images (pairs)",
-                "the store's obfuscated rows, unlabelled (store_features, optional)",
-                "the cloud's trained RecNet (recnet, optional: the bridge estimator)",
-                "the public ExtNet's identifier (e.g. the rest of dlib's network)",
-                "clean photos of the owner's test persons as gallery; the owner's obfuscated test features as probes",
-                "the method's design and public options (Kerckhoffs), never the key")
+    holdings: ClassVar[tuple[str, ...]] = (
+        "k leaked (clean ExtNet tokens, obfuscated store row) pairs of owner training images (pairs)",
+        "the store's obfuscated rows, unlabelled (store_features, optional)",
+        "the cloud's trained RecNet (recnet, optional: the bridge estimator)",
+        "the public ExtNet's identifier (e.g. the rest of dlib's network)",
+        "clean photos of the owner's test persons as gallery; the owner's obfuscated test features as probes",
+        "the method's design and public options (Kerckhoffs), never the key")
 
     def __init__(self, ks: Sequence[int] = DEFAULT_KS, estimators: Sequence[str] = ESTIMATORS,
                  matrix: str = "orthogonal", inverse: InverseConfig | None = None,
@@ -297,7 +295,7 @@ class LeakedPairsAttack(Attack):
         r = self.run(clean, obf, CleanGalleryTarget.from_target(target), view.store_features, view.recnet)
         strongest = r.strongest()
         last = strongest[-1] if strongest else None
-        if last is None:
+        if last is None or last.rate is None or last.hits is None:
             raise ValueError("no estimator was determined at any k")
         leak = LeakageResult(last.rate, last.chance, len(target.gallery), last.hits)
         return self.result(leak, command, r, curve=r.curve(), seconds=r.seconds, config=r.config)
@@ -325,17 +323,20 @@ class LeakedPairsAttack(Attack):
         pair_emb = _batched(self.identifier, clean.float())
         project = store_pca(store_features, self.inverse.pca, obfuscated) if (
             {"ridge", "learned"} & set(self.estimators)) else None
-        probe_feats = project(probes) if project else None
-        pair_feats = project(obfuscated.float()) if project else None
+        unused = torch.empty(0)  # the store-PCA inputs, computed only for the estimators that read them
+        probe_feats = project(probes) if project else unused
+        pair_feats = project(obfuscated.float()) if project else unused
         rec_probe = rec_pairs = None
         if recnet is not None and "bridge" in self.estimators:
             recnet.eval()
             rec_probe, rec_pairs = _batched(recnet, probes), _batched(recnet, obfuscated.float())
 
-        def score(k: int, est: str, emb: torch.Tensor | None, note: str = "") -> CurvePoint:
+        def score(k: int, est: str, emb: torch.Tensor | None, note: str = "",
+                  gallery: torch.Tensor | None = None) -> CurvePoint:
             if emb is None:
                 return CurvePoint(k, est, None, target.chance, note)
-            rate, hits = top1(gal_emb, target.gallery_labels, emb, target.probe_labels)
+            rate, hits = top1(gal_emb if gallery is None else gallery, target.gallery_labels, emb,
+                              target.probe_labels)
             return CurvePoint(k, est, rate, target.chance, note, hits)
 
         points = []
@@ -379,18 +380,40 @@ class LeakedPairsAttack(Attack):
                         predict = _learned(pair_feats[:k], pair_emb[:k], self.inverse)
                         points.append(score(k, est, _batched(predict, probe_feats), "MLP on store-PCA inputs"))
                 elif est == "bridge":
-                    if rec_probe is None:
+                    if rec_probe is None or rec_pairs is None:
                         points.append(score(k, est, None, "not applicable: no cloud RecNet held"))
                     elif k < 2:
                         points.append(score(k, est, None, "not determined: no held-out pair to set the penalty"))
                     else:
                         predict, lam = kernel_ridge(rec_pairs[:k], pair_emb[:k])
                         points.append(score(k, est, predict(rec_probe), f"penalty {lam:g} (leave-one-out)"))
+                elif est in ("profile", "posterior"):
+                    points.append(self._inner_products(k, est, clean[:k], obfuscated[:k], target, probes, shape,
+                                                       score))
                 log(f"k={k:>4} {est:<10} {points[-1].rate}  ({time.time() - t:.1f} s)")
         return LeakedPairsResult(points, time.time() - start,
                                  {"ks": self.ks, "estimators": self.estimators, "matrix": self.matrix,
                                   "inverse": asdict(self.inverse), "ridge_grid": list(RIDGE_GRID)})
 
+    def _inner_products(self, k: int, est: str, clean: torch.Tensor, obf: torch.Tensor, target: CleanGalleryTarget,
+                        probes: torch.Tensor, shape: tuple[int, ...], score: Callable[..., CurvePoint]) -> CurvePoint:
+        """The orthogonality estimators: each probe's exact inner products with the k leaked clean vectors.
+
+        ``profile`` matches whitened inner-product profiles (gallery: its own clean photos' profiles);
+        ``posterior`` turns a profile into clean tokens by the Gaussian posterior mean (prior: the adversary's
+        gallery and leaked clean tokens) and embeds them with the public identifier. Neither fits a map: they
+        rest only on ``<Q v, Q x> = <v, x>``, and are wrong to the degree the transform is not orthogonal.
+        """
+        s = invariants.inner_product_profiles(obf, probes)
+        pool = invariants.prior_pool(target.gallery, clean)
+        if est == "profile":
+            ref = invariants.inner_product_profiles(clean, pool)
+            gal = invariants.whitened_profiles(invariants.inner_product_profiles(clean, target.gallery), ref)
+            return score(k, est, invariants.whitened_profiles(s, ref).float(),
+                         "whitened inner-product profiles vs the clean gallery's", gal.float())
+        tokens = invariants.posterior_mean(s, clean, pool).float().reshape(-1, *shape)
+        return score(k, est, _batched(self.identifier, tokens), "Gaussian posterior mean of the clean tokens")
+
 
 __all__ = ["CleanGalleryTarget", "CurvePoint", "DEFAULT_KS", "ESTIMATORS", "InverseConfig", "LeakedPairsAttack",
-           "LeakedPairsResult", "k_half", "kernel_ridge", "store_pca"]
+           "LeakedPairsResult", "k_half", "kernel_ridge", "merge_draws", "store_pca"]

@@ -153,8 +153,9 @@ def reconstruction_attack(enclave: Callable[[torch.Tensor], torch.Tensor], aux_i
     mean = feats.mean(dim=(0, 2, 3), keepdim=True)
     std = feats.std(dim=(0, 2, 3), keepdim=True) + 1e-5  # the adversary normalises with its own aux statistics
     feats = (feats - mean) / std
-    gen = Generator(tuple(feats.shape[1:]), size)
-    disc = Discriminator(tuple(feats.shape[1:]), size) if kind == "cgan" else None
+    c, h, w = (int(s) for s in feats.shape[1:])
+    gen = Generator((c, h, w), size)
+    disc = Discriminator((c, h, w), size) if kind == "cgan" else None
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=d_lr, betas=(0.5, 0.999)) if disc is not None else None
     bce = nn.BCEWithLogitsLoss()
@@ -197,6 +198,7 @@ def reconstruction_attack(enclave: Callable[[torch.Tensor], torch.Tensor], aux_i
     if target.shape[-1] != recon.shape[-1]:
         target = F.interpolate(target, size=recon.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
     ssim = structural_similarity_index_measure(recon, target, data_range=1.0, reduction="none")
+    assert isinstance(ssim, torch.Tensor)  # a tuple only with return_full_image
     psnr = peak_signal_noise_ratio(recon, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
     return ReconstructionResult(kind, ssim.numpy(), psnr.numpy(), recon[:keep].clone(), train_s, len(aux), epochs,
                                 tuple(victim_features.shape[1:]), history)
@@ -221,6 +223,7 @@ def prior_scores(aux_images: torch.Tensor, victim_images: torch.Tensor,
         mean = F.interpolate(mean, size=victims.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
     mean = mean.expand_as(victims).contiguous()
     ssim = structural_similarity_index_measure(mean, victims, data_range=1.0, reduction="none")
+    assert isinstance(ssim, torch.Tensor)  # a tuple only with return_full_image
     psnr = peak_signal_noise_ratio(mean, victims, data_range=1.0, reduction="none", dim=(1, 2, 3))
     return ssim.numpy(), psnr.numpy()
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from veil.attacks.recnet_fit import AttackRecNetConfig, BatchTransform, PairTransform, extract_tokens, fit_recnet
-from veil.models.extractor import ExtNet
+from veil.models.extractor import Extractor
 from veil.models.recnet import RecNet
 from veil.obfuscation import registry
 from veil.obfuscation.randomness import TorchRandomness
@@ -59,7 +59,7 @@ def simulate_tokens(method: registry.Method, aux_tokens: torch.Tensor, labels: t
     return Simulation(aux_tokens, labels, transform)
 
 
-def simulate_image(method: registry.Method, ext: ExtNet, aux_images: torch.Tensor, labels: torch.Tensor,
+def simulate_image(method: registry.Method, ext: Extractor, aux_images: torch.Tensor, labels: torch.Tensor,
                    public: torch.Tensor | None, encodings: int = 2, seed: int = 0,
                    device: torch.device | str = "cpu", **options) -> Simulation:
     """An image-level method: ``encodings`` random encodings of every auxiliary image (half of them mirrored),
@@ -72,11 +72,11 @@ def simulate_image(method: registry.Method, ext: ExtNet, aux_images: torch.Tenso
     for e in range(encodings):
         imgs = aux_images.flip(-1) if e % 2 else aux_images
         if obf.mixes_labels:
-            mixed, soft = obf.mix(imgs, onehot)  # type: ignore[operator]
+            mixed, soft = obf.mix(imgs, onehot)
         else:
             mixed, soft = obf(imgs), onehot
         tokens.append(extract_tokens(ext, mixed, device=device))
-        targets.append(soft)
+        targets.append(soft if soft is not None else onehot)
     return Simulation(torch.cat(tokens), torch.cat(targets), classes=classes)
 
 
@@ -94,7 +94,7 @@ def simulate_encoder(method: registry.Method, aux_images: torch.Tensor, labels: 
     return Simulation(images, torch.cat([labels, labels]), transform)
 
 
-def simulate(method: str, ext: ExtNet, aux_images: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor,
+def simulate(method: str, ext: Extractor, aux_images: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor,
              public: torch.Tensor | None = None, encodings: int = 2, seed: int = 0,
              device: torch.device | str = "cpu", **options) -> Simulation:
     """The expectation attack's training set for any registered method (a name, ``name:opt=v`` or table label).
@@ -120,7 +120,7 @@ def simulate_xnn(aux_tokens: torch.Tensor, labels: torch.Tensor, matrix: str = "
     return simulate_tokens(registry.get("xnn"), aux_tokens, labels, seed, matrix=matrix)
 
 
-def simulate_instahide(ext: ExtNet, aux_images: torch.Tensor, labels: torch.Tensor, public: torch.Tensor, k: int,
+def simulate_instahide(ext: Extractor, aux_images: torch.Tensor, labels: torch.Tensor, public: torch.Tensor, k: int,
                        cap: float = 0.65, encodings: int = 2, seed: int = 0,
                        device: torch.device | str = "cpu") -> Simulation:
     """``encodings`` random InstaHide encodings of every auxiliary image (half of them mirrored), as tokens."""

@@ -68,7 +68,7 @@ class Designer:
         self.keep_loss = keep_loss and spec.layers[-1]["kind"] == "nll"
         # layers the cascade runs: everything, or everything but the loss when the designer keeps it
         self.remote_layers = list(range(len(spec.layers) - (1 if self.keep_loss else 0)))
-        self._rng = random.Random(select_seed if select_seed is not None else int.from_bytes(os.urandom(8)))
+        self._rng = random.Random(select_seed if select_seed is not None else int.from_bytes(os.urandom(8), "big"))
         self.initial = Checkpoint(step=0, verified=True, states={
             i: layer_state(m, None) for i, m in enumerate(build_all(spec, seed)) if i in self.remote_layers})
         # the run's one packet size: chosen here, before any packet exists, and used for every packet
@@ -129,8 +129,11 @@ class Designer:
     def _pool_hops(self) -> list:
         entries = [e for e in pool_mod.load(self.pool_path)
                    if e.address not in self.excluded and e.transport == self.transport.name]
-        bound = {e.address for e in self.cascade.entries} if self.cascade else set()
-        return [self.cascade.hop(e) if e.address in bound else e.hop for e in entries]
+        cascade = self.cascade
+        if cascade is None:
+            return [e.hop for e in entries]
+        bound = {e.address for e in cascade.entries}
+        return [cascade.hop(e) if e.address in bound else e.hop for e in entries]
 
     def select(self) -> Cascade:
         """n = p + r live servers drawn at random from the pool, dummies at random positions between layers."""
@@ -164,8 +167,23 @@ class Designer:
                             "servers": [e.address for e in self.cascade.entries]})
         return self.cascade
 
+    def servers(self) -> list[str]:
+        """Addresses of the cascade in use (empty before the first ``setup``)."""
+        return [e.address for e in self.cascade.entries] if self.cascade is not None else []
+
+    def release(self) -> list[str]:
+        """Give up the cascade in use: its servers drop the layer and session, and are never selected again."""
+        old = self.servers()
+        if self.cascade is not None:
+            self.excluded |= set(old)
+            self.deployment.release(self.cascade, wait=0.5)
+        return old
+
+    def policy(self) -> recovery.RecoveryPolicy:
+        return recovery.RecoveryPolicy(self.min_accuracy, self.max_replacements, self.checkpoint_every or 0)
+
     def replace(self, reason: str, ckpt: Checkpoint) -> None:
-        recovery.replace(self, reason, ckpt)
+        recovery.replace(self, self.policy(), self.events, reason, ckpt)
 
     def fetch_state(self, step: int) -> Checkpoint:
         assert self.cascade is not None
@@ -193,7 +211,9 @@ class Designer:
     def train(self, ds: D.Dataset, epochs: int,
               on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
         """Train for ``epochs``, recovering from crashes and Byzantine servers; returns metrics and events."""
-        return recovery.train(self, ds, epochs, on_step)
+        res = recovery.train(self, self.policy(), ds, epochs, self.spec.batch, self.seed, self.events, on_step)
+        res.events += [{"event": "slow", **s} for s in self.inbox.slow]
+        return res
 
 
 def largest_message(spec: ModelSpec, microbatches: int = 1) -> int:

@@ -10,8 +10,14 @@ who read the pool file) for two ops only: relaying cover traffic, and initialisa
 end to end to this node, carries a fresh per-run session secret; from then on the node is *bound*: every op
 that touches its layer (init again, forward, backward, test, state, close) must be authenticated under that
 secret, and open packets are relayed only as plain (non-target) cover traffic. The session ends with an
-authenticated close op from its designer, or after ``SESSION_IDLE_S`` without a session packet; either way
-the layer, its optimiser and the session's replay cache are dropped.
+authenticated close op from its designer, or after ``SESSION_IDLE_S`` without a session packet (checked
+every ``SESSION_SWEEP_S`` by the node itself, so a node whose designer died frees itself even if no packet
+ever arrives again); either way the layer, its optimiser and the session's replay cache are dropped.
+
+Liveness. A targeted open loop with ``FLAG_PING`` is answered even by a bound node, and even from outside
+the replay windows its clock accepts: the answer, sealed end to end to the pinging designer, carries the
+node's wall-clock time and whether it is bound. ``pool prune`` and set-up use it to tell a dead node from
+one bound to another run or one whose clock is off (``veil.cascade.liveness``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import signal
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +48,7 @@ from veil.cascade.packet import PacketRejected, Peeled, Peeler, open_e2e, reseal
 from veil.errors import VeilError
 
 log = logging.getLogger("veil.cascade.node")
-MISBEHAVIOURS = ("corrupt",)
+Tamper = Callable[[torch.Tensor], torch.Tensor]  # a test-only hook on each layer output (cascade/testing.py)
 
 
 class Layer:
@@ -118,27 +125,28 @@ class Node:
     they came (0: off, the default); ``session_idle`` is how long a session lives without a session packet.
     """
 
-    def __init__(self, listen: str = "127.0.0.1:0", private_key: Any = None, misbehave: str | None = None,
+    def __init__(self, listen: str = "127.0.0.1:0", private_key: Any = None, tamper: Tamper | None = None,
                  transport: transport_mod.Transport | str | None = None, mix_delay: float = 0.0,
-                 session_idle: float = C.SESSION_IDLE_S) -> None:
-        if misbehave is not None and misbehave not in MISBEHAVIOURS:
-            raise VeilError(f"unknown misbehaviour {misbehave!r} (one of {', '.join(MISBEHAVIOURS)})")
+                 session_idle: float = C.SESSION_IDLE_S, clock: Any = time.time) -> None:
         if mix_delay < 0 or session_idle <= 0:
             raise VeilError("mix_delay must be >= 0 and session_idle > 0")
-        self._peeler = Peeler(private_key)
+        self._clock = clock  # wall clock: replay windows and ping answers (tests skew it)
+        self._peeler = Peeler(private_key, clock=clock)
+        self._state_lock = threading.Lock()  # packets and the idle sweep both end sessions
         self.public_key = self._peeler.public_key
-        self.misbehave = misbehave
+        self.tamper = tamper
         self.mix_delay = mix_delay
         self.session_idle = session_idle
         self.layer: Layer | None = None
         self.stats: Counter[str] = Counter()
         # seconds spent on training-step packets (forward, backward): crypto (peel + reseal), layer, send; and
         # their count. Init, state and test packets are left out: they would skew a per-step breakdown.
-        self.timing: Counter[str] = Counter()
+        self.timing: Counter[str] = Counter()  # float seconds: typeshed types Counter values as int, hence the ignores
         self._timing_mark: Counter[str] = Counter()  # ``timing`` when the last session ended
         self.rejections: list[str] = []
-        self.transport = transport_mod.make(transport or C.DEFAULT_TRANSPORT) if not hasattr(
-            transport, "push") else transport
+        self.transport: transport_mod.Transport = (
+            transport_mod.make(transport or C.DEFAULT_TRANSPORT) if transport is None or isinstance(transport, str)
+            else transport)
         self._last_session = 0.0
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._init = message.Reassembly()
@@ -163,6 +171,7 @@ class Node:
         if self.mix_delay > 0:
             self._delay_thread = threading.Thread(target=self._delay_loop, name="cascade-node-mix", daemon=True)
             self._delay_thread.start()
+        threading.Thread(target=self._sweep_loop, name="cascade-node-sweep", daemon=True).start()
         self._listener.start()
         log.info("node listening on %s (%s), public key %s", self.address, self.transport.name,
                  fingerprint(self.public_key))
@@ -212,7 +221,8 @@ class Node:
 
     def _handle(self, packet: bytes) -> None:
         try:
-            out = self.process(packet)
+            with self._state_lock:
+                out = self.process(packet)
         except PacketRejected as exc:
             self._reject(str(exc))
             return
@@ -243,7 +253,7 @@ class Node:
             self.stats["send_failed"] += 1
             log.warning("next hop unreachable, packet dropped: %s", exc)
         if step_op:
-            self.timing["send"] += time.perf_counter() - t0
+            self.timing["send"] += time.perf_counter() - t0  # type: ignore[assignment]
 
     def _delay_loop(self) -> None:
         """Mixing: send each packet when its exponential delay is over (not in arrival order)."""
@@ -256,6 +266,14 @@ class Node:
                     return
                 _, _, address, data = heapq.heappop(self._delayed)
             self._send(address, data)
+
+    def _sweep_loop(self) -> None:
+        """End an idle session on time, without waiting for a packet (the designer may be gone for good)."""
+        period = min(C.SESSION_SWEEP_S, self.session_idle / 2)
+        while self._running:
+            time.sleep(period)
+            with self._state_lock:
+                self._expire_session()
 
     def _expire_session(self) -> None:
         if self._peeler.bound and time.monotonic() - self._last_session > self.session_idle:
@@ -283,7 +301,7 @@ class Node:
             raise PacketRejected("packet marks this node as its destination; nodes only relay")
         if p.session:
             self._last_session = time.monotonic()
-        elif self._peeler.bound and (r.op != C.OP_LOOP or r.is_target):
+        elif self._peeler.bound and (r.op != C.OP_LOOP or r.is_target) and not r.is_ping:
             raise PacketRejected(f"{C.OPS[r.op]} packet not authenticated under this node's session (the node is"
                                  " bound to a run; without its session only cover traffic is relayed)")
         elif r.op not in (C.OP_LOOP, C.OP_INIT):
@@ -294,13 +312,16 @@ class Node:
         out = reseal(p, body)
         step_op = r.op in (C.OP_FORWARD, C.OP_BACKWARD)
         if step_op:
-            self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)
-            self.timing["layer"] += t2 - t1
+            self.timing["crypto"] += (t1 - t0) + (time.perf_counter() - t2)  # type: ignore[assignment]
+            self.timing["layer"] += t2 - t1  # type: ignore[assignment]
             self.timing["packets"] += 1
         return r.next_address, out, step_op
 
     def _act(self, p: Peeled) -> bytes:
         r = p.routing
+        if r.is_ping:
+            status = {"time": self._clock(), "bound": self._peeler.bound}
+            return seal_e2e(p.keys.e2e, json.dumps(status).encode(), from_hop=True)
         if r.op == C.OP_LOOP or (r.op in (C.OP_INIT, C.OP_STATE, C.OP_CLOSE) and not r.is_target):
             return p.body
         if r.op == C.OP_INIT:
@@ -321,8 +342,8 @@ class Node:
             out = self.layer.forward(r.tag, x, labels)
         else:
             out = self.layer.test(x)
-        if self.misbehave == "corrupt" and out.dim() > 0:
-            out = torch.randn_like(out) * (out.std() + 1.0)  # Byzantine: plausible-looking garbage
+        if self.tamper is not None and out.dim() > 0:
+            out = self.tamper(out)  # tests only: a Byzantine node (veil.cascade.testing)
         return message.encode({}, {"x": out})
 
     def _init_fragment(self, p: Peeled) -> bytes:
@@ -361,9 +382,9 @@ def _tensor(t: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     return t[name]
 
 
-def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file: str | Path | None = None,
+def serve(listen: str, pool: str | Path, tamper: Tamper | None = None, log_file: str | Path | None = None,
           transport: str = C.DEFAULT_TRANSPORT, mix_delay: float = 0.0,
-          session_idle: float = C.SESSION_IDLE_S) -> None:
+          session_idle: float = C.SESSION_IDLE_S, link_delay: float = 0.0) -> None:
     """Run a node process until SIGINT/SIGTERM: fresh key pair, register in the pool, serve, deregister.
     On exit it logs one ``node timing {json}`` line (training-step packets, seconds in crypto, layer and send) for
     benchmarks; each ended session logs its own share as ``session timing {json}``."""
@@ -373,7 +394,7 @@ def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
-    node = Node(listen, misbehave=misbehave, transport=transport, mix_delay=mix_delay,
+    node = Node(listen, tamper=tamper, transport=transport_mod.make(transport, link_delay), mix_delay=mix_delay,
                 session_idle=session_idle).start()
     pool_mod.register(pool, node.address, node.public_key, transport=node.transport.name)
     done = threading.Event()
@@ -388,3 +409,5 @@ def serve(listen: str, pool: str | Path, misbehave: str | None = None, log_file:
             node.stop()
             log.info("node on %s stopped: %s", node.address, dict(node.stats))
             log.info("node timing %s", json.dumps(dict(node.timing)))
+            if (hold := getattr(node.transport, "stats", None)) is not None:  # link delay emulation's accuracy
+                log.info("link delay hold %s", json.dumps(hold.as_dict()))

@@ -29,6 +29,7 @@ from pathlib import Path
 from veil.cascade import constants as C
 from veil.cascade.packet import Hop
 from veil.errors import VeilError
+from veil.io import write_json
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,7 @@ def save(path: str | Path, entries: list[Entry]) -> None:
     data = {"version": 1, "servers": [{"address": e.address, "public_key": e.public_key.hex(), "pid": e.pid,
                                        "registered_at": e.registered_at, "transport": e.transport}
                                       for e in entries]}
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, p)
+    write_json(p, data, indent=1)
 
 
 def register(path: str | Path, address: str, public_key: bytes, transport: str = C.DEFAULT_TRANSPORT) -> Entry:

@@ -22,10 +22,15 @@ class Routing:
     frag: int = 0  # STATE: which fragment of the target's state to return; BACKWARD: micro-batches per step
     window: int = 0  # the replay window the packet was built in (``constants.REPLAY_WINDOW_S``)
     extra: bytes = b""  # labels for the loss layer
+    version: int = C.FORMAT_VERSION  # packet format; shares a byte with the flags (high nibble, 0 meaning v1)
 
     @property
     def is_target(self) -> bool:
         return bool(self.flags & C.FLAG_TARGET)
+
+    @property
+    def is_ping(self) -> bool:
+        return self.op == C.OP_LOOP and bool(self.flags & C.FLAG_PING) and self.is_target
 
     @property
     def is_final(self) -> bool:
@@ -46,7 +51,10 @@ class Routing:
             raise VeilError(f"payload size {self.cell} is not one of the packet size classes")
         if not 0 <= self.frag < 1 << 16 or not 0 <= self.window < 1 << 32:
             raise VeilError("routing fragment or window out of range")
-        return struct.pack(C.ROUTING_FORMAT, self.op, self.flags, self.tag, addr, self.next_payload_key,
+        if not 0 <= self.flags <= C.FLAGS_MASK or not 1 <= self.version <= C.FLAGS_MASK:
+            raise VeilError("routing flags or format version out of range")
+        version_flags = ((self.version if self.version > 1 else 0) << C.VERSION_SHIFT) | self.flags
+        return struct.pack(C.ROUTING_FORMAT, self.op, version_flags, self.tag, addr, self.next_payload_key,
                            self.cell, self.window, self.frag, len(self.extra), self.extra)
 
     @classmethod
@@ -60,5 +68,5 @@ class Routing:
             address = addr.rstrip(b"\0").decode()
         except UnicodeDecodeError:  # a forged slot (anyone with the pool file can seal one): not a crash
             raise VeilError("routing information is malformed (next address is not UTF-8)") from None
-        return cls(op=op, flags=flags, tag=tag, next_address=address,
-                   next_payload_key=key, cell=cell, frag=frag, window=window, extra=extra[:n_extra])
+        return cls(op=op, flags=flags & C.FLAGS_MASK, tag=tag, next_address=address, next_payload_key=key, cell=cell,
+                   frag=frag, window=window, extra=extra[:n_extra], version=(flags >> C.VERSION_SHIFT) or 1)

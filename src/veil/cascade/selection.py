@@ -1,10 +1,11 @@
 """Selection: which pool servers form the cascade, in which order, and which of them are alive and free.
 
 The cascade (order, addresses, per-node session secrets) is the designer's secret. Before choosing, the
-designer probes candidates with an open, targeted loop message ``designer -> node -> designer``: a dead
-node does not answer, and a node already bound to another run refuses it (it relays only untargeted cover
-traffic without its session). Unresponsive entries are skipped, reported, and replaced by other pool entries
-within a retry budget, so one dead node in the pool no longer fails a run's set-up.
+designer pings candidates (``veil.cascade.liveness``: a session-free ping every live node answers with its
+clock and whether it is bound): a dead node does not answer, a node bound to another run or with a clock
+outside the replay tolerance answers and says so. Unusable entries are skipped, reported with the reason,
+and replaced by other pool entries within a retry budget, so one dead node in the pool no longer fails a
+run's set-up, and the error when too few are usable says which are bound, skewed or dead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from veil.cascade import constants as C
+from veil.cascade import liveness
 from veil.cascade import pool as pool_mod
 from veil.cascade.inbox import CrashDetected, Inbox
 from veil.cascade.packet import Hop
@@ -130,27 +132,32 @@ def select(inbox: Inbox, pool: Path, remote_layers: list[int], dummies: int, rng
     rest = [e for e in usable if e not in candidates]
     rng.shuffle(rest)
     chosen: list[pool_mod.Entry] = []
-    skipped: list[str] = []
+    skipped: list[liveness.PingAnswer] = []
+    skews: dict[str, float] = {}
     for _ in range(rounds):
         # a candidate that the rest of the pool cannot replace gets the set-up bound, not the short probe bound:
         # on a loaded machine a live node can take seconds to answer, and skipping it would fail the run anyway
         spare = len(rest) >= len(candidates)
-        alive, dead = probe(inbox, candidates, PROBE_TIMEOUT_S if spare else C.SETUP_TIMEOUT_S)
-        chosen += alive
+        answers = liveness.ping(inbox, candidates, PROBE_TIMEOUT_S if spare else C.SETUP_TIMEOUT_S)
+        chosen += [e for e in candidates if answers[e.address].usable]
+        skews.update({a.address: round(a.skew_s, 1) for a in answers.values() if a.alive})
+        dead = [e for e in candidates if not answers[e.address].usable]
         if dead:
-            skipped += [e.address for e in dead]
+            skipped += [answers[e.address] for e in dead]
             excluded |= {e.address for e in dead}
             events.append({"event": "skipped", "servers": [e.address for e in dead],
-                           "reason": "no answer to a probe (dead, or bound to another run)"})
+                           "reason": "; ".join(f"{e.address}: {answers[e.address].describe()}" for e in dead)})
         if len(chosen) == n:
             break
         candidates, rest = rest[: n - len(chosen)], rest[n - len(chosen) :]
         if not candidates:
             break
     if len(chosen) < n:
-        raise VeilError(f"pool {pool}: only {len(chosen)} of the {n} servers this cascade needs answered "
-                        f"(skipped as unresponsive: {', '.join(skipped) or 'none'}; "
-                        "'veil cascade pool prune' removes dead entries)")
+        raise VeilError(f"pool {pool}: only {len(chosen)} of the {n} servers this cascade needs are usable "
+                        f"(skipped: {liveness.summary(skipped) or 'none'}); 'veil cascade pool prune' removes "
+                        "dead entries only; a node bound to a run whose designer is gone frees itself after its "
+                        f"session's idle timeout ({C.SESSION_IDLE_S:g} s by default)")
+    events.append({"event": "clock", "skew_s": {e.address: skews.get(e.address, 0.0) for e in chosen}})
     dummy_pos = set(rng.sample(range(n), r))
     it = iter(remote_layers)
     layer_of = [None if i in dummy_pos else next(it) for i in range(n)]

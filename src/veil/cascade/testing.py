@@ -1,4 +1,7 @@
-"""A loopback layer node for tests and fuzzing: start one in this process and throw raw bytes at it.
+"""Test-only parts of the cascade: a loopback layer node to throw raw bytes at, and misbehaving nodes.
+
+Misbehaviours are hooks a node applies to each layer output before sending it (``veil cascade node
+--misbehave corrupt``, hidden); the node itself knows only that a hook may be given. A loopback node:
 
     from veil.cascade import loopback_node
     with loopback_node() as ln:
@@ -16,10 +19,29 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import torch
+
 from veil.cascade import constants as C
 from veil.cascade import transport as transport_mod
 from veil.cascade.node import Node
 from veil.cascade.packet import Hop
+from veil.errors import VeilError
+
+
+def corrupt(out: torch.Tensor) -> torch.Tensor:
+    """Byzantine: plausible-looking garbage of the output's shape and about its scale."""
+    return torch.randn_like(out) * (out.std() + 1.0)
+
+
+MISBEHAVIOURS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"corrupt": corrupt}
+
+
+def misbehaviour(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The hook named ``name``, or a VeilError listing them."""
+    try:
+        return MISBEHAVIOURS[name]
+    except KeyError:
+        raise VeilError(f"unknown misbehaviour {name!r} (one of {', '.join(MISBEHAVIOURS)})") from None
 
 
 @dataclass

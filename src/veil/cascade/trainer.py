@@ -91,6 +91,7 @@ class Trainer:
                     loss = torch.nn.functional.nll_loss(logp, ys[j])
                     (loss * weight).backward()
                     grad, losses[j] = logp.grad, float(loss.detach())
+                    assert grad is not None  # backward() through logp, a leaf that requires grad
                 else:
                     grad, losses[j] = torch.full_like(out, weight), float(out)
                 body = message.encode({}, {"g": grad})

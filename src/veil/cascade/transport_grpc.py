@@ -15,7 +15,7 @@ from concurrent import futures
 import grpc
 
 from veil.cascade import constants as C
-from veil.cascade.transport import BackgroundSender, OnPacket, split_address
+from veil.cascade.sending import BackgroundSender, OnPacket, split_address
 from veil.errors import VeilError
 
 _OPTIONS = [

@@ -18,7 +18,7 @@ import threading
 import zmq
 
 from veil.cascade import constants as C
-from veil.cascade.transport import BackgroundSender, OnPacket, split_address
+from veil.cascade.sending import BackgroundSender, OnPacket, split_address
 from veil.errors import VeilError
 
 _MAX_MESSAGE = C.packet_size(C.MAX_CELL)

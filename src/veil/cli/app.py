@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import typer
 from typer.core import TyperGroup
 
-if TYPE_CHECKING:
-    import click
+if TYPE_CHECKING:  # typer >= 0.2x ships its own copy of click: its types, not the click package's
+    from typer._click.core import Command, Context
 
 from veil.cli import common
 
@@ -38,16 +38,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "xnnd": ("veil.cli.xnnd", "app"),
     "serve": ("veil.cli.serve", "serve"),
     "serve-credentials": ("veil.cli.serve", "credentials_app"),
+    "serve-gallery": ("veil.cli.serve", "gallery_app"),
     "client": ("veil.cli.client", "app"),
     "report": ("veil.cli.report", "report"),
     "partition": ("veil.cli.partition", "app"),
 }
 
 
-def load_command(name: str) -> click.Command:
+def load_command(name: str) -> Command:
     """Import the module behind ``name`` and build its click command (a group for a typer app)."""
     module, attr = COMMANDS[name]
     obj = getattr(importlib.import_module(module), attr)
+    cmd: Command
     if isinstance(obj, typer.Typer):
         cmd = typer.main.get_group(obj)
     else:
@@ -61,10 +63,10 @@ def load_command(name: str) -> click.Command:
 class LazyGroup(TyperGroup):
     """A click group whose subcommands are imported on first use."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             self.commands[cmd_name] = load_command(cmd_name)
         return self.commands.get(cmd_name)

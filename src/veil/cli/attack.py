@@ -24,7 +24,8 @@ app = typer.Typer(help="Privacy attacks: what an adversary learns of the owner's
                   no_args_is_help=True)
 
 RUN = typer.Option(..., "--run", help="Run directory made by `veil demo` (split.json, owner.key, stores).")
-METHOD = typer.Option("xnn", help="Store to attack: xnn or vanilla (Vanilla+PE, the sanity check).")
+METHOD = typer.Option("xnn", help="Store to attack, by its obfuscation method (`veil methods`): xnn, xnnh, ... or "
+                                   "none (Vanilla+PE, the sanity check; also 'vanilla').")
 DATA = typer.Option(None, help="Face dataset (default: the one recorded in results.json).")
 DEVICE = typer.Option(None, help="cpu, cuda (default: auto).")
 JSON_OUT = typer.Option(None, "--json", help="Also write the result as JSON here.")
@@ -99,14 +100,14 @@ def list_attacks() -> None:
     from veil.attacks import registry
 
     table = Table(title="attacks (veil.attacks.registry)")
-    for col in ("name", "run with", "the adversary holds", "reports", "parameters"):
+    for col in ("name", "title", "run with", "the adversary holds", "reports", "parameters"):
         table.add_column(col)
     commands = {c.name.replace("-", "_") for c in app.registered_commands if c.name and c.name != "list"}
     for name, cls in registry.attacks().items():
         declared = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}"
                              for k, v in registry.parameters(cls).items()) or "—"
         run_with = f"veil attack {name.replace('_', '-')}" if name in commands else RUN_ELSEWHERE.get(name, "library")
-        table.add_row(name, run_with, "; ".join(cls.holdings), cls.reports, declared)
+        table.add_row(name, cls.title, run_with, "; ".join(cls.holdings), cls.reports, declared)
     console.print(table)
 
 
@@ -131,7 +132,7 @@ def expectation(run: Path = RUN, method: str = METHOD,
                 seed: int = typer.Option(0, help="Seed of the public random obfuscations and of training."),
                 gallery: str = GALLERY, data: Path = DATA, device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
     """Expectation attack (paper 5.2): RecNet trained under fresh random XNN parameters every batch."""
-    r = _harness(run, data, device).expectation(method, aux, _recnet_cfg(epochs, seed), seed, gallery)
+    r = _harness(run, data, device).expectation(method, aux, _recnet_cfg(epochs, seed), seed, gallery).to_dict()
     table = _table(f"expectation attack on {method} ({aux}, {r['aux_identities']} identities, {gallery} gallery)")
     _row(table, "expectation", r)
     _finish(table, r, json_out)
@@ -149,10 +150,13 @@ def known_plaintext(run: Path = RUN, method: str = METHOD,
                     data: Path = DATA, device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
     """Known-plaintext: estimate P and M from k leaked pairs, invert, identify; one row per k."""
     ks = _ks(k)
-    r = _harness(run, data, device).known_plaintext(method, ks, identifier, aux, _recnet_cfg(epochs, seed), seed)
+    harness = _harness(run, data, device)
+    r = harness.known_plaintext(method, ks, identifier, aux, _recnet_cfg(epochs, seed), seed).to_dict()
     table = _table(f"known-plaintext attack on {method} ({identifier} identifier)", "k pairs")
     for p in r["points"]:
-        _row(table, f"{p['k']} (P {100 * p['permutation_accuracy']:.0f}%, M err {p['matrix_rel_error']:.2f})", p)
+        estimate = (f" (P {100 * p['permutation_accuracy']:.0f}%, M err {p['matrix_rel_error']:.2f})"
+                    if "permutation_accuracy" in p else "")
+        _row(table, f"{p['k']}{estimate}", p)
     _finish(table, r, json_out)
 
 
@@ -165,7 +169,7 @@ def leaked_pairs(run: Path = RUN, method: str = METHOD,
                  data: Path = DATA, device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
     """Leaked pairs vs a clean gallery (issue 16): structured, ridge, learned and cloud-RecNet-bridge estimators."""
     ks = _ks(k)
-    r = _harness(run, data, device).leaked_pairs_attack(method, ks, seed=seed)
+    r = _harness(run, data, device).leaked_pairs_attack(method, ks, seed=seed).to_dict()
     table = _table(f"leaked pairs vs clean gallery on {method}", "k pairs / estimator")
     for p in r["curve"]:
         if p["rate"] is None:
@@ -191,10 +195,10 @@ def alignment(run: Path = RUN, method: str = METHOD,
               json_out: Path = JSON_OUT) -> None:
     """Distribution alignment, no pairs: moments of the store vs public ExtNet tokens, invert, identify."""
     r = _harness(run, data, device).alignment(method, aux, identifier, axes, max_store_rows or None,
-                                              _recnet_cfg(epochs, seed), public, max_public or None)
-    table = _table(f"alignment attack on {method}, moments of {r['public_rows']} public rows "
-                   f"(P {100 * r['permutation_accuracy']:.0f}% right, "
-                   f"M rel. error {r['matrix_rel_error']:.2f})")
+                                              _recnet_cfg(epochs, seed), public, max_public or None).to_dict()
+    estimate = (f" (P {100 * r['permutation_accuracy']:.0f}% right, M rel. error {r['matrix_rel_error']:.2f})"
+                if "permutation_accuracy" in r else "")
+    table = _table(f"alignment attack on {method}, moments of {r['public_rows']} public rows{estimate}")
     _row(table, f"invert + {identifier}", r)
     _row(table, "whitened, pooled (no inversion)", {**r["whitened_pooled"]})
     _finish(table, r, json_out)
@@ -206,7 +210,7 @@ def alignment(run: Path = RUN, method: str = METHOD,
 def cloud_model(run: Path = RUN, method: str = METHOD, gallery: str = GALLERY, data: Path = DATA,
                 device: str = DEVICE, json_out: Path = JSON_OUT) -> None:
     """The cloud's own RecNet on the owner's obfuscated probes, against the chosen gallery (no attack effort)."""
-    r = _harness(run, data, device).cloud_model(method, gallery)
+    r = _harness(run, data, device).cloud_model(method, gallery).to_dict()
     table = _table(f"cloud's own RecNet on {method} features, {gallery} gallery")
     _row(table, "cloud RecNet", r)
     _finish(table, r, json_out)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from veil.attacks.recnet_fit import AttackRecNetConfig
+from veil.attacks.recnet_fit import AttackRecNetConfig, strong_attack_recipe
 from veil.cli.common import console, friendly
 from veil.device import configure_threads, pick_device
 from veil.errors import VeilError
@@ -59,9 +59,8 @@ def table2(data: Path = typer.Option(None, help="Face dataset (default: ../share
         raise VeilError("epochs must be >= 1")
     cfg = Table2Config(preset=preset, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                        owner_epochs=owner_epochs,
-                       attack=AttackRecNetConfig(epochs=attack_epochs, seed=seed,
-                                                 **({"depth": 0, "init": "identity"} if attack_recipe == "strong"
-                                                    else {})),
+                       attack=(strong_attack_recipe(attack_epochs, seed) if attack_recipe == "strong"
+                               else AttackRecNetConfig(epochs=attack_epochs, seed=seed)),
                        ablations=ablations, seed=seed)
     command = "veil bench table2 " + " ".join(f"--{k} {v}" for k, v in (
         ("preset", preset), ("owner-epochs", owner_epochs), ("attack-epochs", attack_epochs), ("seed", seed))
@@ -100,7 +99,9 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
            seed: int = typer.Option(0), device: str = typer.Option(None, help="cpu, cuda (default: auto)."),
            merge: list[Path] = typer.Option(None, "--merge", help="Join finished pieces of a sweep (table4.json, "
                                             "or a stopped run's table4_partial.json; repeat) into --results."),
-           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+           quiet: bool = typer.Option(False, help="No progress bars."),
+           record_command: str = typer.Option(None, hidden=True, help="The command recorded in the results "
+                                              "(bench/table4.py passes its own).")) -> None:
     """XNN-d (paper Table 4): baseline vs noise encoder, utility and four attacks; --sweep for the curve + verdict."""
     import shlex
     import sys
@@ -159,9 +160,8 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
         split = Split.load(split_file)
     else:
         split = prepare_split(data_path, run / "split.json", _PRESETS["bench"].split)
-    script = Path(sys.argv[0]).name if sys.argv else ""
-    command = (shlex.join(["python", "bench/table4.py", *sys.argv[1:]]) if script == "table4.py"
-               else shlex.join(["veil", *sys.argv[1:]]) if "table4" in sys.argv else "veil bench table4")
+    command = record_command or (shlex.join(["veil", *sys.argv[1:]]) if "table4" in sys.argv
+                                 else "veil bench table4")
     res = run_table4(data_path, split, run, cfg, sweep, eps, adversary, extractor, pick_device(device),
                      not quiet, console.print, command, tokens)
     js, md, png = publish(res, results)

@@ -24,12 +24,16 @@ def node(listen: str = typer.Option("127.0.0.1:0", help="HOST:PORT to listen on 
          transport: str = typer.Option("zmq", help="How packets travel: zmq (default, faster) or grpc."),
          mix_delay_ms: float = typer.Option(0.0, min=0.0, help="Mean Poisson mixing delay per packet (0: off)."),
          session_idle: float = typer.Option(600.0, min=1.0, help="Seconds before an idle run's session lapses."),
+         link_delay_ms: float = typer.Option(0.0, min=0.0, max=10_000.0,
+                                             help="Emulation: hold each received packet this long (link delay)."),
          misbehave: str | None = typer.Option(None, hidden=True, help="Testing only: 'corrupt' outputs.")) -> None:
     """Run one layer server until interrupted: fresh key pair, register, serve."""
     from veil.cascade.node import serve
+    from veil.cascade.testing import misbehaviour
 
-    serve(listen, pool, misbehave=misbehave, log_file=log_file, transport=transport, mix_delay=mix_delay_ms / 1000,
-          session_idle=session_idle)
+    tamper = misbehaviour(misbehave) if misbehave else None  # tests only: a Byzantine node
+    serve(listen, pool, tamper=tamper, log_file=log_file, transport=transport, mix_delay=mix_delay_ms / 1000,
+          session_idle=session_idle, link_delay=link_delay_ms / 1000)
 
 
 pool_app = typer.Typer(help="The server directory: list it, or prune dead entries.", invoke_without_command=True)
@@ -59,28 +63,31 @@ def pool_cmd(ctx: typer.Context, pool: Path = typer.Option(..., help="Pool file.
 def pool_prune(ctx: typer.Context,
                timeout: float = typer.Option(3.0, min=0.1, help="Seconds a server has to answer the probe."),
                ) -> None:
-    """Probe every entry (an open loop message to it and back) and remove those that do not answer.
-    A server bound to a run also does not answer a probe: prune when no run is using the pool."""
+    """Ping every entry and remove only those that do not answer. The ping needs no session: a server bound
+    to a run (even one whose designer is gone) answers it and stays, and so does one whose clock is off."""
     from veil.cascade import constants as C
     from veil.cascade import pool as pool_mod
     from veil.cascade import transport as transport_mod
     from veil.cascade.inbox import Inbox
-    from veil.cascade.selection import probe
+    from veil.cascade.liveness import ping
 
     pool: Path = ctx.obj
     entries = pool_mod.load(pool)
-    dead: list = []
+    answers: dict = {}
     for name in sorted({e.transport for e in entries}):
         tr = transport_mod.make(name)
         inbox = Inbox(tr, C.CELL_SIZES[0])
         try:
-            dead += probe(inbox, [e for e in entries if e.transport == name], timeout)[1]
+            answers.update(ping(inbox, [e for e in entries if e.transport == name], timeout))
         finally:
             inbox.close()
             tr.close()
-    removed = pool_mod.remove(pool, {e.address for e in dead})
+    for e in entries:
+        if answers[e.address].alive and (answers[e.address].bound or answers[e.address].skewed):
+            console.print(f"kept {e.address}: {answers[e.address].describe()}")
+    removed = pool_mod.remove(pool, {a for a, ans in answers.items() if not ans.alive})
     for e in removed:
-        console.print(f"removed {e.address} (pid {e.pid}): no answer within {timeout:.1f} s")
+        console.print(f"removed {e.address} (pid {e.pid}): no answer to a ping within {timeout:.1f} s")
     console.print(f"{len(entries) - len(removed)} of {len(entries)} server(s) answered; {len(removed)} removed")
 
 
@@ -97,15 +104,18 @@ def train(pool: Path = typer.Option(..., help="Pool file of running servers."),
           microbatches: int = typer.Option(1, min=1, help="GPipe-style micro-batches in flight per batch."),
           transport: str = typer.Option("zmq", help="zmq (default) or grpc; only pool servers of that kind."),
           digits28: bool = typer.Option(False, help="Without --data: digits upsampled to 28x28 (784 inputs)."),
-          out: Path = typer.Option(Path("runs/cascade"), help="Where the model, cascade and metrics go.")) -> None:
+          out: Path = typer.Option(Path("runs/cascade"), help="Where the model, cascade and metrics go."),
+          force: bool = typer.Option(False, help="Replace an earlier run in --out.")) -> None:
     """Train through a cascade picked at random from the pool; writes model, cascade and metrics to OUT."""
     import torch
 
-    from veil.cascade import checkpoint
+    from veil.cascade import constants as C
     from veil.cascade import data as D
+    from veil.cascade import runfiles
     from veil.cascade.designer import Designer
     from veil.cascade.models import load_spec
 
+    runfiles.check_out_dir(out, force)  # before any node is bound or any epoch is spent
     torch.set_num_threads(1)
     ds = D.load(data, seed, upsample=digits28)
     spec = load_spec(model, ds.input_dim)
@@ -117,15 +127,23 @@ def train(pool: Path = typer.Option(..., help="Pool file of running servers."),
         task = bar.add_task("training", total=total)
         res = des.train(ds, epochs, on_step=lambda s, _t, loss: bar.update(task, completed=s,
                                                                             description=f"loss {loss:.3f}"))
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint.write(out / "model.safetensors", res.final, spec.layers)
-        _write_private(out / "cascade.json", {"model": model, "keep_loss": des.keep_loss, "seed": seed,
-                                              "data": ds.name, "transport": transport,
-                                              "microbatches": microbatches,
-                                              "cascade": des.cascade.describe(secrets=True)})
+        assert des.cascade is not None and res.final is not None
+        manifest = {"model": model, "keep_loss": des.keep_loss, "seed": seed, "data": ds.name,
+                    "transport": transport, "microbatches": microbatches,
+                    "cascade": des.cascade.describe(secrets=True)}
         metrics = {"accuracy": res.accuracy, "epoch_seconds": res.epoch_seconds, "events": res.events,
                    "loops_sent": des.loops_sent, "loops_returned": des.loops_returned, "data": ds.name}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        try:
+            runfiles.save_run(out, res.final, spec.layers, manifest, metrics)
+        except OSError as exc:
+            des.release_on_close = True  # the secrets are lost with the write: free the nodes on the way out
+            kept = runfiles.save_recovery(out, res.final, spec.layers, metrics)
+            raise VeilError(f"could not write the run to {out} ({exc.strerror or exc}); the trained model and "
+                            f"metrics are kept in {kept} and the cascade's nodes were released") from None
+    skews = [s for e in res.events if e.get("event") == "clock" for s in e["skew_s"].values()]
+    if skews:
+        console.print(f"clock skew to the cascade's nodes: {min(skews):+.1f} to {max(skews):+.1f} s "
+                      f"(packets tolerate +-{C.CLOCK_SKEW_S:g} s)")
     console.print(f"test accuracy {res.accuracy:.4f}; {len(res.events)} event(s); wrote {out}")
 
 
@@ -174,14 +192,6 @@ def test(run: Path = typer.Option(Path("runs/cascade"), help="Directory written 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console)
-
-
-def _write_private(path: Path, obj: object) -> None:
-    """The cascade's order, addresses and per-node session secrets are the designer's secret: written 0600
-    through a unique O_EXCL | O_NOFOLLOW temporary file and renamed (a symlink planted at ``path`` is refused)."""
-    from veil.secretfile import write_private
-
-    write_private(path, json.dumps(obj, indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -100,10 +100,10 @@ def gallery(server: str = SERVER, token_file: Path = TOKEN, ca: Path = CA) -> No
     with _client(server, token_file, ca) as client:
         rows = client.gallery()
     table = Table(title=f"{server}: {len(rows)} name(s)")
-    for col in ("name", "entries", "enrolled by", "finite"):
+    for col in ("name", "entries", "enrolled by"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], str(r["entries"]), str(r["enrolled_by"] or "anonymous"), str(r["finite"]))
+        table.add_row(r["name"], str(r["entries"]), str(r["enrolled_by"] or "anonymous"))
     console.print(table)
 
 

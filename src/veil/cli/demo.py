@@ -39,14 +39,17 @@ def attacks_table(summary: dict) -> Table | None:
     if not attacks:
         return None
     table = Table(title="What an adversary learns: top-1 identification of the owner's test persons",
-                  caption="k = leaked (image, store row) pairs; pooled cosine needs no key and no pairs")
+                  caption="k = leaked (image, store row) pairs. Owner-keyed gallery: the key does not matter "
+                          "(pooled cosine needs no key, no pair). Clean gallery (the adversary's own photos): "
+                          "the key matters until enough pairs leak")
     for col in ("attack", "store", "top-1", "95% CI", "n", "chance"):
         table.add_column(col, justify="left" if col in ("attack", "store") else "right", no_wrap=True)
-    names = {"xnn": "XNN", "vanilla": "Vanilla+PE"}
-    for method, r in attacks.items():
+    from veil.obfuscation import registry
+
+    for method, r in attacks.items():  # "xnn, clean gallery": the XNN store against the adversary's own photos
         for p in r["points"]:
-            what = "pooled cosine, k=0" if p["k"] == 0 else f"known-plaintext, k={p['k']}"
-            table.add_row(what, names.get(method, method), f"{100 * p['rate']:.2f}%",
+            what = p.get("label") or ("pooled cosine, k=0" if p["k"] == 0 else f"known-plaintext, k={p['k']}")
+            table.add_row(what, registry.lookup(method.split(",")[0]).display(), f"{100 * p['rate']:.2f}%",
                           f"[{100 * p['ci95'][0]:.2f}, {100 * p['ci95'][1]:.2f}]", str(p["n"]),
                           f"{100 * p['chance']:.2f}%")
     return table

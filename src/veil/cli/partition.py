@@ -3,8 +3,8 @@ and the TON_IoT tabular task. SGX is simulated here; every modelled number says 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,6 +12,7 @@ from rich.table import Table
 
 from veil.cli.common import console, friendly
 from veil.errors import VeilError
+from veil.io import write_json
 
 app = typer.Typer(help="Layer partitioning: first layers in a (simulated) enclave, the rest on an accelerator.",
                   no_args_is_help=True)
@@ -138,12 +139,12 @@ def plan(model: str = typer.Option("resnet50", help=MODEL_HELP),
     if spec.arch != model:
         raise VeilError(f"{weights} holds a {spec.arch}, not {model}; pass --model {spec.arch}")
     imgs = load_image_data(data, spec.image_size, seed, need_train=False)
-    chosen = [s.strip() for s in split_list.split(",")] if split_list else None
+    chosen: list[int | str] | None = [s.strip() for s in split_list.split(",")] if split_list else None
     result = run_plan(net, spec, imgs.aux.images[:aux], imgs.victim.images[:victims], max_ssim, chosen,
                       tuple(a.strip() for a in attacks.split(",")), epochs, SGXCostModel(), seed,
                       log=lambda m: console.print(m, highlight=False), over_prior=over_prior)
     body = {**result.as_dict(), "weights": str(weights), "roles": imgs.split, "simulated": SIMULATED}
-    (out / "plan.json").write_text(json.dumps(body, indent=1))
+    write_json(out / "plan.json", body, indent=1)
     plot_plan(result, out / "plan.png")
     reconstruction_grid(result, imgs.victim.images[:8], out / "reconstructions.png")
     console.print(_plan_table(result))
@@ -210,7 +211,8 @@ def run(weights: Path = typer.Option(..., help="Trained weights (safetensors wri
     table.add_row("accelerator", f"{summary['accelerator_s']:.4f}", str(rows[0]["device"]))
     table.add_row("total (measured)", f"{summary['total_s']:.4f}", "")
     console.print(table)
-    result = {"weights": str(weights), "split": split, "batches": rows, "summary": summary, "simulated": SIMULATED}
+    result: dict[str, Any] = {"weights": str(weights), "split": split, "batches": rows, "summary": summary,
+                              "simulated": SIMULATED}
     if check:
         net, _ = load_model(weights)
         with torch.no_grad():
@@ -222,8 +224,7 @@ def run(weights: Path = typer.Option(..., help="Trained weights (safetensors wri
         if diff >= 1e-4:
             raise VeilError(f"split output differs from the unsplit model by {diff:.3g}")
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
+        write_json(out, result, indent=1)
     console.print(SIMULATED, highlight=False)
 
 
@@ -256,6 +257,5 @@ def tabular(csv: list[Path] = typer.Option(..., help="TON_IoT CSV file(s) with t
                            f"n={acc['n']}") if first else "", name, err, prior)
             first = False
     console.print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_json(out, result, indent=1)
     console.print(f"wrote {out}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,7 +39,7 @@ def train(store: Path = typer.Option(..., help="Store directory received from th
     if recipe not in recipes:
         raise typer.BadParameter(f"--recipe must be one of {', '.join(recipes)}, got {recipe!r}")
     configure_threads()
-    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+    given: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
              "warmup_epochs": warmup_epochs, "dim": dim, "depth": depth, "num_heads": heads, "emb_dim": emb_dim,
              "seed": seed, "val_fraction": val_fraction, "patience": patience, "head_init": head_init}
     cfg = replace(recipes[recipe], **{k: v for k, v in given.items() if v is not None})

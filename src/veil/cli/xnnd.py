@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -10,6 +9,7 @@ from rich.table import Table
 
 from veil.cli.common import console, friendly
 from veil.errors import VeilError
+from veil.io import write_json
 
 app = typer.Typer(help="XNN-d private inference: adversarial noise encoder + distilled server RecNet.",
                   no_args_is_help=True)
@@ -104,7 +104,5 @@ def attack(run: Path = RUN, data: Path = DATA, split: Path = SPLIT,
         table.add_row(f"black-box ASR, {p['queries']} queries", _pct(p), f"{100 * p['chance']:.2f}%")
     console.print(table)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"method": name, "aux": aux, "utility": util, "black_box": bb}, indent=1,
-                                       default=str))
+        write_json(json_out, {"method": name, "aux": aux, "utility": util, "black_box": bb}, indent=1)
         console.print(f"wrote {json_out}")

@@ -113,13 +113,14 @@ def gallery_probe(faces: FaceSet, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     Identities with a single image contribute a gallery entry only: they are distractors.
     """
     g = np.random.default_rng(seed)
-    gallery, probe = [], []
+    gallery: list[int] = []
+    probe: list[int] = []
     labels = faces.labels.numpy()
     for label in range(len(faces.names)):
         idx = np.flatnonzero(labels == label)
         if len(idx) == 0:
             continue
         pick = idx[g.integers(len(idx))]
-        gallery.append(pick)
-        probe.extend(i for i in idx if i != pick)
+        gallery.append(int(pick))
+        probe.extend(int(i) for i in idx if i != pick)
     return torch.tensor(gallery, dtype=torch.long), torch.tensor(sorted(probe), dtype=torch.long)

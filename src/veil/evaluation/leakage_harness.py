@@ -7,7 +7,12 @@ auxiliary group, leaked pairs, the store. With the key it then scores what the a
 (permutation accuracy, matrix error), which no attack can see.
 
 A run directory is what ``veil demo`` / ``bench/xnn.py`` write: ``split.json``, ``owner.key``,
-``store_xnn``, ``store_vanilla``, ``results.json`` (with the ``extractor`` and ``data`` paths).
+``results.json`` (with the ``extractor`` and ``data`` paths) and one store per method, in the folder the
+obfuscation registry names (``store_xnn``, ``store_vanilla``; ``veil obfuscate --method xnnh --out
+RUN/store_xnnh`` adds XNN-H). A method is named as the registry knows it (``xnn``, ``none`` or ``vanilla``
+or ``Vanilla+PE``, ``xnnh``). Every attack runs through its ``on(view)``: the harness builds the
+:class:`~veil.attacks.base.View`, then adds the owner-side facts (method, utility, estimate scores) to the
+:class:`~veil.attacks.base.AttackResult`'s details.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import torch
 
 from veil.attacks import (
     AlignmentAttack,
+    Attack,
     AttackRecNetConfig,
+    AttackResult,
     CloudModelAttack,
     ExpectationAttack,
     KnownPlaintextAttack,
     Target,
+    View,
     extract_tokens,
 )
 from veil.data.faceset import FaceSet
@@ -34,16 +42,13 @@ from veil.data.loaders import load_faces
 from veil.data.splits import Split, gallery_probe
 from veil.errors import VeilError
 from veil.keys import OwnerKey
-from veil.models.extractor import ExtNet, load_extnet
+from veil.models.extractor import Extractor, load_extnet
 from veil.models.recnet import load_recnet
 from veil.obfuscation import registry
 from veil.obfuscation.base import NoObfuscation, Obfuscation
 from veil.obfuscation.xnn import XNN
 from veil.pipeline import load_group, make_obfuscation
 from veil.store import open_store
-
-METHODS = {"xnn": "XNN", "vanilla": "Vanilla+PE"}
-
 
 GALLERIES = ("owner", "clean")
 
@@ -78,17 +83,24 @@ class LeakageHarness:
 
     # -- owner-side facts --------------------------------------------------------------------------
     @cached_property
-    def ext(self) -> ExtNet:
+    def ext(self) -> Extractor:
         return load_extnet(self.extractor)
 
     def store_dir(self, method: str) -> Path:
-        if method not in METHODS:
-            raise VeilError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        return self.run / f"store_{method}"
+        """The run's store of ``method`` (any registered name or label), in the folder the registry names."""
+        path = self.run / registry.lookup(method).store
+        if not path.is_dir():
+            raise VeilError(f"{self.run} has no {path.name} (make it with `veil obfuscate --method "
+                            f"{registry.lookup(method).name} --out {path}`)")
+        return path
 
     def matrix_kind(self, method: str) -> str:
         info = open_store(self.store_dir(method)).manifest.get("obfuscation") or {}
         return info.get("matrix", "orthogonal")
+
+    def xnn_matrix(self, method: str) -> str:
+        """The matrix kind an XNN-shaped estimate (P, M) should assume: the store's, for methods with one."""
+        return self.matrix_kind(method) if "matrix" in registry.lookup(method).options else "orthogonal"
 
     def method_of(self, method: str) -> str:
         """The registered obfuscation method the store was made with (its public manifest says)."""
@@ -102,7 +114,7 @@ class LeakageHarness:
         return make_obfuscation(self.ext, key, self.matrix_kind(method), name)
 
     def utility(self, method: str) -> dict | None:
-        return (self.results.get("utility") or {}).get(METHODS[method])
+        return (self.results.get("utility") or {}).get(registry.lookup(method).display())
 
     def faces(self, group: str) -> FaceSet:
         if group not in self._faces:
@@ -165,41 +177,48 @@ class LeakageHarness:
 
     # -- owner-side scoring of the estimates ---------------------------------------------------------
     def score_estimate(self, method: str, perm: torch.Tensor, matrix: torch.Tensor) -> dict:
-        """How close an attack's (P, M) is to the owner's: only the key holder can compute this."""
+        """How close an attack's (P, M) is to the owner's: only the key holder can compute this.
+
+        Empty for a method with no (P, M) of XNN's shape (XNN-H, the image-level baselines)."""
         obf = self.obfuscation(method)
         if isinstance(obf, NoObfuscation):
             true_perm, true_m = torch.arange(len(perm)), torch.eye(matrix.shape[0])
-        else:
-            assert isinstance(obf, XNN)
+        elif isinstance(obf, XNN):
             true_perm, true_m = obf.perm, obf.matrix
+        else:
+            return {}
         err = float((matrix.float() - true_m).norm() / true_m.norm())
         return {"permutation_accuracy": float((perm == true_perm).float().mean()), "matrix_rel_error": err}
 
     # -- the attacks -------------------------------------------------------------------------------------
+    def attack(self, attack: Attack, view: View, method: str, command: str | None = None,
+               **details: object) -> AttackResult:
+        """Run ``attack`` on ``view`` and add what only the owner knows: the method and the owner's utility."""
+        result = attack.on(view, command)
+        result.details = {"method": registry.lookup(method).name, **details, **result.details,
+                          "utility": self.utility(method)}
+        return result
+
     def expectation(self, method: str = "xnn", aux_group: str = "aux_a", recnet: AttackRecNetConfig | None = None,
-                    seed: int = 0, gallery_kind: str = "owner") -> dict:
+                    seed: int = 0, gallery_kind: str = "owner", command: str | None = None) -> AttackResult:
         attack = ExpectationAttack(self.method_of(method), self.matrix_kind(method), recnet, seed, self.device)
         aux_tokens, aux_labels = self.aux(aux_group)
-        target = self.target(method, gallery_kind)
+        view = View(target=self.target(method, gallery_kind), aux_tokens=aux_tokens, aux_labels=aux_labels)
         self.log(f"expectation attack on {method}: training on {aux_group} ({len(aux_tokens)} rows)")
-        r = attack.run(aux_tokens, aux_labels, target)
-        return {"attack": "expectation", "method": method, "aux": aux_group, "gallery_kind": gallery_kind,
-                **r.leakage.as_dict(),
-                "seconds": r.seconds, "aux_rows": r.aux_rows, "aux_identities": r.aux_identities,
-                "config": r.config, "utility": self.utility(method)}
+        return self.attack(attack, view, method, command, aux=aux_group, gallery_kind=gallery_kind)
 
     def known_plaintext(self, method: str = "xnn", ks: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64),
                         identifier: str = "pooled", aux_group: str = "aux_a",
-                        recnet: AttackRecNetConfig | None = None, seed: int = 0) -> dict:
-        kind = self.matrix_kind(method) if method == "xnn" else "orthogonal"
-        attack = KnownPlaintextAttack(ks, kind, identifier, recnet, device=self.device)
+                        recnet: AttackRecNetConfig | None = None, seed: int = 0,
+                        command: str | None = None) -> AttackResult:
+        attack = KnownPlaintextAttack(ks, self.xnn_matrix(method), identifier, recnet, device=self.device)
         clean, obf = self.leaked_pairs(method, max(attack.ks), seed)
         aux_tokens, aux_labels = self.aux(aux_group) if identifier == "recnet" else (None, None)
-        r = attack.run(clean, obf, self.target(method), aux_tokens, aux_labels)
-        points = [{"k": p.k, **p.leakage.as_dict(), "residual": p.residual,
-                   **self.score_estimate(method, p.permutation, p.matrix)} for p in r.points]
-        return {"attack": "known_plaintext", "method": method, "identifier": identifier, "points": points,
-                "seconds": r.seconds, "config": r.config, "utility": self.utility(method)}
+        view = View(target=self.target(method), pairs=(clean, obf), aux_tokens=aux_tokens, aux_labels=aux_labels)
+        result = self.attack(attack, view, method, command)
+        result.details["points"] = [{**point, **self.score_estimate(method, p.permutation, p.matrix)}
+                                    for point, p in zip(result.details["points"], result.raw.points, strict=True)]
+        return result
 
     def identifier(self):
         """The adversary's public identifier for clean tokens: the rest of dlib's network after the cut (dlib
@@ -211,20 +230,23 @@ class LeakageHarness:
 
         return public_identifier(cut)
 
-    def leaked_pairs_attack(self, method: str = "xnn", ks: Sequence[int] = (0, 1, 4, 16, 64, 256, 1024),
-                     estimators: Sequence[str] | None = None, seed: int = 0) -> dict:
-        """Issue 16's threat model: k leaked pairs + store + the cloud's RecNet vs a gallery of clean photos."""
-        from veil.attacks.leaked_pairs import ESTIMATORS, CleanGalleryTarget, LeakedPairsAttack
+    def cloud_recnet(self, method: str) -> torch.nn.Module | None:
+        """The RecNet the cloud trained on the method's store, if the run has one."""
+        path = self.run / registry.lookup(method).recnet
+        return load_recnet(path)[0] if path.is_file() else None
 
-        kind = self.matrix_kind(method) if method == "xnn" else "orthogonal"
-        attack = LeakedPairsAttack(ks, estimators or ESTIMATORS, kind, identifier=self.identifier())
+    def leaked_pairs_attack(self, method: str = "xnn", ks: Sequence[int] = (0, 1, 4, 16, 64, 256, 1024),
+                            estimators: Sequence[str] | None = None, seed: int = 0,
+                            command: str | None = None) -> AttackResult:
+        """Issue 16's threat model: k leaked pairs + store + the cloud's RecNet vs a gallery of clean photos."""
+        from veil.attacks.leaked_pairs import ESTIMATORS, LeakedPairsAttack
+
+        attack = LeakedPairsAttack(ks, estimators or ESTIMATORS, self.xnn_matrix(method),
+                                   identifier=self.identifier())
         clean, obf = self.leaked_pairs(method, max(attack.ks), seed)
-        path = self.run / f"recnet_{method}.safetensors"
-        recnet = load_recnet(path)[0] if path.is_file() else None
-        target = CleanGalleryTarget.from_target(self.target(method, "clean"))
-        r = attack.run(clean, obf, target, self.store_features(method), recnet, log=self.log)
-        return {"attack": "leaked_pairs", "method": method, "gallery_kind": "clean", "curve": r.curve(),
-                "seconds": r.seconds, "config": r.config, "utility": self.utility(method)}
+        view = View(target=self.target(method, "clean"), pairs=(clean, obf),
+                    store_features=self.store_features(method), recnet=self.cloud_recnet(method))
+        return self.attack(attack, view, method, command, gallery_kind="clean")
 
     def public_tokens(self, group: str, max_identities: int | None = None, seed: int = 0) -> torch.Tensor:
         """Unlabelled public ExtNet tokens (images and mirrors) of up to ``max_identities`` persons of ``group``."""
@@ -242,25 +264,24 @@ class LeakageHarness:
 
     def alignment(self, method: str = "xnn", aux_group: str = "aux_a", identifier: str = "pooled",
                   axes: int = 4, max_store_rows: int | None = None, recnet: AttackRecNetConfig | None = None,
-                  public_group: str | None = None, max_public_identities: int | None = None) -> dict:
+                  public_group: str | None = None, max_public_identities: int | None = None,
+                  command: str | None = None) -> AttackResult:
         attack = AlignmentAttack(axes=axes, identifier=identifier, recnet=recnet, device=self.device)
         public_group = public_group or aux_group
         public = self.public_tokens(public_group, max_public_identities)
         aux_tokens, aux_labels = self.aux(aux_group) if identifier == "recnet" else (None, None)
-        r = attack.run(self.store_features(method, max_store_rows), public, self.target(method), aux_tokens,
-                       aux_labels)
-        return {"attack": "alignment", "method": method, "aux": aux_group, "public": public_group,
-                "public_rows": len(public), "identifier": identifier,
-                **r.leakage.as_dict(), "whitened_pooled": r.whitened.as_dict(), "seconds": r.seconds,
-                "config": r.config, **self.score_estimate(method, r.permutation, r.matrix),
-                "utility": self.utility(method)}
+        view = View(target=self.target(method), store_features=self.store_features(method, max_store_rows),
+                    public_tokens=public, aux_tokens=aux_tokens, aux_labels=aux_labels)
+        result = self.attack(attack, view, method, command, aux=aux_group, public=public_group,
+                             public_rows=len(public))
+        result.details.update(self.score_estimate(method, result.raw.permutation, result.raw.matrix))
+        return result
 
-    def cloud_model(self, method: str = "xnn", gallery_kind: str = "owner") -> dict:
+    def cloud_model(self, method: str = "xnn", gallery_kind: str = "owner",
+                    command: str | None = None) -> AttackResult:
         """The cloud's own RecNet, which it trained and holds, applied to the owner's obfuscated test features."""
-        path = self.run / f"recnet_{method}.safetensors"
-        if not path.is_file():
-            raise VeilError(f"no cloud RecNet at {path}")
-        recnet, _ = load_recnet(path)
-        r = CloudModelAttack().run(recnet, self.target(method, gallery_kind))
-        return {"attack": "cloud_model", "method": method, "gallery_kind": gallery_kind, **r.leakage.as_dict(),
-                "utility": self.utility(method)}
+        recnet = self.cloud_recnet(method)
+        if recnet is None:
+            raise VeilError(f"no cloud RecNet at {self.run / registry.lookup(method).recnet}")
+        view = View(target=self.target(method, gallery_kind), recnet=recnet)
+        return self.attack(CloudModelAttack(), view, method, command, gallery_kind=gallery_kind)

@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from veil.attacks.recnet_fit import extract_tokens
-from veil.errors import VeilError
 from veil.keys import OwnerKey
-from veil.models.extractor import ExtNet
+from veil.models.extractor import Extractor
 from veil.obfuscation import registry
 from veil.obfuscation.base import Obfuscation
 
@@ -39,7 +38,7 @@ class TrainingRows:
 class Protection:
     """One method as the owner runs it. ``obfuscation`` is the method behind Veil's common interface."""
 
-    def __init__(self, name: str, ext: ExtNet, obfuscation: Obfuscation | None = None) -> None:
+    def __init__(self, name: str, ext: Extractor, obfuscation: Obfuscation | None = None) -> None:
         self.name = name
         self.ext = ext
         self.obfuscation = obfuscation
@@ -52,15 +51,16 @@ class Protection:
     def encode(self, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
         """Tokens of uint8 images as the owner sends them (one fresh draw of any one-time randomness)."""
         out = []
+        obf = self.obfuscation
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size]
-            if self.level == "encoder":
-                out.append(self.obfuscation(x.to(device)).cpu())
+            if obf is not None and self.level == "encoder":
+                out.append(obf(x.to(device)).cpu())
                 continue
-            if self.level == "image":
-                x = self.obfuscation(x)
+            if obf is not None and self.level == "image":
+                x = obf(x)
             t = extract_tokens(self.ext, x, batch_size, device=device)
-            out.append(self.obfuscation(t) if self.obfuscation is not None and self.level == "tokens" else t)
+            out.append(obf(t) if obf is not None and self.level == "tokens" else t)
         return torch.cat(out)
 
     def training_rows(self, images: torch.Tensor, labels: torch.Tensor,
@@ -73,13 +73,14 @@ class Protection:
             chunks, targets = [], []
             for i in range(0, len(both), 256):
                 mixed, soft = self.obfuscation.mix(both[i:i + 256], onehot[i:i + 256], both, onehot)
+                assert soft is not None  # targets in, mixed targets out
                 chunks.append(extract_tokens(self.ext, mixed, device=device))
                 targets.append(soft)
             return TrainingRows(torch.cat(chunks), torch.cat(targets))
         return TrainingRows(self.encode(both, device=device), both_labels)
 
 
-def protection(method: str, ext: ExtNet, key: OwnerKey | None, public: torch.Tensor | None = None,
+def protection(method: str, ext: Extractor, key: OwnerKey | None, public: torch.Tensor | None = None,
                **options) -> Protection:
     """The owner's side of any registered method (a name, ``name:opt=v`` or a table label such as ``IH(k=2)``).
 
@@ -92,20 +93,9 @@ def protection(method: str, ext: ExtNet, key: OwnerKey | None, public: torch.Ten
     return Protection(spec.display(**opts), ext, None if spec.name == "none" else obf)
 
 
-def vanilla(ext: ExtNet) -> Protection:
+def vanilla(ext: Extractor) -> Protection:
     return protection("none", ext, None)
 
 
-def xnn(ext: ExtNet, key: OwnerKey, matrix: str = "orthogonal") -> Protection:
+def xnn(ext: Extractor, key: OwnerKey, matrix: str = "orthogonal") -> Protection:
     return protection("xnn", ext, key, matrix=matrix)
-
-
-def instahide(ext: ExtNet, k: int, public: torch.Tensor, cap: float = 0.65) -> Protection:
-    return protection("instahide", ext, None, public, k=k, cap=cap)
-
-
-def neuracrypt(ext: ExtNet, key: OwnerKey, patch: int = 16, dim: int = 256, depth: int = 2) -> Protection:
-    if dim != ext.token_shape[1]:
-        raise VeilError(f"NeuraCrypt's dim is ExtNet's token dim ({ext.token_shape[1]}) so RecNet sees one shape, "
-                         f"got {dim}")
-    return protection("neuracrypt", ext, key, patch=patch, depth=depth)

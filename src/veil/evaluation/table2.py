@@ -23,7 +23,13 @@ from pathlib import Path
 import torch
 
 from veil.attacks.leakage import Target, identity_leakage
-from veil.attacks.recnet_fit import AttackRecNetConfig, extract_tokens, fit_recnet, recnet_embedder
+from veil.attacks.recnet_fit import (
+    AttackRecNetConfig,
+    extract_tokens,
+    fit_recnet,
+    recnet_embedder,
+    strong_attack_recipe,
+)
 from veil.attacks.simulation import Simulation, simulate
 from veil.bench import Envelope, write_result
 from veil.data.faceset import FaceSet
@@ -31,15 +37,19 @@ from veil.data.splits import Split, gallery_probe
 from veil.demo import PRESETS, cached_extractor, resolve_data, run_key
 from veil.errors import VeilError
 from veil.evaluation import protections
+from veil.io import write_text
 from veil.keys import OwnerKey
 from veil.metrics import bootstrap_ratio
-from veil.models.extractor import ExtNet, load_extnet, make_extnet
+from veil.models.extractor import Extractor, load_extnet, make_extnet
 from veil.models.recnet import RecNet
 from veil.obfuscation import registry
 from veil.pipeline import load_group, prepare_split
 from veil.train.progress import progress_bar
 
-METHODS = ("Vanilla+PE", "IH(k=2)", "IH(k=3)", "NC", "XNN")
+# Table 2's rows, labelled by the registry: Vanilla+PE, IH(k=2), IH(k=3), NC, XNN
+METHODS = tuple(registry.get(name).display(**options) for name, options in (
+    ("none", {}), ("instahide", {"k": 2}), ("instahide", {"k": 3}), ("neuracrypt", {}), ("xnn", {})))
+VANILLA = registry.get("none").display()
 
 
 @dataclass
@@ -50,7 +60,7 @@ class Table2Config:
     methods: tuple[str, ...] = METHODS
     aux_groups: tuple[str, ...] = ("aux_a", "aux_b")
     owner_epochs: int | None = None
-    attack: AttackRecNetConfig = field(default_factory=AttackRecNetConfig)
+    attack: AttackRecNetConfig = field(default_factory=strong_attack_recipe)
     public_pool: int = 2000
     ih_cap: float = 0.65
     ih_encodings: int = 2
@@ -76,13 +86,14 @@ def _owner_recipe(cfg: Table2Config) -> AttackRecNetConfig:
     return AttackRecNetConfig(**cloud)
 
 
-def _target(protection: protections.Protection, faces: FaceSet, gallery_seed: int, device) -> Target:
+def owner_target(protection: protections.Protection, faces: FaceSet, gallery_seed: int, device) -> Target:
+    """The owner's test faces under ``protection`` (and their mirrors), as an adversary receives them."""
     features = protection.encode(faces.images, device=device)
     flipped = protection.encode(faces.images.flip(-1), device=device)
     return Target.from_features(features, faces.labels, gallery_seed, flipped)
 
 
-def _clean_tokens(ext: ExtNet, faces: FaceSet, device) -> torch.Tensor:
+def clean_tokens(ext: Extractor, faces: FaceSet, device) -> torch.Tensor:
     """Public ExtNet tokens of the images, then of their mirrors."""
     return torch.cat([extract_tokens(ext, faces.images, device=device),
                       extract_tokens(ext, faces.images, flip=True, device=device)])
@@ -99,14 +110,14 @@ def _options(cfg: Table2Config, img_size: int) -> dict:
             "depth": cfg.nc_depth}
 
 
-def _simulation(name: str, ext: ExtNet, aux: FaceSet, clean: torch.Tensor, public: torch.Tensor,
+def simulation(name: str, ext: Extractor, aux: FaceSet, clean: torch.Tensor, public: torch.Tensor,
                 cfg: Table2Config, device) -> Simulation:
-    """The expectation attack's training set for ``name``; ``clean`` = :func:`_clean_tokens` of ``aux``."""
+    """The expectation attack's training set for ``name``; ``clean`` = :func:`clean_tokens` of ``aux``."""
     return simulate(name, ext, aux.images, aux.labels, clean, public, cfg.ih_encodings, cfg.seed, device,
                     **_options(cfg, ext.cfg.img_size))
 
 
-def _protection(name: str, ext: ExtNet, key: OwnerKey, public: torch.Tensor, cfg: Table2Config):
+def _protection(name: str, ext: Extractor, key: OwnerKey, public: torch.Tensor, cfg: Table2Config):
     return protections.protection(name, ext, key, public, **_options(cfg, ext.cfg.img_size))
 
 
@@ -121,7 +132,7 @@ class _Context:
     """Everything the rows share: one split, one ExtNet, one key, the loaded face groups, one recipe."""
 
     cfg: Table2Config
-    ext: ExtNet
+    ext: Extractor
     key: OwnerKey
     split: Split
     train: FaceSet
@@ -135,7 +146,7 @@ class _Context:
     advance: Callable[[str], None] = lambda _status: None
 
     def target(self, protection: protections.Protection) -> Target:
-        return _target(protection, self.test, self.split.gallery_seed, self.device)
+        return owner_target(protection, self.test, self.split.gallery_seed, self.device)
 
     def owner_utility(self, protection: protections.Protection):
         """Train the owner's RecNet on the method's training rows; its leakage result on the test persons."""
@@ -163,7 +174,7 @@ def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", 
     aux = {g: load_group(data, split, g, size) for g in cfg.aux_groups}
     ctx = _Context(cfg, ext, run_key(out), split, load_group(data, split, "owner_train", size),
                    load_group(data, split, "owner_test", size), aux,
-                   {g: _clean_tokens(ext, f, device) for g, f in aux.items()},
+                   {g: clean_tokens(ext, f, device) for g, f in aux.items()},
                    _public_pool(data, split, size, cfg.public_pool, cfg.seed), _owner_recipe(cfg), device, log)
     groups = ", ".join(f"{g} {len(f)}" for g, f in aux.items())
     log(f"owner: {len(ctx.train)} training images of {len(ctx.train.names)} persons; test {len(ctx.test)} images "
@@ -176,8 +187,8 @@ def run_table2(data: str | Path | None = None, out: str | Path = "runs/table2", 
         rows, hits = _methods(ctx)
         probe_labels = ctx.test.labels[gallery_probe(ctx.test, split.gallery_seed)[1]]
         for row in rows:
-            if "Vanilla+PE" in hits and row["method"] != "Vanilla+PE":
-                row["utility_ratio_vs_vanilla"] = bootstrap_ratio(hits[row["method"]], hits["Vanilla+PE"],
+            if VANILLA in hits and row["method"] != VANILLA:
+                row["utility_ratio_vs_vanilla"] = bootstrap_ratio(hits[row["method"]], hits[VANILLA],
                                                                   probe_labels, seed=cfg.seed)
         ablations = _ablations(ctx, rows) if cfg.ablations else []
     record = {
@@ -217,7 +228,7 @@ def _methods(ctx: _Context) -> tuple[list[dict], dict[str, torch.Tensor]]:
         target = ctx.target(protection)
         leakage = {}
         for group, faces in ctx.aux.items():
-            sim = _simulation(name, ctx.ext, faces, ctx.clean[group], ctx.public, ctx.cfg, ctx.device)
+            sim = simulation(name, ctx.ext, faces, ctx.clean[group], ctx.public, ctx.cfg, ctx.device)
             leakage[group] = identity_leakage(target, recnet_embedder(sim.fit(ctx.cfg.attack, ctx.device))).as_dict()
             ctx.advance(f"{name} attack {group}")
         obf = protection.obfuscation
@@ -252,7 +263,7 @@ def _ablations(ctx: _Context, rows: list[dict]) -> list[dict]:
     # A RecNet pre-trained on public persons (the auxiliary groups) and frozen: the cloud trains nothing.
     offsets, labels = 0, []
     for faces in ctx.aux.values():
-        labels += [faces.labels + offsets] * 2  # images, then mirrors, as in _clean_tokens
+        labels += [faces.labels + offsets] * 2  # images, then mirrors, as in clean_tokens
         offsets += len(faces.names)
     frozen: RecNet = fit_recnet(torch.cat(list(ctx.clean.values())), torch.cat(labels), ctx.recipe,
                                 device=ctx.device)
@@ -298,6 +309,6 @@ def publish(payload: dict, results_dir: str | Path, name: str = "table2") -> tup
     results_dir = Path(results_dir)
     js = write_result(results_dir / f"{name}.json", payload)
     md = results_dir / f"{name}.md"
-    md.write_text(f"Command: `{payload['command']}` ({payload['device']}, seed {payload['seed']}, "
-                  f"wall {payload['wall_seconds']:.0f} s)\n\n" + markdown(payload))
+    md = write_text(md, f"Command: `{payload['command']}` ({payload['device']}, seed {payload['seed']}, "
+                    f"wall {payload['wall_seconds']:.0f} s)\n\n" + markdown(payload))
     return js, md

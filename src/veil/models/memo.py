@@ -11,19 +11,18 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from torch import nn
+
+from veil.models.extractor import Extractor
 
 
-class MemoExtNet(nn.Module):
+class MemoExtNet(Extractor):
     """Wraps an ExtNet; the same image (by content) is run through it once. Same interface and digest."""
 
-    def __init__(self, ext: nn.Module) -> None:
+    def __init__(self, ext: Extractor) -> None:
         super().__init__()
         self.inner = ext
         self.cfg = ext.cfg
         self._memo: dict[bytes, torch.Tensor] = {}
-        self.hits = 0
-        self.misses = 0
 
     @property
     def token_shape(self) -> tuple[int, int]:
@@ -37,7 +36,8 @@ class MemoExtNet(nn.Module):
 
     def train(self, mode: bool = True) -> MemoExtNet:  # noqa: ARG002 - ExtNet is frozen
         self.inner.train(False)
-        return super().train(False)
+        super().train(False)
+        return self
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -48,6 +48,4 @@ class MemoExtNet(nn.Module):
             out = self.inner(images[todo]).cpu()
             for j, i in enumerate(todo):
                 self._memo[keys[i]] = out[j].clone()
-        self.misses += len(todo)
-        self.hits += len(keys) - len(todo)
         return torch.stack([self._memo[k] for k in keys]).to(images.device)

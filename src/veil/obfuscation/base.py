@@ -30,7 +30,9 @@ class KeySource(Protocol):
     the cloud runs stay free of it (``tests/test_trust_boundaries.py``).
     """
 
-    fingerprint: str
+    @property
+    def fingerprint(self) -> str:
+        """A short public digest of the key (``OwnerKey.fingerprint`` is a read-only property)."""
 
     def rng(self, label: str) -> Any:
         """A deterministic generator (``permutation(n)``, ``normal(shape)``) for ``label``."""
@@ -44,6 +46,11 @@ class Obfuscation(nn.Module, ABC):
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Obfuscate a batch: tokens (B, N, D), or images (B, 3, H, W) for image/encoder levels."""
+
+    def mix(self, images: torch.Tensor, targets: torch.Tensor | None = None, private: torch.Tensor | None = None,
+            private_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mixed images and soft targets: only methods with ``mixes_labels`` (InstaHide) have it."""
+        raise NotImplementedError(f"{self.method} does not mix labels")
 
     def public_info(self) -> dict:
         """Method name and public hyper-parameters (safe to send to the cloud)."""

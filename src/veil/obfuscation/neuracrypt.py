@@ -53,6 +53,9 @@ class NeuraCrypt(Obfuscation):
 
     method = "neuracrypt"
     level = "encoder"
+    w_patch: torch.Tensor  # buffers (w_<name>), typed for the checker
+    w_pos: torch.Tensor
+    w_out: torch.Tensor
 
     def __init__(self, weights: dict[str, torch.Tensor], patch: int, randomness: Randomness | None = None,
                  fingerprint: str | None = None) -> None:

@@ -19,7 +19,9 @@ import copy
 import torch
 from torch import nn
 
-from veil.models.extractor import ExtNet
+from veil.errors import VeilError
+from veil.models.dlib_resnet import DlibExtNet
+from veil.models.extractor import AnyExtNet, ExtNet
 from veil.obfuscation.base import Obfuscation
 
 
@@ -37,24 +39,29 @@ class NoiseEncoder(nn.Module):
     feature depends on its image only, never on the rest of the batch.
     """
 
-    def __init__(self, ext: ExtNet, eps: float) -> None:
+    mean: torch.Tensor  # buffers, typed for the checker
+    std: torch.Tensor
+
+    def __init__(self, ext: AnyExtNet, eps: float) -> None:
         super().__init__()
         inner = copy.deepcopy(ext)
         self.img_size = ext.cfg.img_size
         self.eps = float(eps)
-        if hasattr(inner, "feature_map"):  # a CNN ExtNet (dlib's face ResNet): its trunk, made trainable
+        self.trunk: DlibExtNet | None = None
+        if isinstance(inner, DlibExtNet):  # a CNN ExtNet (dlib's face ResNet): its trunk, made trainable
             self.trunk = inner
             self.requires_grad_(True)
             return
-        self.trunk = None
-        self.patch_embed = inner.patch_embed
+        if not isinstance(inner, ExtNet):
+            raise VeilError(f"the noise encoder copies a ViT or dlib ExtNet, not a {type(ext).__name__}")
+        self.patch_embed: nn.Module = inner.patch_embed
         self.cls_token = inner.cls_token
-        self.pos_embed = inner.pos_embed
+        self.pos_embed: torch.Tensor = inner.pos_embed
         self.norm_pre = inner.norm_pre
         self.blocks = inner.blocks
         self.no_embed_class = inner.no_embed_class
-        self.register_buffer("mean", ext.mean.clone(), persistent=False)
-        self.register_buffer("std", ext.std.clone(), persistent=False)
+        self.register_buffer("mean", inner.mean.clone(), persistent=False)
+        self.register_buffer("std", inner.std.clone(), persistent=False)
         self.requires_grad_(True)
         self._freeze_batchnorm()
 

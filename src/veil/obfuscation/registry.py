@@ -2,8 +2,10 @@
 
 Why a registry: code that used to branch on a method's name (the owner's pipeline, the Table 2
 protections, the expectation attack's simulations, the leakage harness, the CLI) now asks this
-module, so a new method is one module (its :class:`~veil.obfuscation.base.Obfuscation` subclass)
-plus one :func:`register` call at the bottom of this file, as timm registers models by name.
+module, so a new method is one module (its :class:`~veil.obfuscation.base.Obfuscation` subclass and
+one :func:`register` call; the built-ins are registered at the bottom of this file), as timm registers
+models by name. Its name is the one name everything uses: its store folder in a run directory, the
+harness and ``veil attack --method``, the report and Table 2 (whose label comes from ``label``).
 
 Each :class:`Method` says:
 
@@ -80,10 +82,23 @@ class Method:
     options: dict[str, Any] = field(default_factory=dict)
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     label_pattern: str | None = None
+    folder: str = ""  # its name in a run directory (store_<folder>, recnet_<folder>.safetensors); default: name
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if not self.folder:
+            object.__setattr__(self, "folder", self.name)
+
+    @property
+    def store(self) -> str:
+        """The folder of its store in a run directory (``store_xnn``; Vanilla+PE's is ``store_vanilla``)."""
+        return f"store_{self.folder}"
+
+    @property
+    def recnet(self) -> str:
+        """The file of the cloud's RecNet trained on that store, in a run directory."""
+        return f"recnet_{self.folder}.safetensors"
 
     @property
     def owner_side(self) -> bool:
@@ -156,6 +171,8 @@ def register(method: Method) -> Method:
     """Add ``method`` under its name (a second method of the same name is a programming error)."""
     if method.name in _METHODS:
         raise ValueError(f"obfuscation method {method.name!r} is already registered")
+    if any(method.folder == m.folder for m in _METHODS.values()):
+        raise ValueError(f"obfuscation method folder {method.folder!r} is already taken")
     _METHODS[method.name] = method
     return method
 
@@ -177,6 +194,19 @@ def methods() -> tuple[Method, ...]:
     return tuple(_METHODS.values())
 
 
+def unregister(name: str) -> None:
+    """Remove a method added at run time (tests add a toy method and take it away again)."""
+    _METHODS.pop(name, None)
+
+
+def lookup(text: str) -> Method:
+    """The method ``text`` names: its name, its folder name (``vanilla``) or its table label (``Vanilla+PE``)."""
+    for method in _METHODS.values():
+        if text == method.folder:
+            return method
+    return parse(text)[0]
+
+
 def parse(text: str) -> tuple[Method, dict[str, Any]]:
     """A method and the options ``text`` sets, from a name (``xnn``), ``name:opt=value,...`` or a table label
     (``IH(k=2)``). Options it does not set are left out, so a caller can fill them from elsewhere."""
@@ -196,7 +226,7 @@ def parse(text: str) -> tuple[Method, dict[str, Any]]:
 
 register(Method(
     name="none", level="tokens", summary="no obfuscation: public ExtNet tokens (the Vanilla+PE baseline)",
-    secret="nothing", label=lambda _o: "Vanilla+PE", label_pattern=r"Vanilla\+PE|vanilla",
+    secret="nothing", label=lambda _o: "Vanilla+PE", label_pattern=r"Vanilla\+PE|vanilla", folder="vanilla",
     build_random=lambda _g, _gen, _rng, _o: NoObfuscation(),
     build_keyless=lambda _g, _o: NoObfuscation()))
 
@@ -246,4 +276,4 @@ def _xnnh_label(o: dict[str, Any]) -> str:
     return f"XNN-H(chaff={o['chaff']}" + (f",curve={o['curve']:g})" if o["curve"] else ")")
 
 
-__all__ = ["Geometry", "Method", "register", "get", "names", "methods", "parse"]
+__all__ = ["Geometry", "Method", "register", "unregister", "get", "lookup", "names", "methods", "parse"]

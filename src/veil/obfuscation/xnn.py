@@ -37,6 +37,8 @@ class XNN(Obfuscation):
     """O = X[:, P, :] @ M, vectorised over the batch (one gather and one matmul)."""
 
     method = "xnn"
+    perm: torch.Tensor  # buffers, typed for the checker
+    matrix: torch.Tensor
 
     def __init__(self, permutation: torch.Tensor | np.ndarray, matrix: torch.Tensor | np.ndarray,
                  kind: str = "orthogonal", fingerprint: str | None = None) -> None:

@@ -58,6 +58,9 @@ class Butterfly(torch.nn.Module):
     applied too, so the input order is also secret).
     """
 
+    blocks: torch.Tensor  # buffers, typed for the checker
+    perms: torch.Tensor
+
     def __init__(self, blocks: torch.Tensor, perms: torch.Tensor) -> None:
         super().__init__()
         if blocks.ndim != 4 or blocks.shape[-1] != blocks.shape[-2] or perms.shape[0] != blocks.shape[0]:

@@ -86,7 +86,8 @@ class IsolatedProcessEnclave(Enclave):
     def _child_error(self) -> str:
         if self._proc.poll() is None:
             return ""
-        err = (self._proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()
+        raw = (self._proc.stderr.read() if self._proc.stderr else b"") or b""
+        err = raw.decode(errors="replace").strip().splitlines()
         return err[-1] if err else f"exit status {self._proc.returncode}"
 
     def _request(self, op: bytes, body: bytes) -> bytes:

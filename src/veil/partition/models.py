@@ -87,7 +87,7 @@ def dlib_spec() -> ModelSpec:
     from veil.models.dlib_resnet import EMBEDDING_DIM, IMAGE_SIZE, MEAN_RGB
 
     return ModelSpec("dlib_resnet", EMBEDDING_DIM, image_size=IMAGE_SIZE, compact_head=False,
-                     mean=tuple(m / 255.0 for m in MEAN_RGB), std=(256.0 / 255.0,) * 3,
+                     mean=(MEAN_RGB[0] / 255.0, MEAN_RGB[1] / 255.0, MEAN_RGB[2] / 255.0), std=(256.0 / 255.0,) * 3,
                      extra={"output": f"{EMBEDDING_DIM}-d face descriptor (Euclidean nearest neighbour)",
                             "pretrained": "dlib_face_recognition_resnet_model_v1, public domain"})
 

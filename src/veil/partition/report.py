@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from veil.io import save_figure  # noqa: E402
 from veil.partition.planner import Plan  # noqa: E402
 
 
@@ -48,8 +49,7 @@ def plot_plan(plan: Plan, path: str | Path) -> Path:
     ax.set_title(f"{plan.arch}: reconstruction vs enclave cost "
                  f"(choice: {plan.choice.point.label if plan.choice else 'all in enclave'})", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)
     return path
 
@@ -74,7 +74,6 @@ def reconstruction_grid(plan: Plan, originals: torch.Tensor, path: str | Path, t
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
     fig.suptitle(title or f"{plan.arch}: victim images reconstructed from the exposed feature map", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -84,13 +84,13 @@ def _number(v: str) -> float | None:
 def load_csv(paths: str | Path | Sequence[str | Path], label: str = "label", use_time: bool = False,
              exclude: Sequence[str] = ()) -> TabularData:
     """Read one CSV (or several with the same columns) into an encoded feature matrix and labels."""
-    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    if not paths:
+    files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not files:
         raise VeilError("no CSV file given")
     header: list[str] | None = None
     rows: list[list[str]] = []
     origin: list[str] = []
-    for path in paths:
+    for path in files:
         if not path.is_file():
             raise VeilError(f"CSV file not found: {path}")
         try:
@@ -102,7 +102,7 @@ def load_csv(paths: str | Path | Sequence[str | Path], label: str = "label", use
                 if header is None:
                     header = head
                 elif head != header:
-                    raise VeilError(f"{path}: columns {head} differ from {paths[0]}'s {header}")
+                    raise VeilError(f"{path}: columns {head} differ from {files[0]}'s {header}")
                 for lineno, row in enumerate(reader, start=2):
                     if not row or all(not c.strip() for c in row):
                         continue
@@ -116,9 +116,9 @@ def load_csv(paths: str | Path | Sequence[str | Path], label: str = "label", use
             raise VeilError(f"{path}: malformed CSV ({exc})") from None
     assert header is not None
     if not rows:
-        raise VeilError(f"{paths[0]}: no data rows")
+        raise VeilError(f"{files[0]}: no data rows")
     if label not in header:
-        raise VeilError(f"label column {label!r} not in {paths[0]} (columns: {', '.join(header)})")
+        raise VeilError(f"label column {label!r} not in {files[0]} (columns: {', '.join(header)})")
     col = {h: i for i, h in enumerate(header)}
     stamps: list[datetime] = []
     if "date" in col and "time" in col:
@@ -150,13 +150,13 @@ def load_csv(paths: str | Path | Sequence[str | Path], label: str = "label", use
         feats.append(Feature("seconds_of_day", "time", "numeric"))
         blocks.append(secs[:, None])
     if not feats:
-        raise VeilError(f"{paths[0]}: no feature columns besides the label")
+        raise VeilError(f"{files[0]}: no feature columns besides the label")
     raw_labels = [r[col[label]].strip().lower() for r in rows]
     classes = sorted(set(raw_labels), key=lambda v: (_number(v) is None, _number(v) or 0.0, v))
     cidx = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([cidx[v] for v in raw_labels], dtype=torch.long)
     return TabularData(torch.from_numpy(np.concatenate(blocks, axis=1)), y, feats, classes, label,
-                       ",".join(str(p) for p in paths), stamps)
+                       ",".join(str(p) for p in files), stamps)
 
 
 def mlp(d_in: int, n_classes: int, hidden: Sequence[int] = (64, 64, 32)) -> nn.Sequential:

@@ -19,21 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from veil.attacks import registry as attack_registry
+from veil.attacks.base import AttackResult
 from veil.errors import VeilError
 from veil.metrics import wilson
+from veil.obfuscation import registry
 
 RESULTS = "results.json"
 TABLE2 = "table2.json"
 ATTACKS = "attacks"
-STORES = ("store_vanilla", "store_xnn")
-METHOD_NAMES = {"vanilla": "Vanilla+PE", "xnn": "XNN"}
-ATTACK_NAMES = {"expectation": "expectation (paper 5.2)", "known_plaintext": "known-plaintext",
-                "alignment": "distribution alignment", "cloud_model": "cloud model (its own RecNet)"}
 
 
 def method_name(raw: Any) -> str:
-    """Display name of a method as the paper writes it (``xnn`` -> ``XNN``)."""
-    return METHOD_NAMES.get(str(raw).lower(), str(raw)) if raw is not None else "?"
+    """A method's table label from the obfuscation registry (``xnn`` -> ``XNN``, ``vanilla`` -> ``Vanilla+PE``);
+    a name the registry does not know is shown as written."""
+    if raw is None:
+        return "?"
+    try:
+        return registry.lookup(str(raw)).display()
+    except VeilError:
+        return str(raw)
 
 
 def _finite(x: Any) -> float | None:
@@ -248,15 +253,21 @@ def _variant(d: dict) -> str:
 
 
 def _attack_file(path: Path, data: RunData) -> None:
-    d = read_json(path, data)
+    raw = read_json(path, data)
     name = path.name
-    attack = str(d.get("attack") or path.stem.split("_")[0])
-    method = method_name(d.get("method"))
+    try:  # the one on-disk format (AttackResult.to_dict); a file without a name is named by its file
+        result = AttackResult.from_dict({"attack": path.stem.split("_")[0], **raw})
+    except ValueError as exc:
+        data.missing.append(f"attacks/{name}: {exc}; skipped")
+        return
+    d = result.to_dict()
+    attack = result.attack
+    method = method_name(result.method)
     utility = RateView.parse(d.get("utility"))
     seconds = _finite(d.get("seconds"))
     data.attack_meta.append({"file": name, "attack": attack, "method": method, "seconds": seconds,
                              "config": scrub(d.get("config")), "command": d.get("command")})
-    label = ATTACK_NAMES.get(attack, attack)
+    label = attack_registry.title(attack)
     if attack == "known_plaintext" or isinstance(d.get("points"), list):
         points = []
         for p in d.get("points") or []:
@@ -299,9 +310,7 @@ def _load_attacks(data: RunData) -> None:
         return
     for path in files:
         _attack_file(path, data)
-    order = list(ATTACK_NAMES.values())
-    data.attacks.sort(key=lambda r: (order.index(r.attack) if r.attack in order else len(order), r.method,
-                                     r.variant))
+    data.attacks.sort(key=lambda r: (r.attack, r.method, r.variant))
 
 
 def _bool(x: Any) -> bool | None:
@@ -322,7 +331,8 @@ def _load_table2(data: RunData) -> None:
             if not isinstance(r, dict):
                 data.missing.append(f"{TABLE2} rows[{i}] is not an object; skipped")
                 continue
-            leak_raw = r.get("leakage") if isinstance(r.get("leakage"), dict) else {}
+            leak_raw = r.get("leakage")
+            leak_raw = leak_raw if isinstance(leak_raw, dict) else {}
             leakage = {str(g): RateView.parse(v) for g, v in leak_raw.items()}
             aux += [g for g in leakage if g not in aux]
             utility = RateView.parse(r.get("utility"))

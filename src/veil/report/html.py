@@ -25,6 +25,11 @@ from veil.report.template import PAGE, RATE_CELLS
 TSNE_CAP = 40
 
 
+def _mapping(value: object) -> dict:
+    """``value`` if a results file gave a JSON object there, else an empty one (a report never fails on it)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _pct(x: Any, digits: int = 2) -> str:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         return "—"
@@ -135,7 +140,7 @@ def _provenance(data: RunData, command: str) -> list[tuple[str, str]]:
         if key in res:
             value = _secs(res[key]) if key == "wall_seconds" else _plain(res[key])
             rows.append((f"results.json {key.replace('_', ' ')}", value))
-    cfg = res.get("config") if isinstance(res.get("config"), dict) else {}
+    cfg = _mapping(res.get("config"))
     seeds = {name: part.get("seed") for name, part in cfg.items() if isinstance(part, dict) and "seed" in part}
     if seeds:
         rows.append(("seeds (results.json config)", ", ".join(f"{k} {v}" for k, v in seeds.items())))
@@ -148,8 +153,8 @@ def render(data: RunData, command: str, tsne: Any = None, tsne_note: str = "", s
     """The page as a string; ``tsne`` is a ``TsneFigure`` or None (then ``tsne_note`` says why)."""
     res = data.results or {}
     curves_util = data.utility.get("XNN")
-    env_raw = scrub(res.get("environment")) if isinstance(res.get("environment"), dict) else {}
-    timings = res.get("timings") if isinstance(res.get("timings"), dict) else {}
+    env_raw = _mapping(scrub(res.get("environment"))) if isinstance(res.get("environment"), dict) else {}
+    timings = _mapping(res.get("timings"))
     attack_meta = [{**m, "seed": _seed_of(m.get("config"))} for m in data.attack_meta]
     dumps = []
     if isinstance(res.get("config"), dict):

@@ -72,7 +72,7 @@ def tradeoff_plot(points: list[TradeoffPoint], chance: float | None) -> str | No
         colour = PALETTE[methods.index(p.method) % len(PALETTE)]
         marker = MARKERS[labels.index(p.label) % len(MARKERS)]
         y = max(100 * (p.leakage.rate or 0.0), low)  # a zero rate sits on the bottom edge
-        ax.errorbar([100 * p.utility.rate], [y], xerr=_err(p.utility), yerr=_err(p.leakage), fmt=marker,
+        ax.errorbar([100 * (p.utility.rate or 0.0)], [y], xerr=_err(p.utility), yerr=_err(p.leakage), fmt=marker,
                     color=colour, ms=7, mfc=colour if p.label.startswith("Table 2") else "white", capsize=3, lw=1,
                     label=f"{p.method} · {p.label}")
     ax.plot([low, high], [low, high], ls=":", color="#888", lw=1, label="leakage = utility")

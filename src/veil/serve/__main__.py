@@ -19,7 +19,7 @@ DEFAULTS = ServerConfig(recnet=Path("recnet.safetensors"))
 def parse(argv: list[str] | None = None) -> ServerConfig:
     p = argparse.ArgumentParser(prog="python -m veil.serve", description=__doc__)
     p.add_argument("--recnet", required=True, type=Path)
-    p.add_argument("--gallery", default=DEFAULTS.gallery, type=Path)
+    p.add_argument("--gallery", default=DEFAULTS.gallery)
     p.add_argument("--host", default=DEFAULTS.host)
     p.add_argument("--port", type=int, default=DEFAULTS.port)
     p.add_argument("--max-body", type=int, default=DEFAULTS.max_body)
@@ -34,6 +34,10 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--header-timeout", type=float, default=DEFAULTS.header_timeout)
     p.add_argument("--body-timeout", type=float, default=DEFAULTS.body_timeout)
     p.add_argument("--idle-timeout", type=int, default=DEFAULTS.idle_timeout)
+    p.add_argument("--max-connections-per-address", type=int, default=DEFAULTS.max_connections_per_address)
+    p.add_argument("--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout)
+    p.add_argument("--auth-failures-burst", type=int, default=DEFAULTS.auth_failures_burst)
+    p.add_argument("--auth-failures-per-second", type=float, default=DEFAULTS.auth_failures_per_second)
     return ServerConfig(**{k: v for k, v in vars(p.parse_args(argv)).items()})
 
 

@@ -125,13 +125,92 @@ class Credentials:
         if self.clients.pop(client, None) is None:
             raise VeilError(f"no client {client!r} in the credentials file")
 
+    required = True  # a credentials table always asks for a token
+
     def authenticate(self, token: str) -> Principal | None:
         """The principal a bearer token names, or ``None``; constant-time in the secret."""
         client, _, secret = token.partition(".")
-        entry = self.clients.get(client)
-        expected = entry["sha256"] if entry else _digest("x")  # same work whether or not the client exists
-        ok = hmac.compare_digest(_digest(secret), expected) and entry is not None and bool(secret)
-        return Principal(client, frozenset(entry["rights"])) if ok and entry else None
+        return _check(client, secret, self.clients.get(client))
+
+
+def _check(client: str, secret: str, entry: dict | None) -> Principal | None:
+    """The principal when ``secret`` hashes to ``entry``'s SHA-256; the same work whether or not the client exists."""
+    expected = entry["sha256"] if entry else _digest("x")
+    ok = hmac.compare_digest(_digest(secret), expected) and entry is not None and bool(secret)
+    return Principal(client, frozenset(entry["rights"])) if ok and entry else None
+
+
+class FileCredentials:
+    """A credentials file, read again whenever it changes (size, mtime or inode): revoke and rotate act at once.
+
+    ``veil serve-credentials revoke`` rewrites the file atomically (a new inode), so the next
+    request after it returns is checked against the new table; no restart.
+    """
+
+    required = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int, int] | None = None
+        self._table = Credentials()
+        self._reload()
+
+    def _reload(self) -> None:
+        st = self.path.stat()
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._stamp:
+            self._table, self._stamp = Credentials.load(self.path), stamp
+
+    @property
+    def clients(self) -> dict[str, dict]:
+        return self._table.clients
+
+    def authenticate(self, token: str) -> Principal | None:
+        try:
+            self._reload()
+        except (OSError, VeilError):
+            return None  # a missing or broken file lets nobody in (fail closed)
+        return self._table.authenticate(token)
+
+
+class DatabaseCredentials:
+    """Clients kept in the gallery database (``veil serve-credentials add --gallery DB``), looked up per request.
+
+    A revoke or rotate is one committed row change, so the next request already sees it. The
+    server is open (``required`` false) only until the first client is ever added. While the
+    database is unreachable, clients seen before keep their last known entry so identify goes on.
+    """
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+        self._required = False
+        self._known: dict[str, dict | None] = {}
+
+    @property
+    def required(self) -> bool:
+        if not self._required:
+            from veil.serve.store import GalleryUnavailable
+
+            try:
+                self._required = self.store.auth_required()  # type: ignore[attr-defined]
+            except GalleryUnavailable:
+                return bool(self._known)
+        return self._required
+
+    def authenticate(self, token: str) -> Principal | None:
+        from veil.serve.store import GalleryUnavailable
+
+        client, _, secret = token.partition(".")
+        try:
+            found = self.store.client(client) if CLIENT_RE.match(client) else None  # type: ignore[attr-defined]
+            entry = {"rights": found[0], "sha256": found[1]} if found else None
+            if entry:  # only real clients are remembered: random ids cannot grow this
+                self._known[client] = entry
+            else:
+                self._known.pop(client, None)
+        except GalleryUnavailable:
+            entry = self._known.get(client)
+        return _check(client, secret, entry)
 
 
 def read_token(path: str | Path) -> str:

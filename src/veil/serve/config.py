@@ -26,7 +26,7 @@ class ServerConfig:
     """Everything ``veil serve`` and ``python -m veil.serve`` take, in one place."""
 
     recnet: Path
-    gallery: Path = Path("gallery.safetensors")
+    gallery: str = "gallery.db"  # a SQLite file, or a postgresql:// URL (several workers and hosts)
     host: str = "127.0.0.1"
     port: int = 8000
     max_body: int = DEFAULT_MAX_BODY
@@ -39,6 +39,10 @@ class ServerConfig:
     insecure_public: bool = False
     max_connections: int = 256
     header_timeout: float = 10.0
+    max_connections_per_address: int = 32
+    handshake_timeout: float = 5.0
+    auth_failures_burst: int = 20  # failed authentications an address may make at once ...
+    auth_failures_per_second: float = 1.0  # ... and then per second (429 with Retry-After past that)
     body_timeout: float = 30.0
     idle_timeout: int = 5
 

@@ -1,122 +1,129 @@
-"""The server's gallery: enrolled embeddings and names, persisted as one safetensors file written atomically.
+"""The server's gallery: rows in a database (:mod:`veil.serve.store`), one matrix in memory for matching.
 
-One file (embeddings as a tensor; names, who enrolled each name and the RecNet digest as JSON
-metadata), written mode 0600 (names are personal data) through a unique temporary file, fsynced and
-renamed, so a crash mid-write leaves the previous gallery intact and a restart finds every
-acknowledged enrolment. A second server on the same file would keep its own copy in memory and
-overwrite the first one's enrolments, so the gallery holds an exclusive lock (``flock`` on
-``GALLERY.lock``) for the life of the process and a second server refuses to start.
+Why both: the database makes an enrol one committed transaction that any number of workers share;
+the in-memory matrix makes identify one matrix product whatever the gallery's size. Each worker
+follows the database: before every identify it reads the two counters (``seq``: the last entry
+id, ``generation``: bumped by deletes) and loads only the rows it has not seen (or everything
+after a delete). So an enrol acknowledged by one worker is identified by every worker sharing the
+database from that worker's next request on (the bound the README states and
+``tests/serve/test_workers.py`` checks). The matrix grows by doubling its capacity, so appending k
+rows costs O(k), not a copy of the gallery.
+
+Enrol refuses non-finite and zero embeddings, so stored rows are never re-checked per request.
+When the database cannot be reached, identify keeps answering from memory and
+:attr:`Gallery.database_error` says why (``/health`` shows it); enrol and delete answer 503 through
+:class:`~veil.serve.store.GalleryUnavailable`.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import stat
+import logging
 import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save as st_save
 
-from veil.errors import VeilError
-from veil.secretfile import write_private
+from veil.serve.names import canonical, skeletons
+from veil.serve.store import Enrolment, GalleryUnavailable, NameOwned, Store, open_store
 
-FORMAT = "veil-gallery"
+log = logging.getLogger("veil.serve")
 
 
-class GalleryLocked(VeilError):
-    """Another process holds the gallery."""
+class _Pending:
+    """An enrol waiting for the group commit that carries it."""
+
+    def __init__(self, enrolment: Enrolment) -> None:
+        self.enrolment = enrolment
+        self.done = False
+        self.result: tuple[str, int] | Exception | None = None
 
 
 class Gallery:
-    def __init__(self, path: str | Path, emb_dim: int, recnet_digest: str) -> None:
-        self.path = Path(path)
-        self.emb_dim, self.recnet_digest = emb_dim, recnet_digest
-        self.embeddings = torch.empty(0, emb_dim)
-        self.names: list[str] = []
-        self.owners: dict[str, str | None] = {}  # name -> client that enrolled it first (None: anonymous)
-        self.lock = threading.Lock()
-        self._lock_fd = self._acquire_file_lock()
-        try:
-            if self.path.exists():
-                self._load()
-        except BaseException:
-            self.close()
-            raise
+    """Enrolled embeddings and names, persisted in ``target`` (a SQLite path or a ``postgresql://`` URL)."""
 
-    def _acquire_file_lock(self) -> int:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, target: str | Path, emb_dim: int, recnet_digest: str, *, store: Store | None = None) -> None:
+        self.target, self.emb_dim, self.recnet_digest = target, emb_dim, recnet_digest
+        self.store = store if store is not None else open_store(target)
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise VeilError(f"cannot open the gallery lock {lock_path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise GalleryLocked(f"gallery {self.path} is in use by another server (lock {lock_path} is held); "
-                                "stop that server or give this one another --gallery") from None
-        return fd
+            self.store.initialise(emb_dim, recnet_digest)
+        except BaseException:
+            self.store.close()
+            raise
+        self._matrix = np.empty((0, emb_dim), dtype=np.float32)
+        self._size = 0
+        self.names: list[str] = []  # one per row of the matrix
+        self._view: tuple[np.ndarray, int, list[str]] = (self._matrix, 0, self.names)  # identify reads it
+        self._seq, self._generation = 0, -1
+        self._follow_lock = threading.Lock()
+        self._commit_lock, self._queue_lock = threading.Lock(), threading.Lock()
+        self._queue: list[_Pending] = []
+        self.database_error: str | None = None
+        self._last_logged = 0.0
+        self.follow()
+        if self.database_error:
+            self.store.close()
+            raise GalleryUnavailable("cannot read the gallery", self.database_error)
 
     def close(self) -> None:
-        """Release the lock (the process exiting does the same)."""
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.store.close()
 
-    def _load(self) -> None:
-        if stat.S_IMODE(self.path.stat().st_mode) & 0o077:
-            os.chmod(self.path, 0o600)  # a gallery written by an older Veil was 0644: names are personal data
-        try:
-            with safe_open(str(self.path), framework="pt") as f:
-                meta = f.metadata() or {}
-                emb = f.get_tensor("embeddings") if "embeddings" in f.keys() else None
-        except Exception as exc:
-            raise VeilError(f"gallery {self.path} is not a readable safetensors file ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise VeilError(f"{self.path} is not a Veil gallery file")
-        if meta.get("recnet") != self.recnet_digest:
-            raise VeilError(f"gallery {self.path} was enrolled with another RecNet (digest {meta.get('recnet')}, "
-                            f"server has {self.recnet_digest}); use a new --gallery")
-        try:
-            names = json.loads(meta.get("names", "[]"))
-            owners = json.loads(meta.get("owners", "{}"))
-            if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and isinstance(owners, dict)):
-                raise ValueError("names must be a list of strings and owners an object")
-        except ValueError as exc:
-            raise VeilError(f"gallery {self.path} has corrupt metadata ({exc})") from None
-        if emb is None or emb.ndim != 2 or emb.shape[1] != self.emb_dim or len(names) != len(emb):
-            raise VeilError(f"gallery {self.path} is inconsistent (embeddings {None if emb is None else emb.shape}, "
-                            f"{len(names)} names)")
-        self.embeddings, self.names = emb.float(), list(names)
-        self.owners = {n: owners.get(n) for n in names}
-
-    def _save(self, embeddings: torch.Tensor, names: list[str], owners: dict[str, str | None]) -> None:
-        body = st_save({"embeddings": embeddings.contiguous()},
-                       metadata={"format": FORMAT, "recnet": self.recnet_digest, "names": json.dumps(names),
-                                 "owners": json.dumps(owners)})
-        write_private(self.path, body)
+    # --- the in-memory matrix ------------------------------------------------------------------------------
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The rows known to this worker, (n, emb_dim) float32, unit norm (a view, not a copy)."""
+        return torch.from_numpy(self._matrix[:self._size])
 
     def __len__(self) -> int:
-        return len(self.names)
+        return self._size
 
-    def owner_of(self, name: str) -> str | None:
-        return self.owners.get(name)
+    def _append(self, rows: list[tuple[int, str, bytes]]) -> None:
+        if not rows:
+            return
+        new = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), self.emb_dim)
+        size = self._size + len(rows)
+        matrix = self._matrix
+        if size > len(matrix):  # double the capacity: readers keep the old array until they are done
+            grown = np.empty((max(size, 2 * len(matrix), 1024), self.emb_dim), dtype=np.float32)
+            grown[:self._size] = matrix[:self._size]
+            matrix = grown
+        matrix[self._size:size] = new
+        self.names.extend(r[1] for r in rows)
+        self._matrix, self._size = matrix, size  # rows below _size never change: a reader's snapshot stays valid
+        self._view = (matrix, size, self.names)
+        self._seq = max(self._seq, rows[-1][0])
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.owners
+    def follow(self) -> None:
+        """Load what other workers committed since the last call; on failure keep serving what is in memory."""
+        with self._follow_lock:
+            try:
+                seq, generation = self.store.counters()
+                if generation != self._generation:
+                    rows = self.store.entries_after(0)
+                    self._matrix, self._size, self.names, self._seq = self._matrix[:0].copy(), 0, [], 0
+                    self._append(rows)
+                    self._view = (self._matrix, self._size, self.names)
+                    self._generation = generation
+                elif seq > self._seq:
+                    self._append(self.store.entries_after(self._seq))
+                self.database_error = None
+            except GalleryUnavailable as exc:
+                self.database_error = str(exc).removesuffix("; nothing was stored")
+                if time.monotonic() - self._last_logged > 10:  # one line per 10 s, not one per request
+                    self._last_logged = time.monotonic()
+                    log.warning("identify answers from memory: %s", self.database_error)
 
-    def enrol(self, name: str, embeddings: torch.Tensor, client: str | None = None) -> int:
-        """Append one entry per embedding under ``name`` and persist before returning the gallery size.
+    # --- writes --------------------------------------------------------------------------------------------
+    def enrol(self, name: str, embeddings: torch.Tensor, client: str | None = None, *,
+              admin: bool = False) -> tuple[str, int]:
+        """Store one row per embedding under ``name``; returns (the stored name, gallery size) once committed.
 
-        Non-finite or zero embeddings are refused (``ValueError``), so nothing stored can turn every
-        later answer for that name into ``NaN`` (issue 12, finding 2). Memory changes only once the
-        file is written.
+        ``name`` is canonicalised and its confusable skeleton decides which enrolled name it is
+        (:mod:`veil.serve.names`): :class:`~veil.serve.store.NameOwned` when that name belongs to
+        another client and ``admin`` is false. Non-finite or zero embeddings are refused
+        (``ValueError``) before anything is written.
         """
         emb = embeddings.float()
         if emb.ndim != 2 or emb.shape[1] != self.emb_dim:
@@ -125,54 +132,75 @@ class Gallery:
             raise ValueError("the features give a non-finite embedding; nothing was stored")
         if (emb.norm(dim=1) <= 1e-12).any():
             raise ValueError("the features give a zero embedding; nothing was stored")
-        emb = F.normalize(emb, dim=1)
-        with self.lock:
-            embeddings_new = torch.cat([self.embeddings, emb])
-            names_new = self.names + [name] * len(emb)
-            owners_new = dict(self.owners)
-            owners_new.setdefault(name, client)
-            self._save(embeddings_new, names_new, owners_new)
-            self.embeddings, self.names, self.owners = embeddings_new, names_new, owners_new
-            return len(self.names)
+        key = canonical(name)
+        rows = [r.tobytes() for r in F.normalize(emb, dim=1).numpy().astype("<f4")]
+        result = self._commit(Enrolment(key, skeletons(key), rows, client, admin))
+        if isinstance(result, Exception):
+            raise result
+        self.follow()
+        return result[0], len(self)
+
+    def _commit(self, enrolment: Enrolment) -> tuple[str, int] | Exception:
+        """Group commit: whoever holds the commit lock writes every enrol queued meanwhile in one transaction.
+
+        With 16 concurrent enrols and a 7 ms fsync per commit, one transaction per enrol capped SQLite
+        at about 130 enrols/s; queued enrols now share a commit, and each caller returns only after the
+        transaction holding its enrol has committed (or raises its failure).
+        """
+        pending = _Pending(enrolment)
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._commit_lock:
+            if not pending.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                results: list[tuple[str, int] | Exception]
+                try:
+                    results = list(self.store.enrol_batch([p.enrolment for p in batch], self.recnet_digest))
+                except Exception as exc:  # noqa: BLE001 - every waiter of the batch gets the failure, none hangs
+                    results = [exc] * len(batch)
+                for p, r in zip(batch, results, strict=True):
+                    p.result, p.done = r, True
+        result = pending.result
+        if isinstance(result, Exception) and not isinstance(result, NameOwned):
+            raise result
+        assert result is not None
+        return result
+
+    def owners(self, name: str) -> list[str | None]:
+        """Who enrolled the names ``name`` is (or looks like); empty for a new name (or an invalid one)."""
+        try:
+            keys = skeletons(canonical(name))
+        except ValueError:
+            return []
+        return self.store.owners(keys)
+
+    def __contains__(self, name: str) -> bool:
+        return bool(self.owners(name))
 
     def delete(self, name: str) -> int:
-        """Remove every entry of ``name``; returns how many were removed (0 when absent)."""
-        with self.lock:
-            keep = [i for i, n in enumerate(self.names) if n != name]
-            removed = len(self.names) - len(keep)
-            if removed:
-                embeddings_new = self.embeddings[keep]
-                names_new = [self.names[i] for i in keep]
-                owners_new = {n: o for n, o in self.owners.items() if n != name}
-                self._save(embeddings_new, names_new, owners_new)
-                self.embeddings, self.names, self.owners = embeddings_new, names_new, owners_new
-            return removed
+        """Remove every entry of ``name`` (or of the enrolled name it looks like); how many went (0: absent)."""
+        removed = self.store.delete(skeletons(canonical(name)))
+        self.follow()
+        return removed
 
     def listing(self) -> list[dict]:
-        """One row per name: entries, who enrolled it, and whether all its embeddings are finite."""
-        with self.lock:
-            names, emb, owners = list(self.names), self.embeddings, dict(self.owners)
-        finite = torch.isfinite(emb).all(dim=1).tolist() if len(names) else []
-        rows: dict[str, dict] = {}
-        for n, ok in zip(names, finite, strict=True):
-            row = rows.setdefault(n, {"name": n, "entries": 0, "enrolled_by": owners.get(n), "finite": True})
-            row["entries"] += 1
-            row["finite"] = row["finite"] and bool(ok)
-        return list(rows.values())
+        """One row per name: entries and who enrolled it."""
+        return self.store.listing()
 
+    # --- matching ------------------------------------------------------------------------------------------
     def identify(self, embeddings: torch.Tensor) -> list[dict]:
-        """Nearest enrolled name (cosine) for each embedding; ``None`` with an empty gallery.
-
-        Rows that are not finite (a gallery poisoned before this check existed) never win a match.
-        """
-        with self.lock:
-            gallery, names = self.embeddings, list(self.names)
-        if not names:
+        """Nearest enrolled name (cosine) for each embedding, after following the database; ``None`` when empty."""
+        self.follow()
+        matrix, size, names = self._view
+        if not size:
             return [{"name": None, "score": None} for _ in range(len(embeddings))]
-        valid = torch.isfinite(gallery).all(dim=1)
-        if not valid.any():
-            return [{"name": None, "score": None} for _ in range(len(embeddings))]
-        sims = F.normalize(embeddings.float(), dim=1) @ torch.nan_to_num(gallery).T
-        sims = sims.masked_fill(~valid.unsqueeze(0), float("-inf"))
-        score, idx = sims.max(dim=1)
+        probes = F.normalize(embeddings.float(), dim=1)
+        # (n, d) @ (d, B) with B >= 2: the stored matrix as the left operand, row-major as it is, is BLAS's fast
+        # matrix-matrix path. On this machine's torch one thread took 3.6 ms at 100,000 x 128 this way, but
+        # 31-48 ms as a matrix-vector product (B = 1, the usual single probe) and 40-50 ms transposed, so a lone
+        # probe gets a zero column beside it.
+        padded = torch.cat([probes, torch.zeros_like(probes)]) if len(probes) == 1 else probes
+        sims = torch.from_numpy(matrix[:size]) @ padded.T
+        score, idx = sims[:, :len(probes)].max(dim=0)
         return [{"name": names[i], "score": round(float(s), 6)} for i, s in zip(idx.tolist(), score, strict=True)]

@@ -19,9 +19,9 @@ ALLOWED_KEYS = {"features", "flipped"}
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.headers = status, reason, headers
 
 
 def encode(features: torch.Tensor, flipped: torch.Tensor | None = None) -> bytes:
@@ -47,7 +47,7 @@ def decode(body: bytes, tokens: int, dim: int, max_batch: int,
         raise BadRequest(422, f"unexpected tensor(s) {sorted(extra)}: only 'features' and 'flipped' are accepted")
     if "features" not in tensors:
         raise BadRequest(422, "missing tensor 'features'")
-    out = []
+    out: list[torch.Tensor | None] = []
     for name in ("features", "flipped"):
         t = tensors.get(name)
         if t is None:
@@ -65,6 +65,8 @@ def decode(body: bytes, tokens: int, dim: int, max_batch: int,
             raise BadRequest(422, f"'{name}' has a value of magnitude {float(t.abs().max()):.3g}, above the bound "
                              f"{max_abs:g} for features")
         out.append(t)
-    if out[1] is not None and out[1].shape != out[0].shape:
-        raise BadRequest(422, f"'flipped' shape {tuple(out[1].shape)} differs from 'features' {tuple(out[0].shape)}")
-    return out[0], out[1]
+    features, flipped = out
+    assert features is not None  # checked above: 'features' is present
+    if flipped is not None and flipped.shape != features.shape:
+        raise BadRequest(422, f"'flipped' shape {tuple(flipped.shape)} differs from 'features' {tuple(features.shape)}")
+    return features, flipped

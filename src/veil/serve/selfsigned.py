@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 from pathlib import Path
 
+from veil.io import write_bytes
 from veil.secretfile import write_private
 
 
@@ -38,7 +39,7 @@ def write_self_signed(cert_path: str | Path, key_path: str | Path, hosts: tuple[
             .sign(key, hashes.SHA256()))
     cert_path = Path(cert_path)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_bytes(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     key_path = write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
     return cert_path, key_path

@@ -142,8 +142,8 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
     with progress_bar(show_progress and rank == 0) as bar:
         task = bar.add_task("cloud: train RecNet", total=cfg.epochs * len(loader), status="")
         for epoch in range(cfg.epochs):
-            if distributed:
-                sampler.set_epoch(epoch)  # type: ignore[union-attr,attr-defined]
+            if isinstance(sampler, DistributedSampler):  # distributed: each epoch its own shuffle
+                sampler.set_epoch(epoch)
             total, seen = 0.0, 0
             for x, y in loader:
                 loss = model(x.to(device).float(), y.to(device))

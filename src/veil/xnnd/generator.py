@@ -21,7 +21,8 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from veil.errors import VeilError
-from veil.models.extractor import ExtNet, ExtractorConfig, _load_state, extnet_digest, make_extnet, read_metadata
+from veil.io import read_safetensors, read_safetensors_metadata
+from veil.models.extractor import AnyExtNet, ExtractorConfig, extnet_digest, make_extnet
 from veil.obfuscation.noise import NoiseEncoder
 from veil.secretfile import check_private, write_private
 from veil.xnnd.token_noise import TokenEncoderConfig, TokenNoiseEncoder
@@ -32,7 +33,7 @@ FORMAT = "veil-xnnd-fg"
 class FeatureGenerator(nn.Module):
     """FG: what the client runs before anything leaves the device. ``encoder=None`` is the baseline (no noise)."""
 
-    def __init__(self, ext: ExtNet, encoder: NoiseEncoder | TokenNoiseEncoder | None = None) -> None:
+    def __init__(self, ext: AnyExtNet, encoder: NoiseEncoder | TokenNoiseEncoder | None = None) -> None:
         super().__init__()
         self.ext = ext
         self.encoder = encoder
@@ -64,7 +65,7 @@ class FeatureGenerator(nn.Module):
 
     def noise_from_tokens(self, clean: torch.Tensor) -> torch.Tensor:
         """The noise of a token-level encoder from clean tokens LayerNorm(ExtNet(x)) (the owner's cached ones)."""
-        if not self.token_level:
+        if self.encoder is None or not self.token_level:
             raise VeilError("this feature generator's noise encoder reads images, not tokens")
         return self.encoder(clean)
 
@@ -83,7 +84,7 @@ def save_generator(fg: FeatureGenerator, path: str | Path, info: dict | None = N
     state = {f"ext.{k}": v for k, v in fg.ext.state_dict().items()}
     state.update({f"enc.{k}": v for k, v in fg.encoder.state_dict().items()})
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    encoder = fg.encoder.config_dict() if fg.token_level else {"kind": "images"}
+    encoder = fg.encoder.config_dict() if isinstance(fg.encoder, TokenNoiseEncoder) else {"kind": "images"}
     meta = {"format": FORMAT, "extractor_config": json.dumps(asdict(fg.ext.cfg)), "eps": repr(fg.encoder.eps),
             "encoder": json.dumps(encoder), "extractor_digest": extnet_digest(fg.ext), "info": json.dumps(info or {})}
     return write_private(path, st_save(state, metadata=meta))  # unique O_EXCL|O_NOFOLLOW temp file, 0600
@@ -91,7 +92,7 @@ def save_generator(fg: FeatureGenerator, path: str | Path, info: dict | None = N
 
 def load_generator(path: str | Path) -> tuple[FeatureGenerator, dict]:
     """FG (eval mode) from :func:`save_generator`'s file, and its info dict."""
-    meta = read_metadata(path)
+    meta = read_safetensors_metadata(path)
     if meta.get("format") != FORMAT:
         raise VeilError(f"{path} is not a Veil XNN-d feature-generator file")
     check_private(path, "feature-generator file (the client's secret)")
@@ -105,7 +106,7 @@ def load_generator(path: str | Path) -> tuple[FeatureGenerator, dict]:
             raise ValueError(f"unknown noise encoder kind {kind!r}")
     except (KeyError, TypeError, ValueError) as exc:
         raise VeilError(f"{path}: corrupt metadata ({exc})") from None
-    state = _load_state(path)
+    state = read_safetensors(path)
     ext = make_extnet(cfg)
     enc = TokenNoiseEncoder(enc_cfg, eps) if enc_cfg is not None else NoiseEncoder(ext, eps)
     try:

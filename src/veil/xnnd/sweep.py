@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from veil.attacks.black_box import BlackBoxAttack
+from veil.attacks.denoiser import apply_denoiser, fit_denoiser
 from veil.attacks.leakage import LeakageResult, Target, identity_leakage
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder
 from veil.errors import VeilError
@@ -123,54 +124,7 @@ def noised(encoder: TokenNoiseEncoder | None, clean: torch.Tensor, batch_size: i
 
 # ---- known-plaintext with an honest fit -------------------------------------------------------------------------
 
-@dataclass
-class RidgeFit:
-    weight: torch.Tensor | None  # (D + 1, D): [noised, 1] @ weight = clean; None when not determined
-    lam: float | None
-    heldout_residual: float | None
-    ols_determined: bool
-    note: str = ""
-
-
-def fit_denoiser(clean: torch.Tensor, noised_: torch.Tensor, seed: int = 0, holdout: float = 0.25,
-                 lambdas: Sequence[float] = tuple(10.0 ** p for p in range(-3, 5))) -> RidgeFit:
-    """Affine map noised -> clean token, shared by all positions, ridge penalty chosen on held-out pairs.
-
-    Pairs, not token rows, are held out (rows of one image are not independent). Fewer than 4 pairs
-    leave nothing to hold out: not determined.
-    """
-    k, n_tok, dim = clean.shape
-    ols = n_tok * k >= dim + 1
-    if k < 4:
-        return RidgeFit(None, None, None, ols, f"{k} pairs: too few to fit and hold out (need >= 4)")
-    perm = torch.randperm(k, generator=torch.Generator().manual_seed(seed))
-    n_out = max(1, int(round(holdout * k)))
-    out_idx, in_idx = perm[:n_out], perm[n_out:]
-
-    def design(x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, dim).double()
-        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-
-    def solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
-        a = design(x)
-        reg = lam * torch.eye(dim + 1, dtype=a.dtype)
-        reg[-1, -1] = 0.0  # the offset is not penalised
-        return torch.linalg.solve(a.T @ a + reg, a.T @ y.reshape(-1, dim).double())
-
-    scores = {}
-    for lam in lambdas:
-        w = solve(noised_[in_idx], clean[in_idx], lam)
-        pred = design(noised_[out_idx]) @ w
-        target = clean[out_idx].reshape(-1, dim).double()
-        scores[lam] = float((pred - target).norm() / target.norm().clamp_min(1e-12))
-    lam = min(scores, key=scores.get)
-    return RidgeFit(solve(noised_, clean, lam).float(), lam, scores[lam], ols)
-
-
-def apply_denoiser(weight: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    n, n_tok, dim = features.shape
-    x = features.reshape(-1, dim).float()
-    return (torch.cat([x, torch.ones(len(x), 1)], 1) @ weight).reshape(n, n_tok, dim)
+# fit_denoiser / apply_denoiser: the known-plaintext de-noiser, an attack (veil.attacks.denoiser)
 
 
 # ---- one measured point -----------------------------------------------------------------------------------------
@@ -259,7 +213,7 @@ def measure(shared: Shared, encoder: TokenNoiseEncoder | None, server: RecNet, c
     out["known_plaintext"] = {**(determined[-1] if determined else not_determined("no k determined")),
                               "curve": points}
     rates = {a: out[a]["rate"] for a in ATTACKS if out[a].get("rate") is not None}
-    strongest = max(rates, key=rates.get)
+    strongest = max(rates, key=rates.__getitem__)
     out["strongest_attack"] = {"attack": strongest, **{k: out[strongest][k] for k in ("rate", "ci95", "n", "hits")}}
     out["chance"] = target.chance
     out["seconds_attacks"] = time.time() - t0

@@ -19,11 +19,13 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from veil.bench import Envelope, write_result
 from veil.errors import VeilError
+from veil.io import save_figure, write_text
 from veil.models.extractor import extnet_digest, load_extnet
 from veil.models.recnet import save_recnet
 from veil.xnnd.generator import FeatureGenerator, save_generator
@@ -217,7 +219,7 @@ def plot(res: dict, path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     draw_curve(ax, res)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     return path
 
 
@@ -250,12 +252,12 @@ def publish(res: dict, out_json: Path) -> tuple[Path, Path, Path | None]:
     out_json.parent.mkdir(parents=True, exist_ok=True)
     write_result(out_json, res)
     md = out_json.with_suffix(".md")
-    md.write_text(markdown(res))
-    png = out_json.with_suffix(".png")
+    write_text(md, markdown(res))
+    png: Path | None = out_json.with_suffix(".png")
     try:
-        plot(res, png)
+        plot(res, out_json.with_suffix(".png"))
     except Exception as exc:  # noqa: BLE001 - the numbers are published even without a plot
-        (png := None)
+        png = None
         print(f"plot failed: {exc}")
     return out_json, md, png
 
@@ -265,6 +267,11 @@ def load_result(path: Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise VeilError(f"{path}: not a table4 result ({exc})") from None
+
+
+def _config_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """A result's JSON config as SweepConfig fields (JSON lists back to tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
 
 
 def merge(parts: list[dict], command: str, shell: dict | None = None) -> dict:
@@ -280,9 +287,9 @@ def merge(parts: list[dict], command: str, shell: dict | None = None) -> dict:
     if full is None:
         if shell is None:
             raise VeilError("merge needs a finished table4.json, or a shell (extractor, environment)")
+        config = SweepConfig(**_config_fields(parts[0]["config"]))
         full = {**shell, **{k: parts[0][k] for k in ("config",)}, "files": {},
-                "verdict": {"setting": None}, "paper": PAPER, "notes": _notes(SweepConfig(**{
-                    k: tuple(v) if isinstance(v, list) else v for k, v in parts[0]["config"].items()}), True)}
+                "verdict": {"setting": None}, "paper": PAPER, "notes": _notes(config, True)}
     base = parts[0]["baseline"]
     for p in parts[1:]:
         b = p["baseline"]

@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 from veil.errors import VeilError
-from veil.models.extractor import extnet_digest, read_metadata
+from veil.io import read_safetensors_metadata
+from veil.models.extractor import Extractor, extnet_digest
 from veil.secretfile import write_private
 
 FORMAT = "veil-xnnd-tokens"
@@ -57,7 +58,7 @@ def cache_key(digest: str, dataset_digest: str, identities: list[str]) -> str:
 
 
 @torch.no_grad()
-def extract(ext: torch.nn.Module, images: torch.Tensor, batch_size: int = 64, flip: bool = False,
+def extract(ext: Extractor, images: torch.Tensor, batch_size: int = 64, flip: bool = False,
             device: torch.device | str = "cpu", log=None, label: str = "") -> torch.Tensor:
     """Raw ExtNet tokens of uint8 images (their mirrors with ``flip``), in batches."""
     ext = ext.to(device).eval()
@@ -78,7 +79,7 @@ def group_path(root: Path, key: str, group: str, mirrors: bool = False) -> Path:
     return Path(root) / key / f"{group}{'-mirrors' if mirrors else ''}.safetensors"
 
 
-def load_tokens(data: str | Path, split, group: str, ext: torch.nn.Module, root: str | Path = DEFAULT_ROOT,
+def load_tokens(data: str | Path, split, group: str, ext: Extractor, root: str | Path = DEFAULT_ROOT,
                 mirrors: bool = False, device: torch.device | str = "cpu", log=print) -> TokenGroup:
     """The group's raw ExtNet tokens (and mirrors'): from the owner's cache file, or extracted now and cached."""
     from veil.pipeline import load_group
@@ -89,7 +90,7 @@ def load_tokens(data: str | Path, split, group: str, ext: torch.nn.Module, root:
     key = f"{digest}-{cache_key(digest, split.dataset_digest, split.groups[group])}"
     path = group_path(Path(root), key, group, mirrors)
     if path.exists():
-        meta = read_metadata(path)
+        meta = read_safetensors_metadata(path)
         if meta.get("format") == FORMAT and meta.get("extnet_digest") == digest and \
                 meta.get("dataset_digest") == split.dataset_digest:
             state = load_file(str(path))
@@ -112,7 +113,7 @@ def load_tokens(data: str | Path, split, group: str, ext: torch.nn.Module, root:
     return TokenGroup(group, tokens, flipped, faces.labels.long(), faces.names)
 
 
-def adopt(tokens: torch.Tensor, labels: torch.Tensor, data: str | Path, split, group: str, ext: torch.nn.Module,
+def adopt(tokens: torch.Tensor, labels: torch.Tensor, data: str | Path, split, group: str, ext: Extractor,
           root: str | Path = DEFAULT_ROOT, check: int = 4, atol: float = 1e-4, log=print) -> TokenGroup:
     """Cache another owner-side extraction of the same group (e.g. another benchmark's), after checking it.
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +15,8 @@ from pathlib import Path
 import torch
 
 from veil.data.faceset import FaceSet
-from veil.models.extractor import ExtNet, extnet_digest
+from veil.io import write_json
+from veil.models.extractor import Extractor, extnet_digest
 from veil.models.recnet import save_recnet
 from veil.xnnd.config import XnndConfig
 from veil.xnnd.distill import distill_server, teacher_logits, train_teacher
@@ -34,7 +34,7 @@ def _with_flips(fg: FeatureGenerator, images: torch.Tensor, clean: bool, device:
                       generate(fg, images, flip=True, clean=clean, device=device)])
 
 
-def train_xnnd(ext: ExtNet, faces: FaceSet, out: str | Path, cfg: XnndConfig | None = None,
+def train_xnnd(ext: Extractor, faces: FaceSet, out: str | Path, cfg: XnndConfig | None = None,
                device: torch.device | str = "cpu", show_progress: bool = True, log=print) -> dict:
     """Stage 1 (noise encoder), teacher, stage 2 (distillation); writes the three files into ``out``."""
     cfg = cfg or XnndConfig()
@@ -65,5 +65,5 @@ def train_xnnd(ext: ExtNet, faces: FaceSet, out: str | Path, cfg: XnndConfig | N
     history = {"stage1": h1, "teacher": ht, "student": hs, "config": asdict(cfg), "seconds": time.time() - start,
                "files": {"fg": str(out / FG_FILE), "server": str(out / SERVER_FILE),
                          "baseline": str(out / BASELINE_FILE)}}
-    (out / "xnnd_history.json").write_text(json.dumps(history, indent=1, default=str))
+    write_json(out / "xnnd_history.json", history, indent=1)
     return history

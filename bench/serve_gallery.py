@@ -1,0 +1,253 @@
+"""The gallery part of ``python bench/serve.py --part gallery``: enrol and identify against galleries of 1,000 and
+100,000 entries (and 1,000,000 with ``--million``), on SQLite and PostgreSQL.
+
+Per backend and size: a fresh gallery bulk-filled with SYNTHETIC random unit embeddings of the RecNet's
+output size (latency does not depend on faces), the real server (``python -m veil.serve``) started on
+it, then over loopback: ``--sequential`` enrols one after another (one feature row + its mirror per
+request, as a client sends) and as many identify requests; at 100,000 entries also 16 concurrent
+enrol clients (throughput, errors), 16 concurrent enrol clients while one worker is killed with
+SIGKILL (every acknowledged enrol must be in the database afterwards), and identify throughput of
+two workers on one gallery against one (and whether each enrol through one is identified through the
+other). The PostgreSQL cluster is a throwaway one (``tests/serve/postgres.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from veil.serve.protocol import CONTENT_TYPE, encode
+from veil.serve.store import open_store
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.serve.postgres import start_cluster  # noqa: E402
+
+HEADERS = {"Content-Type": CONTENT_TYPE}
+
+
+def bulk_fill(target: str, n: int, emb_dim: int, digest: str, seed: int) -> float:
+    """SYNTHETIC: ``n`` random unit embeddings under 1,000-row names, written straight into the database."""
+    from veil.serve.gallery import Gallery
+
+    Gallery(target, emb_dim, digest).close()  # tables and meta
+    store = open_store(target)
+    rng = np.random.default_rng(seed)
+    t = time.perf_counter()
+    chunk = 20_000
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        emb = rng.standard_normal((m, emb_dim)).astype("<f4")
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        with store.transaction() as cur:
+            names = sorted({f"synthetic{(start + i) // 1000}" for i in range(m)})
+            cur.executemany(store._sql("INSERT INTO veil_names (skeleton, cased, name, owner, created) "
+                                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (skeleton) DO NOTHING"),
+                            [(nm, nm, nm, "bench", 0.0) for nm in names])
+            cur.executemany(store._sql("INSERT INTO veil_entries (id, name, enrolled_by, recnet, created, embedding) "
+                                       "VALUES (?, ?, ?, ?, ?, ?)"),
+                            [(start + i + 1, f"synthetic{(start + i) // 1000}", "bench", digest, 0.0, emb[i].tobytes())
+                             for i in range(m)])
+            cur.execute(store._sql("UPDATE veil_counters SET value = ? WHERE key = 'seq'"), (start + m,))
+    store.close()
+    return time.perf_counter() - t
+
+
+def entries(target: str) -> int:
+    store = open_store(target)
+    try:
+        return int(store.read("SELECT COUNT(*) FROM veil_entries")[0][0])
+    finally:
+        store.close()
+
+
+def names_in(target: str, names: list[str]) -> int:
+    store = open_store(target)
+    try:
+        found = {r[0] for r in store.read("SELECT name FROM veil_names")}
+        return sum(n in found for n in names)
+    finally:
+        store.close()
+
+
+def gallery_only(target: str, emb_dim: int, digest: str, count: int) -> dict:
+    """Gallery.enrol (one committed row) and Gallery.identify (one probe) in process: no HTTP, no RecNet."""
+    from veil.serve.gallery import Gallery
+
+    g = Gallery(target, emb_dim, digest)
+    t = time.perf_counter()
+    g.close()
+    g = Gallery(target, emb_dim, digest)
+    load = time.perf_counter() - t
+    probes = torch.nn.functional.normalize(torch.randn(count, emb_dim), dim=1)
+    enrol, ident = [], []
+    for i in range(count):
+        t = time.perf_counter()
+        g.enrol(f"inproc-{i}", probes[i:i + 1], "bench")
+        enrol.append(time.perf_counter() - t)
+    for i in range(count):
+        t = time.perf_counter()
+        g.identify(probes[i:i + 1])
+        ident.append(time.perf_counter() - t)
+    g.close()
+    return {"n": count, "open_and_load_seconds": load, "enrol": quantiles(enrol), "identify": quantiles(ident)}
+
+
+def body(shape: tuple[int, int], g: torch.Generator) -> bytes:
+    f = torch.randn(2, 1, *shape, generator=g)
+    return encode(f[0], f[1])
+
+
+def sequential(url: str, shape: tuple[int, int], count: int, g: torch.Generator, tag: str) -> dict:
+    enrol, ident = [], []
+    with httpx.Client(base_url=url, timeout=120, headers=HEADERS) as c:
+        for i in range(count):
+            b = body(shape, g)
+            t = time.perf_counter()
+            c.post("/v1/enrol", params={"name": f"{tag}-{i}"}, content=b).raise_for_status()
+            enrol.append(time.perf_counter() - t)
+        for _ in range(count):
+            b = body(shape, g)
+            t = time.perf_counter()
+            c.post("/v1/identify", content=b).raise_for_status()
+            ident.append(time.perf_counter() - t)
+    return {"n": count, "enrol_ms": quantiles(enrol), "identify_ms": quantiles(ident)}
+
+
+def quantiles(xs: list[float]) -> dict:
+    q = statistics.quantiles(xs, n=100) if len(xs) > 1 else [xs[0]] * 99
+    return {"p50": 1000 * q[49], "p90": 1000 * q[89], "mean": 1000 * statistics.fmean(xs)}
+
+
+async def concurrent_enrols(urls: list[str], shape: tuple[int, int], total: int, clients: int, tag: str,
+                            kill: object = None) -> dict:
+    """``clients`` concurrent enrol loops over ``urls`` (round robin); names acknowledged with 200 are returned."""
+    g = torch.Generator().manual_seed(hash(tag) % 2**31)
+    bodies = [body(shape, g) for _ in range(min(total, 64))]
+    acknowledged: list[str] = []
+    errors, unanswered = 0, 0
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def loop(k: int) -> None:
+        nonlocal errors, unanswered
+        url = urls[k % len(urls)]
+        async with httpx.AsyncClient(timeout=120, headers=HEADERS) as c:
+            for i in counter:
+                t = time.perf_counter()
+                try:
+                    r = await c.post(url + "/v1/enrol", params={"name": f"{tag}-{i}"},
+                                     content=bodies[i % len(bodies)])
+                except httpx.HTTPError:
+                    unanswered += 1  # the connection died with the worker: not acknowledged
+                    url = urls[(urls.index(url) + 1) % len(urls)]  # go on through the other worker, as a balancer would
+                    continue
+                latencies.append(time.perf_counter() - t)
+                if r.status_code == 200:
+                    acknowledged.append(f"{tag}-{i}")
+                else:
+                    errors += 1
+
+    t0 = time.perf_counter()
+    tasks = [asyncio.create_task(loop(k)) for k in range(clients)]
+    if kill is not None:
+        await asyncio.sleep(1.5)
+        kill()  # type: ignore[operator]
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - t0
+    return {"requests": total, "clients": clients, "acknowledged": acknowledged, "errors": errors,
+            "unanswered": unanswered, "wall_seconds": wall, "enrols_per_second": len(acknowledged) / wall,
+            "latency_ms": quantiles(latencies) if latencies else None}
+
+
+async def identify_load(urls: list[str], shape: tuple[int, int], total: int, clients: int) -> dict:
+    g = torch.Generator().manual_seed(7)
+    bodies = [body(shape, g) for _ in range(64)]
+    errors = 0
+    counter = iter(range(total))
+
+    async def loop(k: int) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=urls[k % len(urls)], timeout=120, headers=HEADERS) as c:
+            for i in counter:
+                r = await c.post("/v1/identify", content=bodies[i % len(bodies)])
+                errors += r.status_code != 200
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(k) for k in range(clients)))
+    wall = time.perf_counter() - t0
+    return {"requests": total, "clients": clients, "errors": errors, "throughput_rps": total / wall}
+
+
+def cross_check(one: str, two: str, shape: tuple[int, int], count: int) -> int:
+    """Enrol through one worker, identify the same features through the other: how many come back by name."""
+    g = torch.Generator().manual_seed(11)
+    hits = 0
+    with httpx.Client(timeout=120, headers=HEADERS) as c:
+        for i in range(count):
+            b = body(shape, g)
+            c.post(one + "/v1/enrol", params={"name": f"cross-{i}"}, content=b).raise_for_status()
+            hits += c.post(two + "/v1/identify", content=b).json()["results"][0]["name"] == f"cross-{i}"
+    return hits
+
+
+def run_backend(backend: str, recnet: Path, emb_dim: int, digest: str, shape: tuple[int, int], tmp: Path,
+                sizes: list[int], start, args) -> dict:  # noqa: ANN001
+    out: dict = {"backend": backend, "sizes": {}}
+    cluster = start_cluster() if backend == "postgresql" else None
+    try:
+        for size in sizes:
+            target = cluster.new_database() if cluster else str(tmp / f"gallery-{size}.db")
+            fill = bulk_fill(target, size, emb_dim, digest, args.seed)
+            in_process = gallery_only(target, emb_dim, digest, 50)
+            t = time.perf_counter()
+            proc, url = start(recnet, target, args.threads)
+            startup = time.perf_counter() - t
+            g = torch.Generator().manual_seed(args.seed)
+            row: dict = {"entries": size, "fill_seconds": fill, "server_start_seconds": startup,
+                         **sequential(url, shape, args.sequential, g, "seq"), "gallery_only_ms": in_process,
+                         "load_average": os.getloadavg()}
+            print(f"{backend} {size}: enrol p50 {row['enrol_ms']['p50']:.1f} ms, identify p50 "
+                  f"{row['identify_ms']['p50']:.1f} ms", flush=True)
+            if size == 100_000:
+                conc = asyncio.run(concurrent_enrols([url], shape, args.concurrent_enrols, 16, "conc"))
+                conc["acknowledged_in_database"] = names_in(target, conc["acknowledged"])
+                conc["acknowledged"] = len(conc["acknowledged"])
+                row["concurrent_enrols"] = conc
+                print(f"  16 concurrent enrols: {conc['enrols_per_second']:.0f}/s, errors {conc['errors']}", flush=True)
+                # a second worker; then SIGKILL the first while 16 clients enrol through both
+                proc2, url2 = start(recnet, target, args.threads)
+                row["cross_worker_identified"] = cross_check(url, url2, shape, 20)
+                one = asyncio.run(identify_load([url], shape, args.identify_requests, 8))
+                two = asyncio.run(identify_load([url, url2], shape, args.identify_requests, 8))
+                row["identify_one_worker"], row["identify_two_workers"] = one, two
+                row["two_over_one_worker_throughput"] = two["throughput_rps"] / one["throughput_rps"]
+                print(f"  two workers / one: {row['two_over_one_worker_throughput']:.2f}", flush=True)
+                killed = asyncio.run(concurrent_enrols([url, url2], shape, args.concurrent_enrols, 16, "kill",
+                                                       kill=functools.partial(os.kill, proc.pid, signal.SIGKILL)))
+                killed["acknowledged_in_database"] = names_in(target, killed["acknowledged"])
+                killed["acknowledged_lost"] = len(killed["acknowledged"]) - killed["acknowledged_in_database"]
+                killed["acknowledged"] = len(killed["acknowledged"])
+                row["sigkill_during_enrols"] = killed
+                print(f"  SIGKILL: {killed['acknowledged']} acknowledged, {killed['acknowledged_lost']} lost",
+                      flush=True)
+                proc2.terminate()
+                proc2.wait(timeout=30)
+            proc.kill() if proc.poll() is None else None
+            proc.wait(timeout=30)
+            row["entries_after"] = entries(target)
+            out["sizes"][str(size)] = row
+    finally:
+        if cluster:
+            cluster.stop()
+    return out

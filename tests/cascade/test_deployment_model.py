@@ -1,0 +1,84 @@
+"""The deployment model's composition on SYNTHETIC costs: one micro-batch's round is the sum along the critical
+path, micro-batches add one bottleneck stage each, shared cores bound a step by its CPU work, links add their
+serialisation and delay."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from veil.cascade.deployment_model import HopCosts, Link, error, other_load_from, project
+from veil.errors import VeilError
+
+MS = 1e-3
+
+
+def costs(n: int = 3, fwd: float = 1 * MS, bwd: float = 2 * MS, packet: int = 125_000) -> HopCosts:
+    return HopCosts(rows=64, packet_bytes=packet, crypto_s=0.1 * MS, node_forward_s=[fwd] * n,
+                    node_backward_s=[bwd] * n, designer_headers_s=0.2 * MS, designer_send_s=0.3 * MS,
+                    designer_turn_s=0.4 * MS, designer_final_s=0.05 * MS, transfer_fixed_s=0.1 * MS,
+                    local_step_s=1 * MS)
+
+
+def test_one_microbatch_is_the_critical_path_sum() -> None:
+    c = costs()
+    p = project(c, Link("loopback"), 1, steps_per_epoch=10)
+    nodes = 3 * (1 + 2) * MS + 2 * 3 * 0.1 * MS
+    designer = (0.3 + 0.4 + 0.05) * MS
+    links = 2 * 4 * 0.1 * MS
+    assert p.round_s == pytest.approx(nodes + designer + links)
+    assert p.step_s == pytest.approx(0.2 * MS + p.round_s)
+    assert p.epoch_s == pytest.approx(10 * p.step_s)
+    assert p.ratio == pytest.approx(p.epoch_s / (10 * MS)) and p.bound == "pipeline"
+
+
+def test_links_add_serialisation_and_delay_per_crossing() -> None:
+    c = costs()
+    near = project(c, Link("loopback"), 1, 10)
+    far = project(c, Link("wan", delay_s=10 * MS, rate_bps=100e6), 1, 10)
+    wire = 125_000 * 8 * 1.03 / 100e6
+    assert far.round_s - near.round_s == pytest.approx(8 * (wire + 10 * MS))
+    assert Link("x").wire_s(10**9) == 0.0 and math.isinf(Link("x").rate_bps)
+
+
+def test_each_extra_microbatch_adds_one_bottleneck_stage() -> None:
+    c = costs()
+    one, four = project(c, Link("loopback"), 1, 10), project(c, Link("loopback"), 4, 10)
+    stage = 1 * MS + 2 * MS + 2 * 0.1 * MS  # the busiest node: forward + backward + two hops' crypto
+    assert four.stage_s == pytest.approx(stage)
+    assert four.step_s == pytest.approx(4 * 0.2 * MS + one.round_s + 3 * stage)
+
+
+def test_shared_cores_bound_a_step_by_its_work() -> None:
+    c = costs(n=6)
+    own = project(c, Link("loopback"), 8, 10)  # one core per party
+    shared = project(c, Link("loopback"), 8, 10, cores=1)
+    assert shared.terms["runnable_at_once"] == 7 and shared.terms["cpu_stretch"] == 7  # 7 processes, 1 core
+    pipeline = shared.round_s + 7 * shared.stage_s
+    assert shared.step_s == pytest.approx(8 * 7 * 0.2 * MS + max(pipeline, shared.work_s / 7))
+    assert shared.step_s > 6 * own.step_s
+    assert shared.bound == ("cpu" if shared.work_s / 7 > pipeline else "pipeline")
+
+
+def test_bad_inputs_are_refused_and_error_is_relative() -> None:
+    with pytest.raises(VeilError):
+        project(costs(), Link("x"), 0, 10)
+    with pytest.raises(VeilError):
+        project(costs(), Link("x"), 1, 10, cores=0)
+    with pytest.raises(VeilError):
+        project(costs(), Link("x"), 1, 10, other_load=-1)
+    assert error(1.2, 1.0) == pytest.approx(0.2) and error(0.9, 1.0) == pytest.approx(-0.1)
+
+
+def test_other_load_stretches_cpu_terms_but_not_the_wire_or_the_delay() -> None:
+    c = costs()
+    link = Link("wan", delay_s=10 * MS, rate_bps=100e6)
+    base = project(c, link, 1, 10, cores=2)
+    slow = project(c, link, 1, 10, cores=2, other_load=3.0)  # (3 + 1) / 2: each CPU term twice as long
+    cpu = base.round_s - 8 * (link.wire_s(c.packet_bytes) + link.delay_s)
+    assert base.terms["cpu_stretch"] == 1.0 and slow.terms["cpu_stretch"] == 2.0
+    assert slow.round_s - base.round_s == pytest.approx(cpu)
+    assert slow.step_s - base.step_s == pytest.approx(cpu + 0.2 * MS)
+    assert other_load_from(2.0, 2) == 3.0 and other_load_from(0.8, 2) == pytest.approx(0.6)
+    assert other_load_from(0.4, 2) == 0.0
