@@ -32,14 +32,15 @@ class Preset:
 # The cloud's recipe for a strong pre-trained ExtNet: a linear RecNet (no transformer block) that starts as
 # mean pooling of the tokens, CosFace class weights that start at the class means of that embedding, and 5
 # epochs at lr 0.01. Measured on aligned LFW chips (owner_test top-1, n = 1,094; issue 21), Vanilla+PE / XNN:
-# cut 4: old recipe (random class weights, lr 0.05) 90.68% / 90.22%, this recipe 92.69% / 92.23%, key-free
-# pooled cosine 92.32%; cut 5: old recipe 91.13% / 91.59%, this recipe 94.06% / 93.05%, pooled cosine 93.78%.
+# cut 4: old recipe (random class weights, lr 0.05) 90.68% / 90.22%, this recipe 92.78% / 92.14%, key-free
+# pooled cosine 92.32%; cut 5: old recipe 91.13% / 91.59%, this recipe 94.06% / 92.96%, pooled cosine 93.78%
+# (README, "On aligned chips the cut and the cloud's recipe were chosen again").
 # Early stopping on held-out store identities (``val_fraction``) rescues the old recipe (cut 4: 92.60% /
 # 92.87%, the untrained epoch kept) but costs this one 0.25 points on average over 4 seeds: it is an option.
 STRONG_EXTNET_CLOUD = CloudTrainConfig(epochs=5, depth=0, init="identity", lr=0.01, head_init="centroids")
 
-# Where the owner cuts dlib's network on aligned chips: after level 5 (4 tokens x 256), the best cut in
-# bench/results/cuts.json (cut 4, the default before alignment, is 1.3 points lower on Vanilla+PE).
+# Where the owner cuts dlib's network on aligned chips: after level 5 (4 tokens x 256); cut 4, the default
+# before alignment, is 1.3 points lower on Vanilla+PE with the same recipe (same README section).
 ALIGNED_CUT_EXTRACTOR = "dlib-resnet-cut5"
 
 PRESETS = {

@@ -6,6 +6,10 @@ holds only the store (obfuscated features and anonymous labels), which is enough
 some anonymous identities aside, scores top-1 identification among them (one gallery row per identity, the
 rest probes, as the owner's utility) before training and after every epoch, and keeps the best weights. It
 needs nothing the cloud does not already hold: no key, no image, no name.
+
+The score is biased upwards and only good for ranking epochs: the cloud does not know which rows are the owner's
+mirror copies, so a gallery row's mirror is among the probes (on aligned LFW at cut 4 the held-out score of the
+untrained network is 96.8% where the owner's test persons give 92.6%).
 """
 
 from __future__ import annotations
