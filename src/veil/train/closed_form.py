@@ -37,8 +37,10 @@ class LDAGrid:
     """Candidates the cross-validation chooses among (besides the identity map).
 
     ``shrinkages``: the within-class scatter gets ``s * trace / D`` added to its diagonal (s = 1 weighs the
-    average within-class variance once more on every direction); ``dims``: discriminant directions kept;
-    ``folds``: identities are split into this many groups, each held out of one fit and scored.
+    average within-class variance once more on every direction); ``dims``: discriminant directions kept (at most
+    the token width D);
+    ``folds``: identities are split into this many groups, each held out of one fit and scored (fewer when the
+    store has fewer than two identities per fold).
     """
 
     shrinkages: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
@@ -60,6 +62,7 @@ class LDAFit:
     choice: str
     cv_top1: dict[str, float] = field(default_factory=dict)
     cv_probes: int = 0
+    folds: int = 0
 
 
 def _targets(labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -93,7 +96,7 @@ def _candidates(grid: LDAGrid, dim: int) -> list[tuple[str, float, int]]:
     """Identity first, then strongest shrinkage and fewest dimensions first: ties keep the simpler map."""
     out = [(IDENTITY, 0.0, dim)]
     for s in sorted(grid.shrinkages, reverse=True):
-        out += [(f"lda(shrinkage={s:g}, dim={k})", s, k) for k in sorted(set(grid.dims)) if k <= dim]
+        out += [(f"lda(shrinkage={s:g}, dim={k})", s, k) for k in sorted({min(k, dim) for k in grid.dims})]
     return out
 
 
@@ -134,15 +137,16 @@ def fit_lda(pooled: torch.Tensor, labels: torch.Tensor, grid: LDAGrid | None = N
     targets = _targets(labels, classes)
     hard = targets.argmax(1)
     ids = torch.unique(hard)
-    if len(ids) < 2 * grid.folds:
-        raise VeilError(f"{len(ids)} identities are too few for {grid.folds}-fold cross-validation")
+    folds = min(grid.folds, len(ids) // 2)
+    if folds < 2:
+        raise VeilError(f"{len(ids)} identities are too few to choose a map on held-out identities (need 4)")
     cands = _candidates(grid, x.shape[1])
     hits = dict.fromkeys((c[0] for c in cands), 0)
     probes = 0
     order = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
-    for fold in range(grid.folds):
+    for fold in range(folds):
         held = torch.zeros(classes, dtype=torch.bool)
-        held[order[fold::grid.folds]] = True
+        held[order[fold::folds]] = True
         rows = held[hard]
         fold_targets = targets[~rows] * (~held).double()      # the held-out identities' shares leave the fit
         maps = _maps(x[~rows], fold_targets, cands)
@@ -154,7 +158,7 @@ def fit_lda(pooled: torch.Tensor, labels: torch.Tensor, grid: LDAGrid | None = N
             hits[name] += top1(emb[gallery], vy[gallery], emb[probe], vy[probe])[0].hits
     best = max(cands, key=lambda c: hits[c[0]])[0]  # max keeps the first of equal scores
     matrix = _maps(x, targets, [c for c in cands if c[0] == best])[best]
-    return LDAFit(matrix.float(), best, {k: v / max(1, probes) for k, v in hits.items()}, probes)
+    return LDAFit(matrix.float(), best, {k: v / max(1, probes) for k, v in hits.items()}, probes, folds)
 
 
 def linear_recnet(tokens: int, matrix: torch.Tensor) -> RecNet:
