@@ -29,7 +29,7 @@ from veil.train.imprint import imprint_class_weights
 from veil.train.validation import gallery_and_probes
 
 TOKENS, DIM = 4, 16
-GRID = LDAGrid(shrinkages=(0.1, 1.0), dims=(4, 8, 16), folds=4)
+GRID = LDAGrid(shrinkages=(0.1, 1.0), dims=(4, 8, 16), folds=4, repeats=2)
 
 
 def nuisance_faces(identities: int, per_identity: int, seed: int, nuisance: float = 3.0,
@@ -83,6 +83,14 @@ def test_xnn_and_vanilla_get_the_same_embedding() -> None:
     assert obf_fit.choice == clean_fit.choice and obf_fit.cv_top1 == pytest.approx(clean_fit.cv_top1)
     cos = nn.functional.normalize
     assert torch.allclose(cos(clean, dim=1) @ cos(clean, dim=1).T, cos(obf, dim=1) @ cos(obf, dim=1).T, atol=1e-4)
+
+
+def test_the_choice_does_not_depend_on_the_anonymous_label_numbers() -> None:
+    tokens, labels = nuisance_faces(40, 5, seed=11, nuisance=1.0)
+    renumber = torch.randperm(40, generator=torch.Generator().manual_seed(12))   # another store's label map
+    a = fit_lda(tokens.mean(1), labels, GRID)
+    b = fit_lda(tokens.mean(1), renumber[labels], GRID)
+    assert a.choice == b.choice and a.cv_top1 == b.cv_top1 and a.cv_probes == b.cv_probes == 4 * 40 * GRID.repeats
 
 
 def test_class_statistics_weigh_each_identity_once() -> None:
