@@ -139,7 +139,13 @@ def key_binding(run: Path, ext: MemoExtNet, data: Path, device: torch.device) ->
 
 
 def training_throughput(run: Path, cloud: CloudTrainConfig, device: torch.device, rounds: int = 4) -> dict:
-    cfg = CloudTrainConfig(**{**cloud.__dict__, "epochs": 2, "warmup_epochs": 0.5})
+    """Samples per second of SGD training (the recipe with ``fit="sgd"``, 2 epochs) on each store.
+
+    SGD even when the preset fits in closed form: the claim measured is that obfuscated features do not slow
+    training; the closed form does the same arithmetic on both stores (its seconds are in the run's stats, a
+    few seconds each, where machine load decides the ratio).
+    """
+    cfg = CloudTrainConfig(**{**cloud.__dict__, "epochs": 2, "warmup_epochs": 0.5, "fit": "sgd"})
     speeds: dict[str, list[float]] = {"plain": [], "obfuscated": []}
     for _ in range(rounds):  # alternate so drift in machine load hits both equally
         for tag, store in (("plain", "store_vanilla"), ("obfuscated", "store_xnn")):
@@ -148,7 +154,7 @@ def training_throughput(run: Path, cloud: CloudTrainConfig, device: torch.device
     best = {k: float(torch.tensor(v).median()) for k, v in speeds.items()}
     return {"samples_per_second": best, "statistic": "median over rounds", "all": speeds,
             "ratio_obfuscated_over_plain": best["obfuscated"] / best["plain"], "epochs_per_round": 2,
-            "rounds": rounds}
+            "rounds": rounds, "fit": "sgd"}
 
 
 def peak_memory(ext_path: Path, data: Path, multiple: int, limit: int) -> dict:
@@ -218,7 +224,7 @@ def markdown(result: dict) -> str:
               f"{100 * r['ci95'][1]:.1f}] (bootstrap over {r['identities']} identities) | >= 97% |",
               f"| ObfNet / ExtNet time per batch of 256 | {100 * o['ratio']:.2f}% ({1000 * o['obfnet_s']:.1f} ms / "
               f"{1000 * o['extnet_s']:.0f} ms) | <= 2% |",
-              f"| cloud training throughput, obfuscated / plain | {t['ratio_obfuscated_over_plain']:.3f} "
+              f"| cloud training throughput (SGD), obfuscated / plain | {t['ratio_obfuscated_over_plain']:.3f} "
               f"({t['samples_per_second']['obfuscated']:.0f} / {t['samples_per_second']['plain']:.0f} samples/s)"
               " | >= 0.95 |"]
     for source, s in m.items():
