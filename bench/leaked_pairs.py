@@ -16,8 +16,10 @@ Writes bench/results/leaked_pairs.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import resource
 from pathlib import Path
 
 import numpy as np  # noqa: E402
@@ -142,6 +144,9 @@ def main() -> None:
             "utility": {**util.as_dict(), "chance": 1 / len(gallery)}, "curve": r.curve(),
             "attack_seconds": r.seconds, "attack_config": r.config})
         log(f"attack {r.seconds:.0f} s")
+        del store, recnet, test_obf, emb, target, attack, r  # one method's state at a time
+        gc.collect()
+        log(f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
     methods, figures = collate(methods_dir, args.methods, args.seed)
     figures.update({"ks": ks, "owner_train_images": len(train_x), "owner_test_images": len(test_x),
                     "gallery": len(gallery), "probes": len(probe), "chance": 1 / len(gallery),

@@ -288,6 +288,17 @@ class LeakedPairsAttack(Attack):
         if identifier is not None and not callable(identifier):
             raise params.AttackParameterError("identifier", "identifier must map clean tokens to embeddings")
         self.identifier = identifier or (lambda t: t.float().mean(dim=1))
+        self._pca: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None = None
+
+    def _store_projection(self, store: torch.Tensor | None,
+                          fallback: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:func:`store_pca` of the store, computed once per store tensor: draws of the pairs share one store, whose
+        SVD (thousands x N*D, float64) would otherwise be recomputed, with its transient buffers, for every draw."""
+        if store is not None and self._pca is not None and self._pca[0] is store:
+            return self._pca[1]
+        project = store_pca(store, self.inverse.pca, fallback)
+        self._pca = (store, project) if store is not None else None
+        return project
 
     def on(self, view: View, command: str | None = None) -> AttackResult:
         """Run on a view whose target was made with a clean gallery; the result is the strongest point at max k."""
@@ -321,7 +332,7 @@ class LeakedPairsAttack(Attack):
         probes = target.probes.float()
         gal_emb = _batched(self.identifier, target.gallery.float())
         pair_emb = _batched(self.identifier, clean.float())
-        project = store_pca(store_features, self.inverse.pca, obfuscated) if (
+        project = self._store_projection(store_features, obfuscated) if (
             {"ridge", "learned"} & set(self.estimators)) else None
         unused = torch.empty(0)  # the store-PCA inputs, computed only for the estimators that read them
         probe_feats = project(probes) if project else unused
