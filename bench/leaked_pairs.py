@@ -39,7 +39,6 @@ from veil.attacks.leakage import LeakageResult, Target  # noqa: E402
 from veil.attacks.leaked_pairs import (  # noqa: E402
     DEFAULT_KS,
     CleanGalleryTarget,
-    CurvePoint,
     InverseConfig,
     LeakedPairsAttack,
     LeakedPairsResult,
@@ -190,26 +189,11 @@ FORMAT = ("methods: one attack result each (AttackResult.to_dict: strongest esti
 
 def method_result(label: str, method: str, options: dict, public_info: dict, utility: LeakageResult,
                   curve: LeakedPairsResult, gallery: int, command: str | None) -> AttackResult:
-    """One method's measurement as an attack result: its top-level rate is the strongest estimator at the largest
-    k (what ``LeakedPairsAttack.on`` returns), with the per-probe hits only where that rate is one draw's (a mean
-    over draws of the pairs has no single hit vector)."""
-    strongest = curve.strongest()
-    top = strongest[-1] if strongest else None
-    leakage = None
-    if top is not None and top.rate is not None:
-        leakage = LeakageResult(top.rate, top.chance, gallery, top.hits if len(top.draws) <= 1 else None)
-    details = {"name": label, "method": method, "options": options, "public_info": public_info,
-               "gallery_kind": "clean", "utility": utility.as_dict(), "curve": curve.curve(),
-               "seconds": curve.seconds, "config": curve.config}
-    return AttackResult(LeakedPairsAttack.name, leakage, LeakedPairsAttack.holdings, command, details)
-
-
-def curve_of(points: list[dict], seconds: float, config: dict) -> LeakedPairsResult:
-    """The estimators' points read back (the strongest envelope is recomputed from them, so a file written under
-    an older envelope rule reads alike)."""
-    return LeakedPairsResult([CurvePoint(p["k"], p["attack"], None if p["rate"] is None else Rate(p["hits"], p["n"]),
-                                         p["chance"], p.get("note", ""), None, p.get("draws", []))
-                              for p in points if not p["attack"].startswith("strongest")], seconds, config)
+    """One method's measurement as an attack result (``LeakedPairsAttack.curve_result``: the strongest estimator
+    at the largest k on top, the curve among the details) with what the bench adds: the method and the owner's
+    utility with its per-probe hits."""
+    return LeakedPairsAttack.curve_result(curve, gallery, command, name=label, method=method, options=options,
+                                          public_info=public_info, gallery_kind="clean", utility=utility.as_dict())
 
 
 def read_method(body: dict, gallery: int) -> AttackResult:
@@ -219,7 +203,7 @@ def read_method(body: dict, gallery: int) -> AttackResult:
         return AttackResult.from_dict(body)
     util = body["utility"]
     utility = LeakageResult(Rate(int(util["hits"]), int(util["n"])), float(util["chance"]), gallery)
-    curve = curve_of(body["curve"], body["attack_seconds"], body["attack_config"])
+    curve = LeakedPairsResult.from_curve(body["curve"], body["attack_seconds"], body["attack_config"])
     result = method_result(body["name"], body["method"], body["options"], body["public_info"], utility, curve,
                            gallery, None)
     collated = {k: body[k] for k in COLLATED if k in body}
@@ -266,7 +250,7 @@ def collate(methods_dir: Path, order: str, seed: int, gallery: int) -> tuple[lis
         body = result.details
         hits = load_file(str(methods_dir / f"{slugify(name)}.hits.safetensors"))
         ratio = bootstrap_ratio(hits["hits"].bool(), ref["hits"].bool(), ref["labels"], seed=seed)
-        curve = curve_of(body["curve"], body["seconds"], body["config"])
+        curve = LeakedPairsResult.from_curve(body["curve"], body["seconds"], body["config"])
         kept = result.leakage
         again = method_result(name, body["method"], body["options"], body["public_info"],
                               LeakageResult.from_dict(body["utility"]), curve, gallery, result.command)

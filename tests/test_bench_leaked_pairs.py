@@ -111,3 +111,25 @@ def test_a_one_draw_result_keeps_its_per_probe_hits(bench_module):
     back = AttackResult.from_dict(json.loads(json.dumps(record)))
     assert back.leakage is not None and torch.equal(back.leakage.hits, hits)
     assert torch.equal(LeakageResult.from_dict(back.details["utility"]).hits, util.hits)
+
+
+@pytest.mark.parametrize("tag", ["aligned", "resized"])
+def test_committed_invariants_read_back_and_report(tag: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """bench/invariants.py's committed results (REAL, LFW): every attack of every method through from_dict."""
+    path = REPO / "bench" / "results" / f"invariants_{tag}.json"
+    payload = json.loads(path.read_text())
+    results = bench_attack_results(payload)
+    names = [r.attack for r in results]
+    assert names.count("inner_products") == len(payload["methods"]) and "token_spectrum" in names
+    for r in results:
+        assert r.leakage is not None and r.details["gallery_kind"] == "clean" and r.method is not None
+        if r.attack == "inner_products":
+            assert r.details["k_half"] in (None, *payload["figures"]["ks"]) and r.details["curve"]
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    invariants = importlib.import_module("invariants")
+    assert path.with_suffix(".md").read_text() == invariants.markdown(payload)
+    (tmp_path / "run" / "attacks").mkdir(parents=True)
+    shutil.copy(path, tmp_path / "run" / "attacks" / path.name)
+    data = collect(tmp_path / "run")
+    assert len([a for a in data.attacks if a.source == path.name]) == len(results)
+    assert not [m for m in data.missing if path.name in m]

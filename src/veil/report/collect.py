@@ -264,13 +264,18 @@ def _variant(d: dict) -> str:
 
 
 def bench_attack_results(payload: dict) -> list[AttackResult]:
-    """The attack results a bench JSON holds (``methods`` of bench/leaked_pairs.py, ``figures.results`` of
-    bench/attacks.py), each read through ``AttackResult.from_dict`` (a ``ValueError`` names a bad one)."""
+    """The attack results a bench JSON holds (``methods`` of bench/leaked_pairs.py, one result each; ``methods``
+    of bench/invariants.py, several results per method row; ``figures.results`` of bench/attacks.py), each read
+    through ``AttackResult.from_dict`` (a ``ValueError`` names a bad one)."""
     figures = payload.get("figures")
     figures = figures if isinstance(figures, dict) else {}
     entries: list[Any] = []
-    if isinstance(payload.get("methods"), list):
-        entries += payload["methods"]
+    rows = payload.get("methods")
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and "attack" not in row:  # a method's row holding one result per attack
+            entries += [v for v in row.values() if isinstance(v, dict) and "attack" in v]
+        else:
+            entries.append(row)
     if isinstance(figures.get("results"), dict):
         entries += list(figures["results"].values())
     out = []
