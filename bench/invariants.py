@@ -28,7 +28,7 @@ from typing import cast
 import numpy as np
 import torch
 from _common import HERE, Envelope, write_markdown, write_result
-from leaked_pairs_cache import ensure_split, owner_key, token_cache
+from leaked_pairs_cache import dlib_identifier, ensure_split, owner_key, token_cache
 
 from veil.attacks.base import AttackResult, View
 from veil.attacks.inner_products import InnerProductAttack
@@ -37,7 +37,6 @@ from veil.attacks.leaked_pairs import CleanGalleryTarget, LeakedPairsResult, k_h
 from veil.attacks.spectrum import TokenSpectrumAttack
 from veil.attacks.token_multiset import TokenMultisetAttack
 from veil.metrics import top1
-from veil.models.dlib_resnet import public_identifier
 from veil.obfuscation import registry
 from veil.obfuscation.base import KeySource
 
@@ -70,7 +69,7 @@ def main() -> None:
     n_tok, dim = test_x.shape[1:]
     idx = Target.from_features(test_x, test_y, seed=split.gallery_seed)
     gallery, probe = idx.gallery, idx.probe
-    identifier = public_identifier(4)
+    cut, identifier = dlib_identifier(test_x)
     ks = [int(k) for k in args.ks.split(",")]
     picks = [torch.from_numpy(np.random.default_rng(args.seed + d).permutation(len(train_x))[:max(ks)])
              for d in range(args.draws)]
@@ -104,7 +103,7 @@ def main() -> None:
         methods.append(row)
     figures = {"features": args.tag, "clean_leakage": clean_rate.as_dict(), "chance": 1 / len(gallery),
                "gallery": len(gallery), "probes": len(probe), "ks": ks, "draws": args.draws,
-               "identifier": "dlib head after cut 4 (public)", "load_average": list(os.getloadavg())}
+               "identifier": f"dlib head after cut {cut} (public)", "load_average": list(os.getloadavg())}
     payload = env.finish(figures, methods=methods)
     out = HERE / "results" / f"invariants_{args.tag}.json"
     write_result(out, payload)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import HERE, Envelope, write_markdown, write_result
-from leaked_pairs_cache import ensure_split, owner_key, token_cache
+from leaked_pairs_cache import dlib_identifier, ensure_split, owner_key, token_cache
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from veil.attacks.base import AttackResult  # noqa: E402
@@ -47,7 +47,6 @@ from veil.attacks.leaked_pairs import (  # noqa: E402
 )
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder  # noqa: E402
 from veil.metrics import Rate, bootstrap_ratio, top1  # noqa: E402
-from veil.models.dlib_resnet import public_identifier  # noqa: E402
 from veil.obfuscation import registry  # noqa: E402
 from veil.pipeline import write_json  # noqa: E402
 from veil.report.collect import bench_attack_results  # noqa: E402
@@ -68,11 +67,6 @@ class FlatNone(torch.nn.Module):
 
     def public_info(self) -> dict:
         return {"method": "none", "tokens": 1}
-
-
-def dlib_identifier(cut: int = 4):
-    """The rest of dlib's public network after the cut: tokens (B, HW, C) -> 128-d descriptors."""
-    return public_identifier(cut)
 
 
 def obfuscate(obf: torch.nn.Module, tokens: torch.Tensor, batch: int = 512) -> torch.Tensor:
@@ -124,7 +118,7 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     picks = [torch.from_numpy(np.random.default_rng(args.seed + d).permutation(len(train_x))[:max(ks)])
              for d in range(args.draws)]
-    identifier = dlib_identifier()
+    cut, identifier = dlib_identifier(train_x)
     cloud = {**CLOUD, "epochs": args.epochs}
     cfg = AttackRecNetConfig(**cloud, seed=args.seed)
 
@@ -161,7 +155,7 @@ def main() -> None:
     figures.update({"ks": ks, "owner_train_images": len(train_x), "owner_test_images": len(test_x),
                     "gallery": len(gallery), "probes": len(probe), "chance": 1 / len(gallery),
                     "token_shape": [int(n_tok), int(dim)], "cloud_recnet": cloud,
-                    "identifier": "dlib head after cut 4 (public), cosine", "key_fingerprint": key.fingerprint,
+                    "identifier": f"dlib head after cut {cut} (public), cosine", "key_fingerprint": key.fingerprint,
                     "pairs": f"the first k of {args.draws} seeded random orders of owner_train images (seeds "
                              f"{args.seed}..{args.seed + args.draws - 1}); rates are the mean hits over the draws "
                              "(Wilson 95% interval at n probes), each draw's rate in 'draws'",
