@@ -44,6 +44,7 @@ from veil.attacks import (
     View,
     extract_tokens,
 )
+from veil.attacks.recnet_fit import owner_recipe
 from veil.data.faceset import FaceSet
 from veil.data.loaders import load_faces
 from veil.data.splits import Split, gallery_probe
@@ -154,6 +155,14 @@ class LeakageHarness:
         name = self.method_of(method)
         key = self.key if registry.get(name).keyed else None
         return make_obfuscation(self.ext, key, self.matrix_kind(method), name)
+
+    def owner_recipe(self, epochs: int | None = None, seed: int = 0) -> AttackRecNetConfig:
+        """The cloud's training recipe this run recorded (``config.cloud``), whole, as an attacker's recipe: what
+        "the same recipe as the owner" means (``head_init`` and ``lr`` included). ``epochs`` replaces its own."""
+        recipe = (self.results.get("config") or {}).get("cloud")
+        if not isinstance(recipe, dict):
+            raise VeilError(f"{self.run / 'results.json'} records no cloud recipe (config.cloud)")
+        return owner_recipe(recipe, epochs, seed)
 
     def utility(self, method: str) -> dict | None:
         return (self.results.get("utility") or {}).get(registry.lookup(method).display())
