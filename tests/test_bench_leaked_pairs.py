@@ -133,3 +133,46 @@ def test_committed_invariants_read_back_and_report(tag: str, monkeypatch: pytest
     data = collect(tmp_path / "run")
     assert len([a for a in data.attacks if a.source == path.name]) == len(results)
     assert not [m for m in data.missing if path.name in m]
+
+
+def test_collate_reads_the_method_files_a_run_writes_old_and_new(bench_module, tmp_path: Path):
+    """SYNTHETIC hits: the per-method files the bench writes (and one of the earlier shape) collate into
+    attack results with utility ratios and k½, and their markdown renders."""
+    import torch
+    from safetensors.torch import save_file
+
+    from veil.attacks.leakage import LeakageResult
+    from veil.attacks.leaked_pairs import CurvePoint, LeakedPairsResult
+    from veil.metrics import Rate
+
+    labels = torch.arange(10) % 5
+    methods = tmp_path / "methods"
+    methods.mkdir()
+
+    def write(name: str, method: str, util_hits: list[int], points: list[CurvePoint], old: bool = False) -> None:
+        hits = torch.tensor(util_hits, dtype=torch.bool)
+        save_file({"hits": hits.to(torch.uint8), "labels": labels},
+                  str(methods / f"{bench_module.slugify(name)}.hits.safetensors"))
+        util = LeakageResult(Rate(int(hits.sum()), 10), 0.2, 5, hits)
+        record = bench_module.method_result(name, method, {}, {"method": method}, util,
+                                            LeakedPairsResult(points, 3.0, {"ks": [0, 4]}), 5, "pytest").to_dict()
+        if old:  # the earlier shape: no attack name, the utility as a bare rate, seconds/config renamed
+            record = {"name": name, "method": method, "options": {}, "public_info": {"method": method},
+                      "utility": {**util.rate.as_dict(), "chance": 0.2}, "curve": record["curve"],
+                      "attack_seconds": 3.0, "attack_config": {"ks": [0, 4]}}
+        (methods / f"{bench_module.slugify(name)}.json").write_text(json.dumps(record))
+
+    probe = torch.tensor([True] * 8 + [False] * 2)
+    write("Vanilla+PE", "none", [1] * 9 + [0], [CurvePoint(0, "identity", Rate(8, 10), 0.2, "", probe)])
+    write("XNN", "xnn", [1] * 8 + [0] * 2, [CurvePoint(0, "identity", Rate(1, 10), 0.2, "", probe),
+                                            CurvePoint(4, "ridge", Rate(5, 10), 0.2, "", probe)], old=True)
+    collated, figures = bench_module.collate(methods, "Vanilla+PE;XNN", 0, 5)
+    results = bench_attack_results({"methods": collated})
+    assert [r.details["name"] for r in results] == ["Vanilla+PE", "XNN"] and figures["clean_leakage"] == 0.8
+    xnn = results[1]
+    assert xnn.attack == "leaked_pairs" and xnn.leakage is not None and xnn.leakage.rate == Rate(5, 10)
+    assert (xnn.details["k_half"], xnn.details["utility_ratio"]) == (4, pytest.approx(8 / 9))
+    assert results[0].leakage is not None and torch.equal(results[0].leakage.hits, probe)  # one draw: kept
+    payload = {"command": "pytest", "figures": {**figures, "ks": [0, 4], "probes": 10, "gallery": 5, "chance": 0.2},
+               "methods": collated}
+    assert "| XNN | 80.0 [" in bench_module.markdown(payload)
