@@ -133,7 +133,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
         preprocess["owner_test"] = results[name].pop("preprocess")
         stats[name] = {"obfuscate": obf_stats, "train": {k: hist[k] for k in ("seconds", "samples_per_second",
                                                                               "rows", "classes")},
-                       "final_loss": hist["loss"][-1]}
+                       "final_loss": hist["loss"][-1] if hist["loss"] else None, "fit": hist.get("fit")}
         log(f"{name}: utility {results[name]['rate']}")
 
     log("faces: " + "; ".join(f"{group}: {summary_line(p)}" for group, p in preprocess.items()))

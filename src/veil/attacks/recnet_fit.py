@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from veil.attacks import params
 from veil.models.extractor import Extractor
 from veil.models.recnet import RecNet, build_recnet
-from veil.train.cloud import CloudTrainConfig
+from veil.train.closed_form import fit_lda_recnet
+from veil.train.cloud import FITS, CloudTrainConfig
 from veil.train.imprint import imprint_class_weights
 from veil.train.losses import SoftCosFace, cosface
 from veil.train.schedule import warmup_cosine
@@ -43,6 +44,8 @@ class AttackRecNetConfig(CloudTrainConfig):
         params.non_negative_int("seed", self.seed)
         if self.init not in ("random", "identity"):
             raise params.AttackParameterError("init", f"init must be 'random' or 'identity', got {self.init!r}")
+        if self.fit not in FITS:
+            raise params.AttackParameterError("fit", f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
         if self.head_init not in ("random", "centroids"):
             raise params.AttackParameterError("head_init", f"head_init must be 'random' or 'centroids', got "
                                                            f"{self.head_init!r}")
@@ -90,6 +93,11 @@ def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConf
     """
     if len(tokens) != len(labels) or (transform is None and mixer is None and tokens.ndim != 3):
         raise ValueError(f"tokens must be (n, N, D) with n labels, got {tuple(tokens.shape)} and {len(labels)}")
+    if cfg.fit == "lda":  # the cloud's closed-form recipe (veil.train.closed_form), the same way
+        if transform is not None or mixer is not None:
+            raise ValueError("fit='lda' fits plain tokens in closed form; a per-batch transform or mixer needs "
+                             "fit='sgd'")
+        return fit_lda_recnet(tokens, labels, seed=cfg.seed)[0]
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     soft = labels.ndim == 2 or mixer is not None
