@@ -267,8 +267,9 @@ def collate(methods_dir: Path, order: str, seed: int, gallery: int) -> tuple[lis
 
 
 def read_methods(payload: dict) -> list[dict]:
-    """The methods of a result, each read back through ``AttackResult.from_dict``: its details with the name."""
-    return [{**r.details, "attack_result": r} for r in bench_attack_results(payload)]
+    """The methods of a result, each read back through ``AttackResult.from_dict``: its details (name, utility,
+    curve, k_half figures)."""
+    return [r.details for r in bench_attack_results(payload)]
 
 
 def markdown(payload: dict) -> str:
