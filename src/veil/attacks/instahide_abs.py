@@ -92,15 +92,18 @@ def detail(images: torch.Tensor, width: int = 9, batch: int = 256) -> torch.Tens
     return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def nearest(rows: torch.Tensor, neighbours: int, batch: int = 1024) -> torch.Tensor:
-    """(n, neighbours + 1): each row's own index first, then its ``neighbours`` most cosine-similar other rows
-    (``rows`` of unit norm; blocks of ``batch`` rows keep memory at ``batch x n``)."""
+def nearest(rows: torch.Tensor, neighbours: int, queries: torch.Tensor | None = None,
+            batch: int = 1024) -> torch.Tensor:
+    """(q, neighbours + 1): for each query row (default: every row) its own index first, then its ``neighbours``
+    most cosine-similar other rows (``rows`` of unit norm; blocks of ``batch`` queries keep memory at
+    ``batch x n``)."""
+    queries = torch.arange(len(rows)) if queries is None else queries
     m = min(neighbours, len(rows) - 1)
     out = []
-    for i in range(0, len(rows), batch):
-        sim = rows[i:i + batch] @ rows.T
-        own = torch.arange(i, i + len(sim))
-        sim[torch.arange(len(sim)), own] = float("inf")
+    for i in range(0, len(queries), batch):
+        own = queries[i:i + batch]
+        sim = rows[own] @ rows.T
+        sim[torch.arange(len(own)), own] = float("inf")
         out.append(sim.topk(m + 1, dim=1).indices)
     return torch.cat(out)
 
@@ -159,11 +162,15 @@ class InstaHideAbsAttack(Attack):
                            identifier="public face recogniser" if self.identifier is not None else "pixels",
                            sibling_precision=r.sibling_precision)
 
-    def run(self, target: Target, image_of: torch.Tensor | None = None) -> AbsResult:
+    def run(self, target: Target, image_of: torch.Tensor | None = None,
+            scored: torch.Tensor | None = None) -> AbsResult:
         """Clustered and single-encoding top-1 of the probes (encodings) against the gallery.
 
-        ``image_of`` (optional, scoring only, never used by the attack): which private image each probe
-        encodes, to report the fraction of chosen neighbours that truly share it (``sibling_precision``).
+        ``scored``: which probes to name (indices into the probes; default all). Every encoding still serves
+        as a neighbour; naming one encoding per private image keeps the n of distinct images (encodings of one
+        image are not independent trials) and the cost of the recogniser down. ``image_of`` (optional, scoring
+        only, never used by the attack): which private image each probe encodes, to report the fraction of
+        chosen neighbours that truly share it (``sibling_precision``).
         """
         embed = self.identifier or _pixels
         images = target.features
@@ -171,21 +178,22 @@ class InstaHideAbsAttack(Attack):
         mean, std = float(gallery.mean()), float(gallery.std())
         g = embed(gallery).float()
         g = g - g.mean(0) if self.identifier is None else g
-        g_lab, p_lab = target.labels[target.gallery], target.labels[target.probe]
         probes = images[target.probe]
+        scored = torch.arange(len(probes)) if scored is None else scored
+        g_lab, p_lab = target.labels[target.gallery], target.labels[target.probe][scored]
 
         def name(members: torch.Tensor) -> LeakageResult:
             e = embed_estimates(probes, members, embed, mean, std)
             rate, hits = top1(g, g_lab, e - e.mean(0) if self.identifier is None else e, p_lab)
             return LeakageResult(rate, target.chance, len(target.gallery), hits)
 
-        single = name(torch.arange(len(probes)).unsqueeze(1))
+        single = name(scored.unsqueeze(1))
         if not self.neighbours:
             return AbsResult(single, single, 0, self.detail, None)
-        members = nearest(detail(probes, self.detail), self.neighbours)
+        members = nearest(detail(probes, self.detail), self.neighbours, scored)
         precision = None
         if image_of is not None:
-            precision = float((image_of[members[:, 1:]] == image_of[:, None]).float().mean())
+            precision = float((image_of[members[:, 1:]] == image_of[scored][:, None]).float().mean())
         return AbsResult(name(members), single, self.neighbours, self.detail, precision)
 
 
