@@ -82,10 +82,11 @@ def names_in(target: str, names: list[str]) -> int:
         store.close()
 
 
-def gallery_only(target: str, emb_dim: int, digest: str, count: int) -> dict:
+def gallery_only(target: str, emb_dim: int, digest: str, count: int, threads: int) -> dict:
     """Gallery.enrol (one committed row) and Gallery.identify (one probe) in process: no HTTP, no RecNet."""
     from veil.serve.gallery import Gallery
 
+    torch.set_num_threads(threads)  # as the server runs (two OpenMP threads on a loaded 2-core machine stall)
     g = Gallery(target, emb_dim, digest)
     t = time.perf_counter()
     g.close()
@@ -291,7 +292,7 @@ def run_backend(backend: str, recnet: Path, emb_dim: int, digest: str, shape: tu
         for size in sizes:
             target = cluster.new_database() if cluster else str(tmp / f"gallery-{size}.db")
             fill = bulk_fill(target, size, emb_dim, digest, args.seed)
-            in_process = gallery_only(target, emb_dim, digest, 50)
+            in_process = gallery_only(target, emb_dim, digest, 50, args.threads)
             t = time.perf_counter()
             proc, url = start(recnet, target, args.threads)
             startup = time.perf_counter() - t
