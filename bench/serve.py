@@ -165,7 +165,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000", help="gallery sizes (add 1000000 for the 1M figure)")
     parser.add_argument("--sequential", type=int, default=60, help="sequential enrols and identifies per size")
     parser.add_argument("--concurrent-enrols", type=int, default=800)
-    parser.add_argument("--identify-requests", type=int, default=600)
+    parser.add_argument("--identify-requests", type=int, default=1500,
+                        help="identify requests per round (4 alternating rounds of one and of two workers)")
     args = parser.parse_args()
     if args.part == "gallery":
         return gallery_part(args)
@@ -277,7 +278,8 @@ def gallery_part(args: argparse.Namespace) -> None:
                              f"{k['errors']} errors; two workers / one identify throughput "
                              f"{r['two_over_one_worker_throughput']:.2f} "
                              f"({r['identify_two_workers']['throughput_rps']:.0f} / "
-                             f"{r['identify_one_worker']['throughput_rps']:.0f} req/s, 8 clients); "
+                             f"{r['identify_one_worker']['throughput_rps']:.0f} req/s, 8 clients, median of "
+                             f"rounds {r.get('identify_rounds_rps')}; {r.get('two_workers_cpu_note', '')}); "
                              f"enrolled through one, identified through the other: {r['cross_worker_identified']}/20")
     md += ["", *notes, "", f"SYNTHETIC unit embeddings ({rec.cfg.emb_dim}-d), RecNet {weights}, {args.threads} torch "
            f"thread(s), {os.cpu_count()} shared cores, load average at the end {os.getloadavg()[0]:.1f}; "
