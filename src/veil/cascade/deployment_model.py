@@ -18,7 +18,9 @@ composes them the way ``trainer.Trainer.step`` runs a step:
   every CPU term, and a step can be no shorter than its CPU work spread over those k processes. With a core per
   party (the deployed set-up) neither applies.
 
-``step_s = headers + max(round + (m - 1) * stage, work / k)`` and an epoch is ``steps_per_epoch * step_s``; the
+``step_s = headers + max(round + (m - 1) * stage, work / k)``, where ``headers`` is 0 because the trainer builds a
+step's forward headers during the previous step (``prepared_headers=False``: m headers before the first send, as
+before that change), and an epoch is ``steps_per_epoch * step_s``; the
 ratio divides by the local epoch (also measured alone on one core). The model ignores what it cannot measure in
 isolation (scheduler wake-up latency beyond fair sharing, cache effects between processes), so its error against
 measured runs is the test of whether those matter.
