@@ -25,8 +25,8 @@ from veil.data.splits import Split  # noqa: E402
 from veil.demo import run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.teacher import teacher_whole  # noqa: E402
-from veil.models.dlib_resnet import tokens_to_map  # noqa: E402
-from veil.models.extractor import DlibExtNet, load_extnet  # noqa: E402
+from veil.models.dlib_resnet import DlibExtNet, tokens_to_map  # noqa: E402
+from veil.models.extractor import load_extnet  # noqa: E402
 from veil.models.memo import MemoExtNet  # noqa: E402
 from veil.paths import default_data  # noqa: E402
 from veil.pipeline import load_group  # noqa: E402
