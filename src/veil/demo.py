@@ -133,7 +133,7 @@ def run_xnn(data: str | Path | None = None, out: str | Path = "runs/demo", prese
         preprocess["owner_test"] = results[name].pop("preprocess")
         stats[name] = {"obfuscate": obf_stats, "train": {k: hist[k] for k in ("seconds", "samples_per_second",
                                                                               "rows", "classes")},
-                       "final_loss": hist["loss"][-1]}
+                       "final_loss": hist["loss"][-1] if hist["loss"] else None, "fit": hist.get("fit")}
         log(f"{name}: utility {results[name]['rate']}")
 
     log("faces: " + "; ".join(f"{group}: {summary_line(p)}" for group, p in preprocess.items()))
@@ -203,8 +203,7 @@ def run_attacks(out: Path, data: Path, ext, device, log=print) -> dict:
     command = f"veil attack leaked-pairs --run {out} --k {','.join(map(str, ks))}"
     lp = harness.leaked_pairs_attack("xnn", ks, FAST_ESTIMATORS, command=command).to_dict()
     strongest = [p for p in lp["curve"] if p["attack"].startswith("strongest") and p["rate"] is not None]
-    lp.update({"identifier": "dlib head" if harness.identifier() else "pooled", "gallery_kind": "clean",
-               "points": [{**p, "estimator": p["attack"].split(":")[1]} for p in strongest]})
+    lp["identifier"] = "dlib head" if harness.identifier() else "pooled"  # veil report draws the curve's envelope
     path = write_json(out / "attacks" / "leaked_pairs_xnn.json", lp)
     written["xnn, clean gallery"] = {"file": str(path), "points": [
         {"label": f"leaked pairs, clean gallery, k={p['k']} ({p['attack'].split(':')[1]})",

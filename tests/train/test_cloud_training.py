@@ -19,7 +19,7 @@ from veil.store import open_store
 from veil.train.cloud import CloudTrainConfig, train_recnet
 
 TRAIN_ARGS = ["--epochs", "3", "--batch-size", "32", "--dim", "32", "--heads", "2", "--depth", "1", "--emb-dim",
-              "16", "--lr", "0.05", "--head-init", "random"]  # random class weights: the loss must fall
+              "16", "--lr", "0.05", "--head-init", "random", "--fit", "sgd"]  # random class weights: the loss must fall
 
 
 @pytest.fixture(scope="module")

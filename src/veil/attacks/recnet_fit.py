@@ -9,7 +9,7 @@ as the cloud's RecNet (``veil.models.recnet``), so leakage is measured with the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from veil.attacks import params
 from veil.models.extractor import Extractor
 from veil.models.recnet import RecNet, build_recnet
-from veil.train.cloud import CloudTrainConfig
+from veil.train.closed_form import fit_lda_recnet
+from veil.train.cloud import FITS, CloudTrainConfig
 from veil.train.imprint import imprint_class_weights
 from veil.train.losses import SoftCosFace, cosface
 from veil.train.schedule import warmup_cosine
@@ -43,6 +44,8 @@ class AttackRecNetConfig(CloudTrainConfig):
         params.non_negative_int("seed", self.seed)
         if self.init not in ("random", "identity"):
             raise params.AttackParameterError("init", f"init must be 'random' or 'identity', got {self.init!r}")
+        if self.fit not in FITS:
+            raise params.AttackParameterError("fit", f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
         if self.head_init not in ("random", "centroids"):
             raise params.AttackParameterError("head_init", f"head_init must be 'random' or 'centroids', got "
                                                            f"{self.head_init!r}")
@@ -62,6 +65,22 @@ def strong_attack_recipe(epochs: int = 5, seed: int = 0) -> AttackRecNetConfig:
     return AttackRecNetConfig(epochs=epochs, seed=seed, depth=0, init="identity")
 
 
+def owner_recipe(recipe: dict, epochs: int | None = None, seed: int = 0) -> AttackRecNetConfig:
+    """The owner's recorded cloud recipe (a run's ``results.json`` ``config.cloud``) as the attacker's, every
+    field of it (``lr``, ``head_init``, ``depth``, ...): "the same recipe as the owner" means all of it, so an
+    attacker is not weakened by a field a hand-written copy left at its default. ``epochs`` replaces the
+    recorded number when given; fields this version does not know are refused by name."""
+    known = {f.name for f in fields(AttackRecNetConfig)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise params.AttackParameterError(unknown[0], f"the recorded recipe has fields this Veil does not know: "
+                                                      f"{', '.join(unknown)}")
+    values = {**recipe, "seed": seed}
+    if epochs is not None:
+        values["epochs"] = epochs
+    return AttackRecNetConfig(**values)
+
+
 def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConfig,
                transform: BatchTransform | None = None, device: torch.device | str = "cpu",
                mixer: PairTransform | None = None, classes: int | None = None) -> RecNet:
@@ -74,6 +93,11 @@ def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConf
     """
     if len(tokens) != len(labels) or (transform is None and mixer is None and tokens.ndim != 3):
         raise ValueError(f"tokens must be (n, N, D) with n labels, got {tuple(tokens.shape)} and {len(labels)}")
+    if cfg.fit == "lda":  # the cloud's closed-form recipe (veil.train.closed_form), the same way
+        if transform is not None or mixer is not None:
+            raise ValueError("fit='lda' fits plain tokens in closed form; a per-batch transform or mixer needs "
+                             "fit='sgd'")
+        return fit_lda_recnet(tokens, labels, seed=cfg.seed)[0]
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     soft = labels.ndim == 2 or mixer is not None

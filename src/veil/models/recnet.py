@@ -33,6 +33,7 @@ class RecNetConfig:
     emb_dim: int = 128
     drop_path: float = 0.1
     init: str = "random"
+    norms: bool = True  # False: no LayerNorm or BatchNorm, a plain linear map (``veil.train.closed_form``)
 
     def __post_init__(self) -> None:
         if self.init not in ("random", "identity"):
@@ -82,13 +83,15 @@ class RecNet(nn.Module):
     def __init__(self, cfg: RecNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.in_norm = nn.LayerNorm(cfg.in_dim)
+        # norms=False drops the normalisation layers: with depth 0 the network is then linear in the mean of
+        # the tokens, so an orthogonal XNN map of the tokens can be absorbed exactly (closed_form).
+        self.in_norm: nn.Module = nn.LayerNorm(cfg.in_dim) if cfg.norms else nn.Identity()
         self.proj = nn.Linear(cfg.in_dim, cfg.dim)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
         self.blocks = nn.Sequential(*[Block(cfg.dim, cfg.num_heads, qkv_bias=True, drop_path=r) for r in rates])
-        self.norm = nn.LayerNorm(cfg.dim)
+        self.norm: nn.Module = nn.LayerNorm(cfg.dim) if cfg.norms else nn.Identity()
         self.head = nn.Linear(cfg.dim, cfg.emb_dim)
-        self.bn = nn.BatchNorm1d(cfg.emb_dim)
+        self.bn: nn.Module = nn.BatchNorm1d(cfg.emb_dim) if cfg.norms else nn.Identity()
         if cfg.init == "identity":
             # Start as mean pooling of the (normalised) tokens: with a strong pre-trained ExtNet that is
             # already a good face embedding, and training learns a correction instead of a new metric

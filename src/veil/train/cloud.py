@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Tens
 from veil.errors import VeilError
 from veil.models.recnet import RecNet, build_recnet, save_recnet
 from veil.store import Store, open_store
+from veil.train.closed_form import LDAGrid, fit_lda_recnet
 from veil.train.imprint import imprint_class_weights
 from veil.train.losses import cosface
 from veil.train.progress import progress_bar
@@ -39,6 +40,9 @@ class CloudTrainConfig:
     ``head_init="centroids"`` starts the CosFace class weights at each class's mean embedding under the untrained
     RecNet (its BatchNorm statistics first taken over the whole store), so the first steps fine-tune a
     working classifier instead of tearing the embedding apart to fit random class weights.
+    ``fit="lda"`` replaces SGD by the closed-form recipe of :mod:`veil.train.closed_form` (shrinkage LDA on the
+    mean of the tokens, chosen by cross-validation over the store's identities); the SGD and architecture
+    fields are then unused.
     """
 
     epochs: int = 40
@@ -58,6 +62,10 @@ class CloudTrainConfig:
     val_fraction: float = 0.0
     patience: int | None = None
     head_init: str = "random"
+    fit: str = "sgd"
+
+
+FITS = ("sgd", "lda")
 
 
 class _Trainee(nn.Module):
@@ -82,7 +90,11 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
                  device: torch.device | str | None = None, show_progress: bool = True) -> tuple[RecNet, dict]:
     """Train RecNet on a store. Under torchrun (WORLD_SIZE > 1) this joins the process group itself."""
     cfg = cfg or CloudTrainConfig()
+    if cfg.fit not in FITS:
+        raise VeilError(f"fit must be one of {', '.join(FITS)}, got {cfg.fit!r}")
     store = store if isinstance(store, Store) else open_store(store)
+    if cfg.fit == "lda":
+        return _fit_closed_form(store, cfg)
     world, rank = _dist_info()
     distributed = world > 1
     if device is None:
@@ -169,6 +181,33 @@ def train_recnet(store: Store | str | Path, cfg: CloudTrainConfig | None = None,
     return recnet.cpu().eval(), history
 
 
+def _fit_closed_form(store: Store, cfg: CloudTrainConfig) -> tuple[RecNet, dict]:
+    """``fit="lda"``: every process computes the same map from the same rows (no communication needed)."""
+    if cfg.val_fraction:
+        raise VeilError("val_fraction applies to fit='sgd'; fit='lda' holds identities out itself (cross-validation)")
+    start = time.time()
+    feats, labels = store.load_all()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= store.num_classes):
+        raise VeilError(f"store labels fall outside 0..{store.num_classes - 1}")
+    recnet, fit = fit_lda_recnet(feats, labels, LDAGrid(), cfg.seed)
+    seconds = time.time() - start
+    world, _ = _dist_info()
+    history = {"loss": [], "config": asdict(cfg), "rows": len(feats), "world_size": world,
+               "classes": store.num_classes, "fit": {"kind": "lda", "choice": fit.choice, "cv_top1": fit.cv_top1,
+                                                      "cv_probes": fit.cv_probes, "folds": fit.folds},
+               "seconds": seconds, "samples_per_second": len(feats) / max(seconds, 1e-9)}
+    return recnet, history
+
+
+def describe_fit(history: dict) -> str:
+    """One line on how the RecNet was fitted, for a log: final loss (SGD) or the candidate chosen (closed form)."""
+    fit = history.get("fit")
+    if fit:
+        return (f"closed form: {fit['choice']} (top-1 {100 * fit['cv_top1'][fit['choice']]:.2f}% on held-out "
+                f"identities, identity map {100 * fit['cv_top1']['identity']:.2f}%)")
+    return f"final loss {history['loss'][-1]:.3f}"
+
+
 def train_to_file(store_dir: str | Path, out: str | Path, cfg: CloudTrainConfig | None = None,
                   device: str | None = None, show_progress: bool = True) -> dict:
     """Train and write ``out`` (rank 0 only under torchrun). Returns the history."""
@@ -179,7 +218,8 @@ def train_to_file(store_dir: str | Path, out: str | Path, cfg: CloudTrainConfig 
         info = {"key_fingerprint": store.manifest.get("key_fingerprint"),
                 "extractor": store.manifest.get("extractor"), "obfuscation": store.manifest.get("obfuscation"),
                 "num_classes": store.num_classes, "synthetic": store.manifest.get("synthetic", False),
-                "first_epoch_loss": history["loss"][0], "final_loss": history["loss"][-1],
+                "first_epoch_loss": history["loss"][0] if history["loss"] else None,
+                "final_loss": history["loss"][-1] if history["loss"] else None, "fit": history.get("fit"),
                 "world_size": history["world_size"]}
         save_recnet(recnet, out, info)
     if dist.is_initialized():

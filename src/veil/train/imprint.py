@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from veil.errors import VeilError
 from veil.models.recnet import RecNet
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
@@ -33,6 +34,8 @@ def imprint_class_weights(recnet: RecNet, weights: torch.Tensor | nn.Module, bat
     left in training mode. Deterministic for deterministic batches, so every DDP rank gets the same weights.
     """
     assert isinstance(weights, torch.Tensor), "class weights must be a tensor (emb_dim, classes)"
+    if not isinstance(recnet.bn, nn.BatchNorm1d):
+        raise VeilError("imprinting sets RecNet's BatchNorm statistics; this RecNet has no normalisation layers")
     recnet.eval()
     seen: list[torch.Tensor] = []
     hook = recnet.bn.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
