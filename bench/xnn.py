@@ -33,12 +33,13 @@ from pathlib import Path
 import torch
 from _common import HERE, Envelope, publish, run_conditions  # also puts src/ on sys.path
 
+from veil.attacks.recnet_fit import extract_tokens  # noqa: E402
 from veil.data.splits import Split, gallery_probe  # noqa: E402
 from veil.demo import run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.teacher import teacher_whole  # noqa: E402
 from veil.keys import OwnerKey  # noqa: E402
-from veil.metrics import top1  # noqa: E402
+from veil.metrics import paired_difference, top1  # noqa: E402
 from veil.models.extractor import load_extnet  # noqa: E402
 from veil.models.memo import MemoExtNet  # noqa: E402
 from veil.models.recnet import load_recnet  # noqa: E402
@@ -110,10 +111,9 @@ def time_obfuscation(ext_path: Path, device: torch.device, repeats: int = 5) -> 
             "statistic": "min over repeats"}
 
 
-def key_binding(run: Path, ext_path: Path, data: Path, device: torch.device) -> dict:
+def key_binding(run: Path, ext: MemoExtNet, data: Path, device: torch.device) -> dict:
     """Top-1 of owner-key probes against galleries embedded by XNN's RecNet under other keys."""
     split = Split.load(run / "split.json")
-    ext = MemoExtNet(load_extnet(ext_path))  # three chains, one extraction
     rec, info = load_recnet(run / "recnet_xnn.safetensors")
     kind = info["obfuscation"]["matrix"]
     owner, fresh = OwnerKey.load(run / "owner.key"), OwnerKey.generate()
@@ -166,6 +166,38 @@ def peak_memory(ext_path: Path, data: Path, multiple: int, limit: int) -> dict:
     return out
 
 
+def pooled_comparison(run: Path, ext: MemoExtNet, data: Path, device: torch.device) -> dict:
+    """The cloud's RecNets against the key-free pooled cosine of the same tokens, probe by probe.
+
+    Pooled cosine: mean of the tokens, image plus mirror, cosine; ``centred`` subtracts the mean token of the
+    target set (the cheap attack's k = 0 identifier, ``veil.attacks.identifiers``), ``uncentred`` does not. Both
+    are the same on XNN's tokens as on clean ones (an orthogonal map keeps cosines), so they are computed once.
+    """
+    split = Split.load(run / "split.json")
+    faces = load_group(data, split, "owner_test", ext.cfg.img_size)
+    gallery, probe = gallery_probe(faces, split.gallery_seed)
+    labels = faces.labels
+    tokens = extract_tokens(ext, faces.images, device=device).float()
+    mirrored = extract_tokens(ext, faces.images, flip=True, device=device).float()
+    owner = OwnerKey.load(run / "owner.key")
+    hits, rates = {}, {}
+    for name, method in (("Vanilla+PE", "vanilla"), ("XNN", "xnn")):
+        rec, info = load_recnet(run / f"recnet_{method}.safetensors")
+        obf = (xnn_from_key(owner, *ext.token_shape, info["obfuscation"]["matrix"]) if method == "xnn"
+               else NoObfuscation())
+        with torch.no_grad():
+            emb = rec(obf(tokens)) + rec(obf(mirrored))
+        rates[name], hits[name] = top1(emb[gallery], labels[gallery], emb[probe], labels[probe])
+    for name, centre in (("pooled cosine, centred", tokens.mean(dim=(0, 1))), ("pooled cosine, uncentred", 0.0)):
+        emb = tokens.mean(dim=1) - centre + mirrored.mean(dim=1) - centre
+        rates[name], hits[name] = top1(emb[gallery], labels[gallery], emb[probe], labels[probe])
+    groups = labels[probe]
+    return {"rates": {k: {**r.as_dict(), "gallery": len(gallery), "chance": 1 / len(gallery)}
+                      for k, r in rates.items()},
+            "paired": {f"{a} - {b}": paired_difference(hits[a], hits[b], groups)
+                       for a in ("Vanilla+PE", "XNN") for b in ("pooled cosine, centred", "pooled cosine, uncentred")}}
+
+
 def markdown(result: dict) -> str:
     ext, fig = result["extractor"], result["figures"]
     lines = [f"ExtNet: {ext['name']} (cut after {ext['cut']} levels, {ext['token_shape'][0]} tokens x "
@@ -197,6 +229,15 @@ def markdown(result: dict) -> str:
     for name, u in fig["key_binding"].items():
         lines.append(f"| {name} | {100 * u['rate']:.2f}% | [{100 * u['ci95'][0]:.2f}, {100 * u['ci95'][1]:.2f}] "
                      f"| {u['n']} | {100 * u['chance']:.2f}% |")
+    pc = fig.get("pooled_comparison")
+    if pc:
+        lines += ["", "The cloud's RecNet against the key-free pooled cosine of the same tokens, same probes:", ""]
+        lines += [f"- {name}: {100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}] "
+                  f"(n = {r['n']})" for name, r in pc["rates"].items() if name.startswith("pooled")]
+        lines += ["", "| comparison | difference (points) | 95% CI (bootstrap over identities) | won / lost "
+                  "(probes only one gets right) | McNemar exact p |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {100 * d['difference']:+.2f} | [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}] "
+                  f"| {d['won']} / {d['lost']} | {d['p_mcnemar']:.3f} |" for name, d in pc["paired"].items()]
     if fig.get("attacks"):
         lines += ["", "Cheap attacks on the same run (pooled identifier; k = 0: key-free pooled cosine):", "",
                   "| store | leaked pairs k | leakage top-1 | 95% CI | n | chance |", "|---|---|---|---|---|---|"]
@@ -235,6 +276,7 @@ def main() -> None:
     envelope = Envelope("xnn", seed=PRESETS[args.preset].split.seed, device=device,
                         started=start - (summary["wall_seconds"] if args.reuse else 0.0))
     ext_path = Path(summary["extractor"])
+    ext = MemoExtNet(load_extnet(ext_path))  # key binding and the pooled comparison: one extraction
     teacher = (teacher_whole(data, Split.load(args.run / "split.json"), device)
                if (summary.get("extractor_info") or {}).get("kind") == "dlib-resnet" else None)
     figures = {
@@ -243,7 +285,8 @@ def main() -> None:
         "obfuscation_time": time_obfuscation(ext_path, device),
         "training_throughput": training_throughput(args.run, PRESETS[args.preset].cloud, device),
         "peak_memory": peak_memory(ext_path, data, args.memory_multiple, args.memory_images),
-        "key_binding": key_binding(args.run, ext_path, data, device),
+        "key_binding": key_binding(args.run, ext, data, device),
+        "pooled_comparison": pooled_comparison(args.run, ext, data, device),
         "self_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "reused_run": bool(args.reuse),
     }

@@ -30,15 +30,14 @@ class Preset:
 
 
 # The cloud's recipe for a strong pre-trained ExtNet: a linear RecNet fitted in closed form (``fit="lda"``,
-# veil.train.closed_form): shrinkage LDA on the uncentred mean of the tokens, its shrinkage and dimension (or no
-# change at all: the identity map) chosen by 5-fold cross-validation over the store's identities. Measured on
-# aligned LFW chips at cut 5 (owner_test top-1, skip policy, n = 1,051 probes; issue 21; cached tokens, scratch
-# /work/cache/exp/h21r): the cross-validation picks lda(shrinkage=3, dim=128), Vanilla+PE = XNN = 95.43% (the
-# same hits: every statistic is equivariant under XNN's orthogonal map). The SGD recipe it replaces (CosFace on
-# the identity-initialised linear RecNet with LayerNorm/BatchNorm, class-mean imprinting, 5 epochs at lr 0.01;
-# ``fit="sgd"``, kept below) scored 93.34% / 93.05%; the key-free pooled cosine centred on the target set 94.48%,
-# the uncentred pooled cosine 95.43% (a tie with this recipe: no SGD variant or closed form beat it by more than
-# noise on held-out store identities). The SGD fields stay for ``--fit sgd``.
+# veil.train.closed_form): shrinkage LDA on the uncentred mean of the tokens, or the untrained map (the identity:
+# uncentred pooled cosine), whichever scores best on store identities held out of the fit (5 folds x 5 splits).
+# On the bench's aligned LFW stores at cut 5 the cross-validation keeps the identity (held-out top-1 98.42%, best
+# discriminant 98.38%), so Vanilla+PE = XNN = the uncentred pooled cosine, 95.43% on the owner's test persons
+# (n = 1,051; issue 21, bench/results/xnn.md). The SGD recipe it replaces (``fit="sgd"``: CosFace on the
+# identity-initialised linear RecNet with LayerNorm/BatchNorm, class-mean imprinting, 5 epochs at lr 0.01)
+# scored 93.43% / 93.34%, below the key-free pooled cosine centred on the target set (94.48%). The SGD fields stay
+# for ``--fit sgd``.
 STRONG_EXTNET_CLOUD = CloudTrainConfig(epochs=5, depth=0, init="identity", lr=0.01, head_init="centroids", fit="lda")
 
 # Where the owner cuts dlib's network on aligned chips: after level 5 (4 tokens x 256), the registry's default

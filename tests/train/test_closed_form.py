@@ -5,7 +5,7 @@ discriminant and it identifies *unseen* persons better than the untrained map; w
 map it is kept (ties go to the identity); the fit is equivariant under an orthogonal XNN map (obfuscated store,
 obfuscated probes: the same embeddings up to rounding); class statistics weigh each identity once; the cloud
 trains and saves it through ``train_recnet``/``train_to_file``; the adversary's ``fit_recnet`` follows the same
-recipe and refuses a per-batch transform it cannot honour.
+recipe, a per-batch transform applied to its one pass over the rows.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from veil.train.imprint import imprint_class_weights
 from veil.train.validation import gallery_and_probes
 
 TOKENS, DIM = 4, 16
-GRID = LDAGrid(shrinkages=(0.1, 1.0), dims=(4, 8, 16), folds=4)
+GRID = LDAGrid(shrinkages=(0.1, 1.0), dims=(4, 8, 16), folds=4, repeats=2)
 
 
 def nuisance_faces(identities: int, per_identity: int, seed: int, nuisance: float = 3.0,
@@ -83,6 +83,14 @@ def test_xnn_and_vanilla_get_the_same_embedding() -> None:
     assert obf_fit.choice == clean_fit.choice and obf_fit.cv_top1 == pytest.approx(clean_fit.cv_top1)
     cos = nn.functional.normalize
     assert torch.allclose(cos(clean, dim=1) @ cos(clean, dim=1).T, cos(obf, dim=1) @ cos(obf, dim=1).T, atol=1e-4)
+
+
+def test_the_choice_does_not_depend_on_the_anonymous_label_numbers() -> None:
+    tokens, labels = nuisance_faces(40, 5, seed=11, nuisance=1.0)
+    renumber = torch.randperm(40, generator=torch.Generator().manual_seed(12))   # another store's label map
+    a = fit_lda(tokens.mean(1), labels, GRID)
+    b = fit_lda(tokens.mean(1), renumber[labels], GRID)
+    assert a.choice == b.choice and a.cv_top1 == b.cv_top1 and a.cv_probes == b.cv_probes == 4 * 40 * GRID.repeats
 
 
 def test_class_statistics_weigh_each_identity_once() -> None:
@@ -146,5 +154,8 @@ def test_the_adversary_fits_the_same_way() -> None:
     tokens, labels = nuisance_faces(40, 4, seed=10)
     cfg = AttackRecNetConfig(fit="lda")
     assert torch.allclose(fit_recnet(tokens, labels, cfg)(tokens), fit_lda_recnet(tokens, labels)[0](tokens))
-    with pytest.raises(ValueError, match="transform"):
-        fit_recnet(tokens, labels, cfg, transform=lambda x: x)
+    xnn = XNN.random(TOKENS, DIM, generator=torch.Generator().manual_seed(13)).eval()
+    with torch.no_grad():  # a per-batch transform (here the same map every batch) is applied before the fit
+        moved = xnn(tokens)
+        assert torch.allclose(fit_recnet(tokens, labels, cfg, transform=xnn)(moved),
+                              fit_lda_recnet(moved, labels)[0](moved), atol=1e-5)

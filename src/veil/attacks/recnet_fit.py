@@ -87,17 +87,13 @@ def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConf
     """Train a RecNet on (tokens, labels); ``transform`` is applied to each batch before RecNet sees it.
 
     ``labels`` are class indices (n,), or soft targets (n, C) for mixed samples (trained with
-    :class:`~veil.train.losses.SoftCosFace`). ``mixer(x, targets)`` replaces each batch and its one-hot
-    targets by new ones (InstaHide's mixing); with a ``transform`` or ``mixer`` the rows of ``tokens`` may
-    be images, and RecNet's input shape is read off the first transformed batch.
+    :class:`~veil.train.losses.SoftCosFace`). ``cfg.fit == "lda"``: the closed-form recipe on one pass over the
+    rows, each batch transformed and mixed as one SGD epoch would see it. ``mixer(x, targets)`` replaces each
+    batch and its one-hot targets by new ones (InstaHide's mixing); with a ``transform`` or ``mixer`` the rows of
+    ``tokens`` may be images, and RecNet's input shape is read off the first transformed batch.
     """
     if len(tokens) != len(labels) or (transform is None and mixer is None and tokens.ndim != 3):
         raise ValueError(f"tokens must be (n, N, D) with n labels, got {tuple(tokens.shape)} and {len(labels)}")
-    if cfg.fit == "lda":  # the cloud's closed-form recipe (veil.train.closed_form), the same way
-        if transform is not None or mixer is not None:
-            raise ValueError("fit='lda' fits plain tokens in closed form; a per-batch transform or mixer needs "
-                             "fit='sgd'")
-        return fit_lda_recnet(tokens, labels, seed=cfg.seed)[0]
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     soft = labels.ndim == 2 or mixer is not None
@@ -115,6 +111,12 @@ def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConf
             x = transform(x)
         return x.float(), y
 
+    if cfg.fit == "lda":  # the cloud's closed-form recipe (veil.train.closed_form) on one pass of the rows,
+        with torch.no_grad():  # each batch transformed / mixed as SGD would see it in one epoch
+            rows = [prepare(tokens[i:i + cfg.batch_size], labels[i:i + cfg.batch_size])
+                    for i in range(0, len(tokens), cfg.batch_size)]
+        return fit_lda_recnet(torch.cat([x for x, _ in rows]).cpu(), torch.cat([y for _, y in rows]).cpu(),
+                              seed=cfg.seed)[0]
     with torch.no_grad():
         _, n_tok, dim = prepare(tokens[:2], labels[:2])[0].shape
     recnet = build_recnet(n_tok, dim, cfg).to(device)
