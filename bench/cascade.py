@@ -21,6 +21,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 shared cores, 7+ processes: one OpenMP thread each (nodes inherit)
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,15 @@ from pathlib import Path
 
 import torch
 from _common import Envelope, write_markdown, write_result  # also puts src/ on sys.path
-from cascade_deploy import deployment_rows, deployment_section, emulated_section, link_of, one_core, ratio_ci
+from cascade_deploy import (
+    chain_probe,
+    deployment_rows,
+    deployment_section,
+    emulated_section,
+    one_core,
+    probed_link,
+    ratio_ci,
+)
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,7 +52,6 @@ from veil.cascade import pool as pool_mod
 from veil.cascade.deployment_model import Link
 from veil.cascade.designer import Designer
 from veil.cascade.models import load_spec
-from veil.cascade.netns import PROFILES
 from veil.cascade.packet import Hop, Peeler, build_packet, reseal
 from veil.cascade.routing import Routing
 
@@ -89,38 +97,54 @@ def stop_nodes(procs: list[subprocess.Popen], grace: float = 60.0) -> None:
             p.wait(timeout=10)
 
 
-def hop_veil(body_size: int, reps: int, cell: int) -> float:
-    """Median seconds for one hop: peel (X25519 + HKDF + 2 AEAD opens + header stream) and reseal, in the
-    run's packet size class ``cell``."""
-    peelers = [Peeler() for _ in range(reps)]
-    times = []
-    for p in peelers:
-        secret = os.urandom(32)
-        p.bind(secret)  # session mode: what every training packet uses
-        hops = [Hop("127.0.0.1:1", p.public_key, secret), Hop("127.0.0.1:2", Peeler().public_key)]
-        pkt, _ = build_packet(hops, [Routing(op=C.OP_FORWARD)] * 2, os.urandom(body_size), cell)
-        t0 = time.perf_counter()
-        peeled = p.peel(pkt)
-        reseal(peeled, peeled.body)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def hop_veil_once(body_size: int, cell: int) -> float:
+    """Seconds for one hop: peel (session mode, what every training packet uses: HKDF + the slot's AEAD + the
+    AES-256-GCM payload + the header stream) and reseal, in the run's packet size class ``cell``."""
+    p = Peeler()
+    secret = os.urandom(32)
+    p.bind(secret)
+    hops = [Hop("127.0.0.1:1", p.public_key, secret), Hop("127.0.0.1:2", Peeler().public_key)]
+    pkt, _ = build_packet(hops, [Routing(op=C.OP_FORWARD)] * 2, os.urandom(body_size), cell)
+    t0 = time.perf_counter()
+    peeled = p.peel(pkt)
+    reseal(peeled, peeled.body)
+    return time.perf_counter() - t0
 
 
-def hop_rsa(body_size: int, reps: int) -> float:
-    """Median seconds for one hop of the paper's scheme: RSA-2048-OAEP-unwrap an AES-256-GCM key, decrypt
-    the payload, then wrap a fresh key for the next hop's RSA public key and encrypt the payload again."""
-    me, nxt = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048).public_key()
-    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-    body, times = os.urandom(body_size), []
-    for _ in range(reps):
+class RsaHop:
+    """One hop of the paper's scheme: RSA-2048-OAEP-unwrap an AES-256-GCM key, decrypt the payload, then wrap a
+    fresh key for the next hop's RSA public key and encrypt the payload again."""
+
+    def __init__(self) -> None:
+        self.me, self.nxt = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048).public_key()
+        self.oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+    def once(self, body_size: int) -> float:
+        body = os.urandom(body_size)
         k = AESGCM.generate_key(256)
-        wrapped, ct = me.public_key().encrypt(k, oaep), AESGCM(k).encrypt(bytes(12), body, None)
+        wrapped, ct = self.me.public_key().encrypt(k, self.oaep), AESGCM(k).encrypt(bytes(12), body, None)
         t0 = time.perf_counter()
-        plain = AESGCM(me.decrypt(wrapped, oaep)).decrypt(bytes(12), ct, None)
+        plain = AESGCM(self.me.decrypt(wrapped, self.oaep)).decrypt(bytes(12), ct, None)
         k2 = AESGCM.generate_key(256)
-        nxt.encrypt(k2, oaep), AESGCM(k2).encrypt(bytes(12), plain, None)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        self.nxt.encrypt(k2, self.oaep), AESGCM(k2).encrypt(bytes(12), plain, None)
+        return time.perf_counter() - t0
+
+
+def hop_pair(body_size: int, reps: int, cell: int, seed: int) -> dict[str, float | list[float]]:
+    """Veil's hop and the RSA hybrid's, measured alternately (one of each per rep, so both see the same moments
+    of the machine's background load): medians, their ratio and its 95% bootstrap interval over reps."""
+    rsa_hop, veil, hybrid = RsaHop(), [], []
+    for _ in range(reps):
+        veil.append(hop_veil_once(body_size, cell))
+        hybrid.append(rsa_hop.once(body_size))
+    veil, hybrid = veil[reps // 10:], hybrid[reps // 10:]  # warm-up
+    rng = random.Random(seed)
+    idx = range(len(veil))
+    boot = sorted(statistics.median(veil[i] for i in pick) / statistics.median(hybrid[i] for i in pick)
+                  for pick in (rng.choices(idx, k=len(veil)) for _ in range(2000)))
+    v, r = statistics.median(veil), statistics.median(hybrid)
+    return {"veil_us": v * 1e6, "rsa2048_oaep_hybrid_us": r * 1e6, "ratio": v / r,
+            "ratio_ci95": [boot[50], boot[1949]], "n": len(veil)}
 
 
 def transfer_us(name: str, size: int, n: int = 300) -> float:
@@ -195,10 +219,16 @@ def main() -> None:
     ap.add_argument("--mix-delay-ms", type=float, default=1.0, help="mean delay of the mixing-cost run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--crypto-reps", type=int, default=400, help="paired reps of the per-hop crypto comparison")
     ap.add_argument("--reduced-why", default="", help="why epochs or the sweep were cut (stated in the outputs)")
     ap.add_argument("--emulate", default="dc:1,regions:1,regions:4",
                     help="PROFILE:M runs across emulated hosts (network namespaces; profiles: dc, regions; '' skips)")
     ap.add_argument("--emulate-epochs", type=int, default=2, help="epochs of each emulated run (kept short)")
+    ap.add_argument("--part", choices=("all", "emulated", "rest"), default="all",
+                    help="split the bench into two shorter timed runs: 'emulated' runs only the emulated hosts and "
+                         "writes them to --emulated-json; 'rest' runs everything else and reads them from there")
+    ap.add_argument("--emulated-json", type=Path, default=OUT / "cascade_emulated.json",
+                    help="where --part emulated writes, and --part rest reads, the emulated runs")
     args = ap.parse_args()
     torch.set_num_threads(1)
     env = Envelope("cascade", seed=args.seed, device="cpu")
@@ -206,6 +236,12 @@ def main() -> None:
     ds = D.load(args.mnist, args.seed, args.train_limit, upsample=args.mnist is None)
     spec = load_spec("mlp", ds.input_dim)
     ms = [int(v) for v in args.microbatches.split(",")]
+    if args.part == "emulated":
+        n = len(spec.layers) + args.dummies
+        part = emulated_section(args.emulate, n, args.emulate_epochs, args.seed, args.dummies, args.loop_rate)
+        write_result(args.emulated_json, env.finish({"emulated": part, "load_average_at_start": load_start,
+                                                     "load_average_at_end": os.getloadavg()}))
+        return
 
     ref = local.train_local(spec, ds, args.epochs, args.seed, track_accuracy=True)
     spe = D.steps_per_epoch(len(ds.x_train), spec.batch)
@@ -218,8 +254,10 @@ def main() -> None:
         procs = spawn_nodes(n, pool, root)
         sweep: dict[str, dict] = {}
         try:
+            chain: dict[str, float] = {}  # per-link cost along n + 1 processes on these cores, beside each run
             for m in ms:
                 loc = local.train_local(spec, ds, args.sweep_epochs, args.seed)  # same run, right beside it
+                chain[str(m)] = chain_probe(spec, m, n)
                 r, f = cascade_run(pool, spec, ds, args.sweep_epochs, args, m)
                 c_ep, l_ep = statistics.median(r.epoch_seconds), statistics.median(loc.epoch_seconds)
                 sweep[str(m)] = {"cascade_epoch_s": c_ep, "local_epoch_s": l_ep, "ratio": c_ep / l_ep,
@@ -230,6 +268,7 @@ def main() -> None:
             best = min(ms, key=lambda m: sweep[str(m)]["ratio"])
             # the ratio's denominator right beside the main run (load changes over minutes); accuracy: ``ref``
             loc_main = local.train_local(spec, ds, args.epochs, args.seed)
+            chain["main"] = chain_probe(spec, best, n)
             load_main_start = os.getloadavg()
             res, facts = cascade_run(pool, spec, ds, args.epochs, args, best)
             load_main = {"start": load_main_start, "end": os.getloadavg()}
@@ -250,18 +289,25 @@ def main() -> None:
     bare = bare_torch_peak_kib()
     cell = facts["cell"]
     # separate hosts: every party in its own network namespace, links at a rate with a held delay (short runs)
-    emulated = emulated_section(args.emulate, n, args.emulate_epochs, args.seed, args.dummies, args.loop_rate)
+    if args.part == "rest":  # measured in a separate timed run (--part emulated), read back here
+        part = json.loads(args.emulated_json.read_text())
+        emulated = part["figures"]["emulated"]
+        emulated_from = {"file": args.emulated_json.name, "command": part["command"],
+                         "wall_seconds": part["wall_seconds"]}
+    else:
+        emulated_from = None
+        emulated = emulated_section(args.emulate, n, args.emulate_epochs, args.seed, args.dummies, args.loop_rate)
     # the deployment model: costs alone on one core (this process stays pinned to it from here, crypto included),
     # predictions of every measured run, the projection for one VM per server in one region
     cores = os.cpu_count() or 1
     measured = [{"label": f"loopback main run, m = {best}", "m": best, "link": Link("loopback"), "cores": cores,
-                 "cascade_epoch_s": statistics.median(res.epoch_seconds),
+                 "cascade_epoch_s": statistics.median(res.epoch_seconds), "transfer_fixed_s": chain["main"],
                  "local_epoch_s": statistics.median(loc_main.epoch_seconds)}]
     measured += [{"label": f"loopback sweep, m = {m}", "m": int(m), "link": Link("loopback"), "cores": cores,
-                  "cascade_epoch_s": v["cascade_epoch_s"], "local_epoch_s": v["local_epoch_s"]}
-                 for m, v in sweep.items()]
-    measured += [{"label": f"emulated {k}", "m": v["microbatches"], "link": link_of(PROFILES[v["key"]]),
-                  "cores": cores, "cascade_epoch_s": v["cascade_epoch_s"], "local_epoch_s": v["local_epoch_median_s"]}
+                  "cascade_epoch_s": v["cascade_epoch_s"], "local_epoch_s": v["local_epoch_s"],
+                  "transfer_fixed_s": chain[m]} for m, v in sweep.items()]
+    measured += [{"label": f"emulated {k}", "m": v["microbatches"], **probed_link(v), "cores": cores,
+                  "cascade_epoch_s": v["cascade_epoch_s"], "local_epoch_s": v["local_epoch_median_s"]}
                  for k, v in emulated.items() if isinstance(v, dict)]
     deployment = deployment_section(spec, ds, facts["layer_of"], sorted({*ms, *(r["m"] for r in measured)}),
                                     measured, args.reps, args.seed)
@@ -271,9 +317,7 @@ def main() -> None:
     for n_rows in sorted({spec.batch, -(-spec.batch // best), -(-spec.batch // 4)}, reverse=True):
         size = len(message.encode({}, {"x": torch.zeros(n_rows, ds.input_dim)}))
         c = C.cell_for(size + 256)
-        hop[size] = {"rows": n_rows, "cell": c, "veil_us": hop_veil(size, args.reps, c) * 1e6,
-                     "rsa2048_oaep_hybrid_us": hop_rsa(size, args.reps) * 1e6}
-        hop[size]["ratio"] = hop[size]["veil_us"] / hop[size]["rsa2048_oaep_hybrid_us"]
+        hop[size] = {"rows": n_rows, "cell": c, **hop_pair(size, args.crypto_reps, c, args.seed)}
     run_size = next(k for k, v in hop.items() if v["rows"] == -(-spec.batch // best))
     cas_epoch, loc_epoch = statistics.median(res.epoch_seconds), statistics.median(loc_main.epoch_seconds)
     # per-step breakdown: designer side measured by the designer; node side from the nodes' own counters of the
@@ -307,6 +351,8 @@ def main() -> None:
         "targets": {"epoch_time_ratio": {"target": 5.0, "value": ratio, "met": ratio <= 5.0, "paper": 7.5},
                     "accuracy_gap": {"target": 0.001, "value": gap, "met": gap <= 0.001},
                     "per_hop_crypto_vs_rsa2048_oaep_hybrid": {"target": 0.5, "value": crypto_ratio,
+                                                              "ci95": hop[run_size]["ratio_ci95"],
+                                                              "n": hop[run_size]["n"],
                                                               "met": crypto_ratio <= 0.5,
                                                               "at": f"{run_size:,} B body in the run's "
                                                                     f"{cell:,} B cell"},
@@ -326,6 +372,7 @@ def main() -> None:
                                    "shared cores with other work; bootstrap over epochs"},
         "deployment": deployment,
         "emulated": emulated,
+        "emulated_measured_in": emulated_from or "this run",
         "per_hop_crypto_measured_on": {"cpu_pinned": crypto_cpu, "load_average": crypto_load,
                                        "payload_aead": C.PAYLOAD_AEAD[C.FORMAT_VERSION],
                                        "format_version": C.FORMAT_VERSION},
@@ -382,7 +429,8 @@ def main() -> None:
     for size, v in hop.items():
         rows.append((f"per-hop packet processing, {size:,} B body ({v['rows']} rows) in a {v['cell']:,} B cell",
                      f"Veil {v['veil_us']:.0f} us vs RSA-2048-OAEP hybrid {v['rsa2048_oaep_hybrid_us']:.0f} us "
-                     f"= {v['ratio']:.2f}x (target <= 0.5x)"))
+                     f"= {v['ratio']:.2f}x [{v['ratio_ci95'][0]:.2f}, {v['ratio_ci95'][1]:.2f}] (n = {v['n']} "
+                     "alternating pairs; target <= 0.5x)"))
     rows.append(("node peak RSS (per position)", ", ".join(f"{peaks[p] / 1024:.0f}" for p in order)
                  + f" MiB; bare Python+torch {bare / 1024:.0f} MiB"))
     rows.append(("loop messages sent / returned", f"{facts['loops'][0]} / {facts['loops'][1]}"))

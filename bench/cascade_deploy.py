@@ -67,9 +67,14 @@ def _median(fn, reps: int) -> float:  # noqa: ANN001
 
 
 def node_costs(node: Node, layer: dict, optimizer: dict, rows: int, width_in: int, cell: int, reps: int,
-               nll: bool) -> tuple[float, float, float]:
+               nll: bool, microbatches: int = 1) -> tuple[float, float, float]:
     """(crypto, forward, backward) seconds of one real ``Node.process`` per packet, in session mode: the node's
-    own counters split crypto (peel + reseal) from the layer (decode + layer + encode)."""
+    own counters split crypto (peel + reseal) from the layer (decode + layer + encode).
+
+    Each rep is one training step as the cascade runs it: ``microbatches`` forwards, then their backwards with
+    ``frag = microbatches``, so the layer accumulates and takes one optimiser step per step, on the last one.
+    The backward cost is per micro-batch: the median over reps of the step's backward total / m (the optimiser
+    step spread over the m micro-batches, as it is in the step's CPU work)."""
     secret = os.urandom(32)
     node._peeler.bind(secret)  # what init does; the bench skips the init packets
     node.layer = Layer(dict(layer), dict(optimizer), {})
@@ -78,23 +83,28 @@ def node_costs(node: Node, layer: dict, optimizer: dict, rows: int, width_in: in
     x = torch.randn(rows, width_in)
     labels = bytes(torch.randint(0, 10, (rows,), dtype=torch.uint8).tolist()) if nll else b""
     fwd_t, bwd_t, crypto = [], [], []
-    for _ in range(reps):
-        tag = os.urandom(C.STEP_TAG_SIZE)
-        pkt, _ = build_packet([me, sink], [Routing(op=C.OP_FORWARD, tag=tag, extra=labels)] * 2,
-                              message.encode({}, {"x": x}), cell)
-        before = dict(node.timing)
-        node.process(pkt)
-        fwd_t.append(node.timing["layer"] - before.get("layer", 0.0))
-        crypto.append(node.timing["crypto"] - before.get("crypto", 0.0))
-        g = torch.ones(()) if nll else torch.randn(rows, _out_width(layer, width_in))
-        pkt, _ = build_packet([me, sink], [Routing(op=C.OP_BACKWARD, tag=tag, frag=1)] * 2,
-                              message.encode({}, {"g": g}), cell)
-        before = dict(node.timing)
-        node.process(pkt)
-        bwd_t.append(node.timing["layer"] - before.get("layer", 0.0))
-        crypto.append(node.timing["crypto"] - before.get("crypto", 0.0))
-    k = max(1, reps // 10)
-    return statistics.median(crypto[2 * k:]), statistics.median(fwd_t[k:]), statistics.median(bwd_t[k:])
+    m = microbatches
+    for _ in range(max(3, reps // m)):
+        tags = [os.urandom(C.STEP_TAG_SIZE) for _ in range(m)]
+        for tag in tags:
+            pkt, _ = build_packet([me, sink], [Routing(op=C.OP_FORWARD, tag=tag, extra=labels)] * 2,
+                                  message.encode({}, {"x": x}), cell)
+            before = dict(node.timing)
+            node.process(pkt)
+            fwd_t.append(node.timing["layer"] - before.get("layer", 0.0))
+            crypto.append(node.timing["crypto"] - before.get("crypto", 0.0))
+        total = 0.0
+        for tag in tags:
+            g = torch.ones(()) if nll else torch.randn(rows, _out_width(layer, width_in))
+            pkt, _ = build_packet([me, sink], [Routing(op=C.OP_BACKWARD, tag=tag, frag=m)] * 2,
+                                  message.encode({}, {"g": g}), cell)
+            before = dict(node.timing)
+            node.process(pkt)
+            total += node.timing["layer"] - before.get("layer", 0.0)
+            crypto.append(node.timing["crypto"] - before.get("crypto", 0.0))
+        bwd_t.append(total / m)
+    k = max(1, len(bwd_t) // 10)
+    return statistics.median(crypto[2 * k * m:]), statistics.median(fwd_t[k * m:]), statistics.median(bwd_t[k:])
 
 
 def _out_width(layer: dict, width_in: int) -> int:
@@ -135,8 +145,8 @@ def measure_costs(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None], mi
         prev_width = ds.input_dim
         for li in layer_of:
             layer = DUMMY_SPEC if li is None else spec.layers[li]
-            c, f, b = node_costs(node, layer, spec.optimizer, rows, prev_width, cell, reps,
-                                 nll=li is not None and layer["kind"] == "nll")
+            c, f, b = node_costs(node, layer, spec.optimizer, rows, prev_width, cell, reps * microbatches,
+                                 nll=li is not None and layer["kind"] == "nll", microbatches=microbatches)
             crypto.append(c)
             fwd.append(f)
             bwd.append(b)
@@ -245,6 +255,24 @@ def transfer_along_chain(sizes: list[int], processes: int, n: int = 100) -> dict
             proc.terminate()
         for proc, _ in echoes:
             proc.wait(timeout=30)
+
+
+def chain_probe(spec: ModelSpec, microbatches: int, servers: int) -> float:
+    """Seconds per link of the run's packet along ``servers`` + 1 processes on this machine's cores, measured right
+    before a loopback run: the per-message cost (transport, wake-ups behind whatever else the cores run) at the
+    moment of that run, an input of the model's prediction of it measured apart from it."""
+    size = C.packet_size(C.cell_for(largest_message(spec, microbatches)))
+    return transfer_along_chain([size], servers + 1, n=60)[size]
+
+
+def probed_link(run: dict) -> dict:
+    """The link of an emulated run as its delay probe measured it (before the run, two hosts, the run's packet):
+    the held delay's real one-way value, and the rest of a one-way trip (transport, veth, the rate) as the fixed
+    per-message cost minus the wire time the rate accounts for."""
+    profile, pr = PROFILES[run["key"]], run["probe"]
+    link = Link(profile.name, pr["measured_one_way_s"], profile.rate_bps)
+    rest = pr["one_way_without_delay_s"] - link.wire_s(pr["message_bytes"])
+    return {"link": link, "transfer_fixed_s": max(0.0, rest)}
 
 
 def transfer_between_processes(size: int, n: int = 200) -> float:
@@ -380,10 +408,6 @@ PAPER_LINKS = [Link("same region, 0.25 ms one-way, 1 Gbit/s", 0.25e-3, 1e9),
                Link("same region, 0.25 ms one-way, 10 Gbit/s", 0.25e-3, 10e9)]
 
 
-def link_of(profile: LinkProfile) -> Link:
-    return Link(profile.name, profile.delay_s, profile.rate_bps)
-
-
 def deployment_section(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None], ms: list[int],
                        measured: list[dict], reps: int, seed: int) -> dict:
     """Measure every hop's cost alone (this process pinned to one core from here on), predict each measured run
@@ -404,12 +428,15 @@ def deployment_section(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None
         slowdown = run["local_epoch_s"] / (local_step * spe)
         other = other_load_from(slowdown, run["cores"])
         c, args = costs[run["m"]], (run["link"], run["m"], spe, run["cores"])
-        if len(layer_of) + 1 > run["cores"]:  # the parties shared the cores: a link costs what the chain measured
+        if "transfer_fixed_s" in run:  # a link as probed beside the run (loopback chain, emulated delay probe)
+            c = dataclasses.replace(c, transfer_fixed_s=run["transfer_fixed_s"])
+        elif len(layer_of) + 1 > run["cores"]:  # the parties shared the cores: a link costs what the chain measured
             c = dataclasses.replace(c, transfer_fixed_s=chain[c.packet_bytes])
         raw = project(c, *args, local_epoch_s=run["local_epoch_s"])
         p = project(c, *args, local_epoch_s=run["local_epoch_s"], other_load=other)
         err = error(p.epoch_s, run["cascade_epoch_s"])
         rows.append({"run": run["label"], "microbatches": run["m"], "link": run["link"].name, "cores": run["cores"],
+                     "link_delay_s": run["link"].delay_s, "transfer_fixed_s": c.transfer_fixed_s,
                      "measured_epoch_s": run["cascade_epoch_s"], "predicted_epoch_s": p.epoch_s,
                      "local_slowdown": slowdown, "other_load": other, "predicted_epoch_s_no_other_load": raw.epoch_s,
                      "relative_error_no_other_load": error(raw.epoch_s, run["cascade_epoch_s"]),

@@ -25,8 +25,8 @@ from veil.data.splits import Split  # noqa: E402
 from veil.demo import run_xnn  # noqa: E402
 from veil.device import configure_threads, pick_device  # noqa: E402
 from veil.evaluation.teacher import teacher_whole  # noqa: E402
-from veil.models.dlib_resnet import tokens_to_map  # noqa: E402
-from veil.models.extractor import DlibExtNet, load_extnet  # noqa: E402
+from veil.models.dlib_resnet import DlibExtNet, tokens_to_map  # noqa: E402
+from veil.models.extractor import load_extnet  # noqa: E402
 from veil.models.memo import MemoExtNet  # noqa: E402
 from veil.paths import default_data  # noqa: E402
 from veil.pipeline import load_group  # noqa: E402
@@ -88,16 +88,19 @@ def markdown(result: dict) -> str:
     fig = result["figures"]
     t = fig["teacher_whole"]
     lines = [f"Teacher whole (dlib end to end, no cloud): {pct(t)}, n = {t['n']}, chance {100 * t['chance']:.2f}%",
-             "", "| cut | tokens N x dim | Vanilla+PE | XNN | XNN / Vanilla+PE | XNN, wrong key | wall |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| cut | tokens N x dim | Vanilla+PE | XNN | XNN / Vanilla+PE | key-free pooled cosine "
+             "| XNN, wrong key | wall |", "|---|---|---|---|---|---|---|---|"]
     for row in fig["cuts"]:
         u, r = row["utility"], row["ratio_xnn_over_vanilla"]
         lines.append(f"| {row['cut']} | {row['tokens']} x {row['dim']} | {pct(u['Vanilla+PE'])} | {pct(u['XNN'])} | "
                      f"{100 * r['ratio']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | "
                      f"{pct(row['pooled_cosine'])} | {pct(u['XNN, wrong key'])} | {row['wall_seconds'] / 60:.1f} min |")
     n = fig["cuts"][0]["utility"]["XNN"]["n"] if fig["cuts"] else 0
+    cloud = fig.get("cloud") or {}
+    recipe = ("closed form (shrinkage LDA chosen by cross-validation over store identities)"
+              if cloud.get("fit") == "lda" else f"{fig['epochs']} epochs")
     lines += ["", f"n = {n} probes of 300 unseen persons, one gallery image each (chance 0.33%); cloud RecNet "
-              f"{fig['epochs']} epochs; seed {result['seed']}; {result['environment']['device']}, "
+              f"{recipe}; seed {result['seed']}; {result['environment']['device']}, "
               f"{result['environment']['cpu_threads']} threads; wall {result['wall_seconds'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 

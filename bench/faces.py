@@ -21,19 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import HERE, Envelope, pct, publish
-
-ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-ap.add_argument("--data", type=Path, default=None, help="Dataset folder (default: ../shared/data/lfw112).")
-ap.add_argument("--workers", type=int, default=None, help="Alignment processes (default: every core).")
-ap.add_argument("--per-core-images", type=int, default=300, help="Images timed in one process.")
-ap.add_argument("--cnn-images", type=int, default=20, help="Images timed with the CNN detector.")
-ap.add_argument("--no-teacher", action="store_true", help="Skip the teacher-whole accuracy figures.")
-ap.add_argument("--out", type=Path, default=HERE / "results" / "faces.json")
-args = ap.parse_args()
-os.environ["VEIL_CACHE"] = tempfile.mkdtemp(prefix="veil-faces-bench-")  # an empty cache, as on a fresh machine
-
 import torch  # noqa: E402
+from _common import HERE, Envelope, pct, publish
 
 from veil.data.faceset import count_images, list_identity_files  # noqa: E402
 from veil.data.splits import SplitSpec, make_split  # noqa: E402
@@ -75,7 +64,21 @@ def align_all(files: list[Path], config: FaceConfig, workers: int | None) -> dic
             "loadavg_after": os.getloadavg()}
 
 
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=None, help="Dataset folder (default: ../shared/data/lfw112).")
+    ap.add_argument("--workers", type=int, default=None, help="Alignment processes (default: every core).")
+    ap.add_argument("--per-core-images", type=int, default=300, help="Images timed in one process.")
+    ap.add_argument("--cnn-images", type=int, default=20, help="Images timed with the CNN detector.")
+    ap.add_argument("--no-teacher", action="store_true", help="Skip the teacher-whole accuracy figures.")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "faces.json")
+    return ap.parse_args()
+
+
 def main() -> None:
+    args = parse_args()
+    # An empty cache, as on a fresh machine (veil.paths.cache_dir reads it at each call, so setting it here works).
+    os.environ["VEIL_CACHE"] = tempfile.mkdtemp(prefix="veil-faces-bench-")
     configure_threads()
     data = resolve_data(args.data)
     env = Envelope("faces", seed=0, device="cpu")

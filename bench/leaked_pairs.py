@@ -11,26 +11,36 @@ owner's key), ratio to Vanilla+PE with a bootstrap over identities. Then the lea
 gallery, the owner's obfuscated owner_test features as probes, dlib's public head as the identifier.
 k_half = the smallest k whose strongest leakage reaches half of the clean leakage (Vanilla+PE at k = 0).
 Writes bench/results/leaked_pairs.{json,md,png}.
+
+On disk every method is one attack result in Veil's one format (``AttackResult.to_dict``, as ``veil attack
+--json`` and bench/attacks.py write): the top-level rate is the strongest estimator at the largest k, the
+owner's utility (with its per-probe hits) and the whole curve (every estimator at every k, and the strongest
+envelope) are its details. The same records go to RUN/attacks/leaked_pairs_<method>.json, where ``veil report
+RUN`` reads them; ``veil report`` also reads this bench's JSON placed in a run's attacks/ folder.
+
+    python bench/leaked_pairs.py --convert OLD.json   # a file of the earlier per-method shape, same figures
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import resource
 from pathlib import Path
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import HERE, Envelope, write_markdown, write_result
-from leaked_pairs_cache import ensure_split, owner_key, token_cache
+from leaked_pairs_cache import dlib_identifier, ensure_split, owner_key, token_cache
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from veil.attacks.leakage import Target  # noqa: E402
+from veil.attacks.base import AttackResult  # noqa: E402
+from veil.attacks.leakage import LeakageResult, Target  # noqa: E402
 from veil.attacks.leaked_pairs import (  # noqa: E402
     DEFAULT_KS,
     CleanGalleryTarget,
-    CurvePoint,
     InverseConfig,
     LeakedPairsAttack,
     LeakedPairsResult,
@@ -39,9 +49,9 @@ from veil.attacks.leaked_pairs import (  # noqa: E402
 )
 from veil.attacks.recnet_fit import AttackRecNetConfig, fit_recnet, recnet_embedder  # noqa: E402
 from veil.metrics import Rate, bootstrap_ratio, top1  # noqa: E402
-from veil.models.dlib_resnet import public_identifier  # noqa: E402
 from veil.obfuscation import registry  # noqa: E402
 from veil.pipeline import write_json  # noqa: E402
+from veil.report.collect import bench_attack_results  # noqa: E402
 
 DEFAULT_METHODS = "Vanilla+PE;Vanilla+PE(flat);XNN;XNN-H;XNN-H(chaff=1024);xnnh:curve=1;xnnh:chaff=256,noise=0.5"
 # the demo preset's cloud recipe (veil.presets: epochs 20, dim 128; batch 256, warm-up 3, lr 0.05)
@@ -59,11 +69,6 @@ class FlatNone(torch.nn.Module):
 
     def public_info(self) -> dict:
         return {"method": "none", "tokens": 1}
-
-
-def dlib_identifier(cut: int = 4):
-    """The rest of dlib's public network after the cut: tokens (B, HW, C) -> 128-d descriptors."""
-    return public_identifier(cut)
 
 
 def obfuscate(obf: torch.nn.Module, tokens: torch.Tensor, batch: int = 512) -> torch.Tensor:
@@ -93,7 +98,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--collate", action="store_true", help="only collate the methods measured so far")
+    parser.add_argument("--convert", type=Path, default=None, metavar="OLD",
+                        help="rewrite a leaked_pairs.json of the earlier shape in the attack-result format, then stop")
     args = parser.parse_args()
+    if args.convert is not None:
+        convert(args.convert, args.results)
+        return
     torch.set_num_threads(args.threads)
     env = Envelope("leaked_pairs", seed=args.seed, device="cpu")
     log = lambda m: print(m, flush=True)  # noqa: E731
@@ -110,7 +120,7 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     picks = [torch.from_numpy(np.random.default_rng(args.seed + d).permutation(len(train_x))[:max(ks)])
              for d in range(args.draws)]
-    identifier = dlib_identifier()
+    cut, identifier = dlib_identifier(train_x)
     cloud = {**CLOUD, "epochs": args.epochs}
     cfg = AttackRecNetConfig(**cloud, seed=args.seed)
 
@@ -137,58 +147,118 @@ def main() -> None:
         slug = slugify(label)
         save_file({"hits": hits.to(torch.uint8), "labels": test_y[probe]},
                   str(methods_dir / f"{slug}.hits.safetensors"))
-        write_json(methods_dir / f"{slug}.json", {
-            "name": label, "method": method.name, "options": options, "public_info": obf.public_info(),
-            "utility": {**util.as_dict(), "chance": 1 / len(gallery)}, "curve": r.curve(),
-            "attack_seconds": r.seconds, "attack_config": r.config})
+        record = method_result(label, method.name, options, obf.public_info(),
+                               LeakageResult(util, 1 / len(gallery), len(gallery), hits), r, len(gallery),
+                               f"python bench/leaked_pairs.py --methods '{label}' --epochs {args.epochs} "
+                               f"--inverse-steps {args.inverse_steps} --draws {args.draws} --seed {args.seed}")
+        write_json(methods_dir / f"{slug}.json", record.to_dict())
         log(f"attack {r.seconds:.0f} s")
-    methods, figures = collate(methods_dir, args.methods, args.seed)
+        del store, recnet, test_obf, emb, target, attack, r  # one method's state at a time
+        gc.collect()
+        log(f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
+    methods, figures = collate(methods_dir, args.methods, args.seed, len(gallery))
     figures.update({"ks": ks, "owner_train_images": len(train_x), "owner_test_images": len(test_x),
                     "gallery": len(gallery), "probes": len(probe), "chance": 1 / len(gallery),
                     "token_shape": [int(n_tok), int(dim)], "cloud_recnet": cloud,
-                    "identifier": "dlib head after cut 4 (public), cosine", "key_fingerprint": key.fingerprint,
+                    "identifier": f"dlib head after cut {cut} (public), cosine", "key_fingerprint": key.fingerprint,
                     "pairs": f"the first k of {args.draws} seeded random orders of owner_train images (seeds "
                              f"{args.seed}..{args.seed + args.draws - 1}); rates are the mean hits over the draws "
                              "(Wilson 95% interval at n probes), each draw's rate in 'draws'",
-                    "load_average": list(os.getloadavg()),
+                    "format": FORMAT, "load_average": list(os.getloadavg()),
                     "reproduce": "python bench/leaked_pairs.py --epochs 8 --inverse-steps 150 --threads 1 (every "
                                  "method in one process, OMP_NUM_THREADS=1)"})
     payload = env.finish(figures, methods=methods)
-    args.results.mkdir(parents=True, exist_ok=True)
-    write_result(args.results / "leaked_pairs.json", payload)
-    write_markdown(args.results / "leaked_pairs.md", markdown(payload))
-    plot(payload, args.results / "leaked_pairs.png")
+    for m in methods:  # beside the run, where `veil report RUN` finds attack results
+        write_json(args.run / "attacks" / f"leaked_pairs_{slugify(m['name'])}.json", m)
+    publish(payload, args.results)
     log(f"wrote {args.results / 'leaked_pairs.json'} (.md, .png)")
+
+
+def publish(payload: dict, results: Path, png: bool = True) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    write_result(results / "leaked_pairs.json", payload)
+    write_markdown(results / "leaked_pairs.md", markdown(payload))
+    if png:
+        plot(payload, results / "leaked_pairs.png")
+
+
+FORMAT = ("methods: one attack result each (AttackResult.to_dict: strongest estimator at the largest k on top; "
+          "'utility', 'curve' and the k_half figures among its details)")
+
+
+def method_result(label: str, method: str, options: dict, public_info: dict, utility: LeakageResult,
+                  curve: LeakedPairsResult, gallery: int, command: str | None) -> AttackResult:
+    """One method's measurement as an attack result (``LeakedPairsAttack.curve_result``: the strongest estimator
+    at the largest k on top, the curve among the details) with what the bench adds: the method and the owner's
+    utility with its per-probe hits."""
+    return LeakedPairsAttack.curve_result(curve, gallery, command, name=label, method=method, options=options,
+                                          public_info=public_info, gallery_kind="clean", utility=utility.as_dict())
+
+
+def read_method(body: dict, gallery: int) -> AttackResult:
+    """A method's record as an attack result; a record of the earlier per-method shape (``name``, ``utility``,
+    ``curve``, ``attack_seconds``, ``attack_config`` and the collated figures) is converted, figures unchanged."""
+    if "attack" in body:
+        return AttackResult.from_dict(body)
+    util = body["utility"]
+    utility = LeakageResult(Rate(int(util["hits"]), int(util["n"])), float(util["chance"]), gallery)
+    curve = LeakedPairsResult.from_curve(body["curve"], body["attack_seconds"], body["attack_config"])
+    result = method_result(body["name"], body["method"], body["options"], body["public_info"], utility, curve,
+                           gallery, None)
+    collated = {k: body[k] for k in COLLATED if k in body}
+    result.details.update(collated)
+    return result
+
+
+COLLATED = ("k_half_by_estimator", "utility_ratio_vs_flat_vanilla", "utility_ratio", "utility_ratio_ci95",
+            "utility_ratio_bootstrap", "k_half", "k_half_note")
+
+
+def convert(old: Path, results: Path) -> None:
+    """Rewrite a leaked_pairs.json of the earlier per-method shape in the one attack-result format: the same
+    envelope and figures, each method an ``AttackResult`` dict (``--convert OLD``; no measurement is re-run)."""
+    payload = json.loads(old.read_text())
+    gallery = int(payload["figures"]["gallery"])
+    if all("attack" in m for m in payload["methods"]):
+        raise SystemExit(f"{old} is already in the attack-result format")
+    payload["methods"] = [read_method(m, gallery).to_dict() for m in payload["methods"]]
+    payload["figures"]["format"] = FORMAT
+    payload["figures"]["converted"] = (f"methods rewritten from the earlier per-method shape by `python "
+                                       f"bench/leaked_pairs.py --convert {old.name}`; no figure re-measured")
+    publish(payload, results, png=False)
+    print(f"wrote {results / 'leaked_pairs.json'} (.md) in the attack-result format")
 
 
 def slugify(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label).strip("_")
 
 
-def collate(methods_dir: Path, order: str, seed: int) -> tuple[list[dict], dict]:
+def collate(methods_dir: Path, order: str, seed: int, gallery: int) -> tuple[list[dict], dict]:
     """Every method measured so far (one file each, possibly from parallel runs): ratios and k_half vs Vanilla+PE."""
-    found = {json.loads(p.read_text())["name"]: p for p in methods_dir.glob("*.json")}
+    found = {body["name"]: body for body in (json.loads(p.read_text()) for p in methods_dir.glob("*.json"))}
     if "Vanilla+PE" not in found:
         raise SystemExit("collate: Vanilla+PE has not been measured yet (it is the reference)")
     names = [n for n in DEFAULT_METHODS.split(";") + order.split(";") if n in found]
     names = list(dict.fromkeys(names + sorted(found)))
     ref = load_file(str(methods_dir / f"{slugify('Vanilla+PE')}.hits.safetensors"))
-    ref_body = json.loads(found["Vanilla+PE"].read_text())
-    clean_rate = next(p["rate"] for p in ref_body["curve"] if p["k"] == 0 and p["attack"] == "identity")
+    ref_curve = read_method(found["Vanilla+PE"], gallery).details["curve"]
+    clean_rate = next(p["rate"] for p in ref_curve if p["k"] == 0 and p["attack"] == "identity")
     methods = []
     for name in names:
-        body = json.loads(found[name].read_text())
+        result = read_method(found[name], gallery)
+        body = result.details
         hits = load_file(str(methods_dir / f"{slugify(name)}.hits.safetensors"))
         ratio = bootstrap_ratio(hits["hits"].bool(), ref["hits"].bool(), ref["labels"], seed=seed)
-        # the envelope is recomputed from the estimators' points, so a file from an older rule is read alike
-        points = [CurvePoint(p["k"], p["attack"], None if p["rate"] is None else Rate(p["hits"], p["n"]),
-                             p["chance"], p.get("note", ""), None, p.get("draws", [])) for p in body["curve"]
-                  if not p["attack"].startswith("strongest")]
-        result = LeakedPairsResult(points, body["attack_seconds"])
-        body["curve"] = result.curve()
-        kh = k_half(result.strongest(), clean_rate)
-        body["k_half_by_estimator"] = {est: k_half([p for p in points if p.estimator == est], clean_rate)
-                                       for est in sorted({p.estimator for p in points})}
+        curve = LeakedPairsResult.from_curve(body["curve"], body["seconds"], body["config"])
+        kept = result.leakage
+        again = method_result(name, body["method"], body["options"], body["public_info"],
+                              LeakageResult.from_dict(body["utility"]), curve, gallery, result.command)
+        if kept is not None and again.leakage is not None and kept.rate == again.leakage.rate:
+            again.leakage.hits = kept.hits  # the envelope's top is the same point: keep its per-probe hits
+        body = again.details
+        kh = k_half(curve.strongest(), clean_rate)
+        body["k_half_by_estimator"] = {est: k_half([p for p in curve.points if p.estimator == est], clean_rate)
+                                       for est in sorted({p.estimator for p in curve.points})}
         if FLAT_VANILLA in found and body.get("public_info", {}).get("tokens") == 1:
             flat = load_file(str(methods_dir / f"{slugify(FLAT_VANILLA)}.hits.safetensors"))
             vs_flat = bootstrap_ratio(hits["hits"].bool(), flat["hits"].bool(), flat["labels"], seed=seed)
@@ -196,13 +266,19 @@ def collate(methods_dir: Path, order: str, seed: int) -> tuple[list[dict], dict]
         body.update({"utility_ratio": ratio["ratio"], "utility_ratio_ci95": ratio["ci95"],
                      "utility_ratio_bootstrap": ratio, "k_half": kh,
                      "k_half_note": None if kh is not None else "not reached at the largest k measured"})
-        methods.append(body)
+        methods.append(again.to_dict())
     return methods, {"clean_leakage": clean_rate, "half_clean_leakage": clean_rate / 2,
                      "clean_leakage_meaning": "Vanilla+PE probes (clean tokens) vs the clean gallery, dlib head"}
 
 
+def read_methods(payload: dict) -> list[dict]:
+    """The methods of a result, each read back through ``AttackResult.from_dict``: its details (name, utility,
+    curve, k_half figures)."""
+    return [r.details for r in bench_attack_results(payload)]
+
+
 def markdown(payload: dict) -> str:
-    f, methods = payload["figures"], payload["methods"]
+    f, methods = payload["figures"], read_methods(payload)
     ks = f["ks"]
     lines = [f"# Leaked pairs vs a clean gallery (`{payload['command']}`)", "",
              f"Top-1 leakage % [95% CI], n = {f['probes']} probes, {f['gallery']} persons, chance "
@@ -255,7 +331,7 @@ def plot(payload: dict, out: Path) -> None:
 
     f = payload["figures"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in payload["methods"]:
+    for m in read_methods(payload):
         pts = sorted((p["k"], p["rate"], p["ci95"]) for p in m["curve"] if p["attack"].startswith("strongest"))
         if len(pts) < 2:  # a utility reference measured at k = 0 only
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch  # noqa: E402
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from veil.attacks.recnet_fit import extract_tokens  # noqa: E402
 from veil.data.splits import Split, SplitSpec  # noqa: E402
 from veil.keys import OwnerKey  # noqa: E402
+from veil.models.dlib_resnet import LEVELS, level_output_shape, public_identifier  # noqa: E402
 from veil.models.extractor import load_extnet  # noqa: E402
 from veil.models.registry import DEFAULT_EXTRACTOR, resolve_extractor  # noqa: E402
 from veil.pipeline import load_group, prepare_split  # noqa: E402
@@ -66,6 +68,22 @@ def token_cache(run: Path, data: Path, extractor: str = DEFAULT_EXTRACTOR, log=p
     save_file(tensors, str(tmp), metadata={"extractor": extractor, "private": "owner features, never commit"})
     tmp.replace(out)
     return tensors
+
+
+def cut_of(tokens: torch.Tensor) -> int:
+    """The dlib cut the cached tokens came from, read off their shape (a cache made before the default moved from
+    cut 4 to cut 5 says only ``dlib-resnet`` in its metadata)."""
+    shape = tuple(tokens.shape[1:])
+    cuts = [c for c in range(1, len(LEVELS) + 1) if level_output_shape(c) == shape]
+    if len(cuts) != 1:
+        raise SystemExit(f"cached tokens {shape} are not the output of exactly one dlib cut: delete {CACHE}")
+    return cuts[0]
+
+
+def dlib_identifier(tokens: torch.Tensor) -> tuple[int, Callable[[torch.Tensor], torch.Tensor]]:
+    """(cut, the rest of dlib's public network after it): the adversary's identifier for these clean tokens."""
+    cut = cut_of(tokens)
+    return cut, public_identifier(cut)
 
 
 def main() -> None:

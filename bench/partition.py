@@ -180,7 +180,7 @@ def bench_model(arch: str, args: argparse.Namespace, data: Path, images_at, cm: 
                   attacks=tuple(a for a in args.attacks.split(",") if a), epochs=args.epochs, cost_model=cm,
                   seed=args.seed, log=log,
                   white_box=white_box, identity=identity,
-                  max_identity=args.max_identity if identity is not None else None)
+                  max_identity=args.max_identity if identity is not None else None, learned=learned_budget(args))
     body = result.as_dict()
     body["victim_protocol"] = victim_meta
     body["image_size"] = spec.image_size
@@ -200,6 +200,7 @@ def bench_model(arch: str, args: argparse.Namespace, data: Path, images_at, cm: 
     plot_plan(result, FIG / f"{arch}_plan.png")
     reconstruction_grid(result, victims[:8], FIG / f"{arch}_reconstructions.png",
                         f"{arch} ({spec.image_size} px, LFW): victim faces reconstructed from the exposed feature map")
+    small_png(FIG / f"{arch}_reconstructions.png")
     body["figures"] = [str((FIG / f"{arch}_plan.png").relative_to(HERE.parent)),
                        str((FIG / f"{arch}_reconstructions.png").relative_to(HERE.parent))]
     return body
@@ -216,6 +217,23 @@ def bench_tabular(root: Path, seed: int) -> list[dict]:
             f"{100 * r['splits'][0]['detection_accuracy']['rate']:.2f}%")
         out.append(r)
     return out
+
+
+def small_png(path: Path) -> None:
+    """Re-encode a photo grid as a 256-colour PNG: two attacks x six splits at 150 px is 1.9 MB as RGBA, over the
+    1 MiB a committed file may weigh, and about a third of that in a palette."""
+    from PIL import Image
+
+    from veil.io import atomic_write
+
+    image = Image.open(path).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", optimize=True))
+
+
+def learned_budget(args: argparse.Namespace) -> dict:
+    """The learned attacks' budget keywords (``veil.partition.planner.plan``'s ``learned``)."""
+    return {k: v for k, v in (("plateau", args.plateau), ("max_seconds", args.attack_seconds),
+                              ("size", args.recon_size)) if v is not None}
 
 
 def _utility_line(m: dict) -> str:
@@ -338,7 +356,14 @@ def main() -> None:
     parser.add_argument("--weights-dir", type=Path, default=Path("runs/bench-partition/v3"),
                         help="trained-weights cache: <model>.safetensors is reused when present, else trained")
     parser.add_argument("--train-epochs", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=6, help="attack training epochs")
+    parser.add_argument("--epochs", type=int, default=6, help="attack training epochs (the most, with --plateau)")
+    parser.add_argument("--plateau", type=float, default=None,
+                        help="learned attacks: stop once an epoch lowers the loss by less than this fraction")
+    parser.add_argument("--attack-seconds", type=float, default=None,
+                        help="learned attacks: time budget per split and attack (still improving then = not "
+                             "determined)")
+    parser.add_argument("--recon-size", type=int, default=None,
+                        help="learned attacks: decoder output side (scored after resizing back to the input's)")
     parser.add_argument("--aux", type=int, default=480)
     parser.add_argument("--victims", type=int, default=96)
     parser.add_argument("--max-ssim", type=float, default=0.3)
@@ -389,7 +414,7 @@ def write(args: argparse.Namespace, result: dict) -> None:
 def _result(args: argparse.Namespace, env: Envelope, data: Path, tab: list, imgs, models: list,  # noqa: ANN001
             cm: SGXCostModel) -> dict:
     return env.finish({"models": models, "ton_iot": tab}, data=str(data), roles=imgs.split,
-                      attack={"epochs": args.epochs, "aux_images": min(args.aux, len(imgs.aux)),
+                      attack={"epochs": args.epochs, **learned_budget(args), "aux_images": min(args.aux, len(imgs.aux)),
                               "victim_images": min(args.victims, len(imgs.victim))},
                       sgx_cost_model=cm.as_dict(), library_versions=_versions(), load_average=list(os.getloadavg()),
                       white_box={"steps": args.wb_steps, "check_every": args.wb_check, "plateau": args.wb_plateau,

@@ -165,7 +165,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000", help="gallery sizes (add 1000000 for the 1M figure)")
     parser.add_argument("--sequential", type=int, default=60, help="sequential enrols and identifies per size")
     parser.add_argument("--concurrent-enrols", type=int, default=800)
-    parser.add_argument("--identify-requests", type=int, default=600)
+    parser.add_argument("--identify-requests", type=int, default=1500,
+                        help="identify requests per round (4 alternating rounds of one and of two workers)")
     args = parser.parse_args()
     if args.part == "gallery":
         return gallery_part(args)
@@ -221,6 +222,15 @@ def main() -> None:
     publish(args.out, result, "\n".join(md) + "\n")
 
 
+def scheduling() -> str:
+    """This process's autogroup and its nice: with autogroup scheduling (Linux's default for sessions) another session's
+    ``nice 19`` jobs compete as one group of equal weight, so the figures depend on this line as much as on the load."""
+    group = Path("/proc/self/autogroup")
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    on = enabled.read_text().strip() == "1" if enabled.exists() else False
+    return f"autogroup scheduling {'on' if on else 'off'}; " + (group.read_text().strip() if group.exists() else "")
+
+
 def gallery_part(args: argparse.Namespace) -> None:
     """Enrol / identify at 1,000 and 100,000 entries on both backends; kept beside the load figures in serve.json."""
     import json
@@ -256,7 +266,8 @@ def gallery_part(args: argparse.Namespace) -> None:
     figures["gallery"] = {"backends": backends, "embeddings": "SYNTHETIC random unit vectors of the RecNet's "
                           f"output size ({rec.cfg.emb_dim})", "recnet": weights, "server_threads": args.threads,
                           "machine": f"{os.cpu_count()} shared cores, loopback, client and server on the same machine",
-                          "load_average_end": os.getloadavg(), "sequential_requests": args.sequential}
+                          "load_average_end": os.getloadavg(), "sequential_requests": args.sequential,
+                          "scheduling": scheduling()}
     result = envelope.finish(figures)
     md = ["| backend | entries | enrol p50 / p90 (HTTP) | identify p50 / p90 (HTTP) | in process: enrol / identify p50 "
           "| server start |", "|---|---|---|---|---|---|"]
@@ -277,10 +288,12 @@ def gallery_part(args: argparse.Namespace) -> None:
                              f"{k['errors']} errors; two workers / one identify throughput "
                              f"{r['two_over_one_worker_throughput']:.2f} "
                              f"({r['identify_two_workers']['throughput_rps']:.0f} / "
-                             f"{r['identify_one_worker']['throughput_rps']:.0f} req/s, 8 clients); "
+                             f"{r['identify_one_worker']['throughput_rps']:.0f} req/s, 8 clients, median of "
+                             f"rounds {r.get('identify_rounds_rps')}; {r.get('two_workers_cpu_note', '')}); "
                              f"enrolled through one, identified through the other: {r['cross_worker_identified']}/20")
     md += ["", *notes, "", f"SYNTHETIC unit embeddings ({rec.cfg.emb_dim}-d), RecNet {weights}, {args.threads} torch "
-           f"thread(s), {os.cpu_count()} shared cores, load average at the end {os.getloadavg()[0]:.1f}; "
+           f"thread(s), {os.cpu_count()} shared cores, load average at the end {os.getloadavg()[0]:.1f} "
+           f"({scheduling()}); "
            f"regenerate: `{result['command']}`."]
     publish(args.out, result, "\n".join(md) + "\n")
 

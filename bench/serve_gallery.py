@@ -14,6 +14,7 @@ other). The PostgreSQL cluster is a throwaway one (``tests/serve/postgres.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import signal
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import torch
 
 from veil.serve.protocol import CONTENT_TYPE, encode
@@ -80,10 +82,11 @@ def names_in(target: str, names: list[str]) -> int:
         store.close()
 
 
-def gallery_only(target: str, emb_dim: int, digest: str, count: int) -> dict:
+def gallery_only(target: str, emb_dim: int, digest: str, count: int, threads: int) -> dict:
     """Gallery.enrol (one committed row) and Gallery.identify (one probe) in process: no HTTP, no RecNet."""
     from veil.serve.gallery import Gallery
 
+    torch.set_num_threads(threads)  # as the server runs (two OpenMP threads on a loaded 2-core machine stall)
     g = Gallery(target, emb_dim, digest)
     t = time.perf_counter()
     g.close()
@@ -129,10 +132,66 @@ def quantiles(xs: list[float]) -> dict:
     return {"p50": 1000 * q[49], "p90": 1000 * q[89], "mean": 1000 * statistics.fmean(xs)}
 
 
+class RawClient:
+    """A lean HTTP/1.1 keep-alive client (asyncio streams, requests pre-encoded) for the throughput parts.
+
+    httpx spends 1-1.5 ms of CPU per request; on a 2-core machine that shares its cores with the
+    server, that is a third of what one worker spends on an identify, so it hides the server's scaling.
+    This client spends about a tenth of that (measured: ``client_cpu_ms_per_request``) and reads only
+    the status line, Content-Length and the body. Any failure to connect, send or read is raised.
+    """
+
+    def __init__(self, url: str) -> None:
+        host, port = url.split("//")[1].split(":")
+        self.host, self.port = host, int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, target: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"POST {target} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {CONTENT_TYPE}\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            answer = await self.reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, StopIteration):
+            self.close()
+            raise ConnectionError(f"no answer from {self.host}:{self.port}") from None
+        if b"connection: close" in head.lower():
+            self.close()
+        return int(head[9:12]), answer
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (robust to other jobs on the machine)."""
+    total = 0.0
+    for p in pids:
+        with contextlib.suppress(psutil.Error):
+            total += sum(psutil.Process(p).cpu_times()[:2])
+    return total
+
+
+def database_pids(cluster: object) -> list[int]:
+    """The PostgreSQL cluster's processes (postmaster and its backends): their CPU is the database's share."""
+    if cluster is None:
+        return []
+    master = int((cluster.data / "postmaster.pid").read_text().split()[0])  # type: ignore[attr-defined]
+    return [master, *(c.pid for c in psutil.Process(master).children())]
+
+
 async def concurrent_enrols(urls: list[str], shape: tuple[int, int], total: int, clients: int, tag: str,
-                            kill: object = None) -> dict:
+                            kill: object = None, pids: tuple[list[int], list[int]] = ([], [])) -> dict:
     """``clients`` concurrent enrol loops over ``urls`` (round robin); names acknowledged with 200 are returned."""
-    g = torch.Generator().manual_seed(hash(tag) % 2**31)
+    g = torch.Generator().manual_seed(sum(map(ord, tag)))
     bodies = [body(shape, g) for _ in range(min(total, 64))]
     acknowledged: list[str] = []
     errors, unanswered = 0, 0
@@ -141,36 +200,43 @@ async def concurrent_enrols(urls: list[str], shape: tuple[int, int], total: int,
 
     async def loop(k: int) -> None:
         nonlocal errors, unanswered
-        url = urls[k % len(urls)]
-        async with httpx.AsyncClient(timeout=120, headers=HEADERS) as c:
-            for i in counter:
-                t = time.perf_counter()
-                try:
-                    r = await c.post(url + "/v1/enrol", params={"name": f"{tag}-{i}"},
-                                     content=bodies[i % len(bodies)])
-                except httpx.HTTPError:
-                    unanswered += 1  # the connection died with the worker: not acknowledged
-                    url = urls[(urls.index(url) + 1) % len(urls)]  # go on through the other worker, as a balancer would
-                    continue
-                latencies.append(time.perf_counter() - t)
-                if r.status_code == 200:
-                    acknowledged.append(f"{tag}-{i}")
-                else:
-                    errors += 1
+        which = k % len(urls)
+        client = RawClient(urls[which])
+        for i in counter:
+            t = time.perf_counter()
+            try:
+                status, _ = await client.post(f"/v1/enrol?name={tag}-{i}", bodies[i % len(bodies)])
+            except ConnectionError:
+                unanswered += 1  # the connection died with the worker: not acknowledged
+                which = (which + 1) % len(urls)  # go on through the other worker, as a balancer would
+                client = RawClient(urls[which])
+                continue
+            latencies.append(time.perf_counter() - t)
+            if status == 200:
+                acknowledged.append(f"{tag}-{i}")
+            else:
+                errors += 1
+        client.close()
 
-    t0 = time.perf_counter()
+    server0, db0 = cpu_seconds(pids[0]), cpu_seconds(pids[1])
+    cpu0, t0 = time.process_time(), time.perf_counter()
     tasks = [asyncio.create_task(loop(k)) for k in range(clients)]
     if kill is not None:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
         kill()  # type: ignore[operator]
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     return {"requests": total, "clients": clients, "acknowledged": acknowledged, "errors": errors,
             "unanswered": unanswered, "wall_seconds": wall, "enrols_per_second": len(acknowledged) / wall,
-            "latency_ms": quantiles(latencies) if latencies else None}
+            "latency_ms": quantiles(latencies) if latencies else None,
+            "client_cores": (time.process_time() - cpu0) / wall,
+            "server_cores": (cpu_seconds(pids[0]) - server0) / wall,
+            "database_cores": (cpu_seconds(pids[1]) - db0) / wall, "load_average": os.getloadavg()}
 
 
-async def identify_load(urls: list[str], shape: tuple[int, int], total: int, clients: int) -> dict:
+async def identify_load(urls: list[str], pids: list[int], shape: tuple[int, int], total: int, clients: int,
+                        db: list[int]) -> dict:
+    """``clients`` concurrent identify loops spread over ``urls``; throughput and where the CPU went."""
     g = torch.Generator().manual_seed(7)
     bodies = [body(shape, g) for _ in range(64)]
     errors = 0
@@ -178,15 +244,21 @@ async def identify_load(urls: list[str], shape: tuple[int, int], total: int, cli
 
     async def loop(k: int) -> None:
         nonlocal errors
-        async with httpx.AsyncClient(base_url=urls[k % len(urls)], timeout=120, headers=HEADERS) as c:
-            for i in counter:
-                r = await c.post("/v1/identify", content=bodies[i % len(bodies)])
-                errors += r.status_code != 200
+        client = RawClient(urls[k % len(urls)])
+        for i in counter:
+            status, _ = await client.post("/v1/identify", bodies[i % len(bodies)])
+            errors += status != 200
+        client.close()
 
-    t0 = time.perf_counter()
+    server0, db0, cpu0, t0 = cpu_seconds(pids), cpu_seconds(db), time.process_time(), time.perf_counter()
     await asyncio.gather(*(loop(k) for k in range(clients)))
     wall = time.perf_counter() - t0
-    return {"requests": total, "clients": clients, "errors": errors, "throughput_rps": total / wall}
+    client_cpu, server_cpu = time.process_time() - cpu0, cpu_seconds(pids) - server0
+    return {"requests": total, "clients": clients, "errors": errors, "throughput_rps": total / wall,
+            "wall_seconds": wall, "client_cores": client_cpu / wall, "server_cores": server_cpu / wall,
+            "database_cores": (cpu_seconds(db) - db0) / wall,
+            "server_cpu_ms_per_request": 1000 * server_cpu / total,
+            "client_cpu_ms_per_request": 1000 * client_cpu / total, "load_average": os.getloadavg()}
 
 
 def cross_check(one: str, two: str, shape: tuple[int, int], count: int) -> int:
@@ -201,6 +273,22 @@ def cross_check(one: str, two: str, shape: tuple[int, int], count: int) -> int:
     return hits
 
 
+def middle(rounds: list[dict]) -> dict:
+    """The round of median throughput (the lower middle one of an even count)."""
+    return sorted(rounds, key=lambda x: x["throughput_rps"])[(len(rounds) - 1) // 2]
+
+
+def scaling_note(one: dict, two: dict) -> str:
+    """Where the cores went: a ratio that two workers cannot reach on this machine is said to be out of reach."""
+    cores = os.cpu_count() or 1
+    # cores one worker's throughput took, its client and the database included
+    need = one["server_cores"] + one["client_cores"] + one["database_cores"]
+    reach = min(2.0, cores / need) if need else 2.0
+    return (f"one worker used {one['server_cores']:.2f} cores, its client {one['client_cores']:.2f}, the database "
+            f"{one['database_cores']:.2f}; two workers {two['server_cores']:.2f} + {two['client_cores']:.2f} + "
+            f"{two['database_cores']:.2f}; with {cores} cores two workers can reach at most {reach:.2f}x by CPU")
+
+
 def run_backend(backend: str, recnet: Path, emb_dim: int, digest: str, shape: tuple[int, int], tmp: Path,
                 sizes: list[int], start, args) -> dict:  # noqa: ANN001
     out: dict = {"backend": backend, "sizes": {}}
@@ -209,7 +297,7 @@ def run_backend(backend: str, recnet: Path, emb_dim: int, digest: str, shape: tu
         for size in sizes:
             target = cluster.new_database() if cluster else str(tmp / f"gallery-{size}.db")
             fill = bulk_fill(target, size, emb_dim, digest, args.seed)
-            in_process = gallery_only(target, emb_dim, digest, 50)
+            in_process = gallery_only(target, emb_dim, digest, 50, args.threads)
             t = time.perf_counter()
             proc, url = start(recnet, target, args.threads)
             startup = time.perf_counter() - t
@@ -220,19 +308,31 @@ def run_backend(backend: str, recnet: Path, emb_dim: int, digest: str, shape: tu
             print(f"{backend} {size}: enrol p50 {row['enrol_ms']['p50']:.1f} ms, identify p50 "
                   f"{row['identify_ms']['p50']:.1f} ms", flush=True)
             if size == 100_000:
-                conc = asyncio.run(concurrent_enrols([url], shape, args.concurrent_enrols, 16, "conc"))
+                conc = asyncio.run(concurrent_enrols([url], shape, args.concurrent_enrols, 16, "conc",
+                                                     pids=([proc.pid], database_pids(cluster))))
                 conc["acknowledged_in_database"] = names_in(target, conc["acknowledged"])
                 conc["acknowledged"] = len(conc["acknowledged"])
                 row["concurrent_enrols"] = conc
-                print(f"  16 concurrent enrols: {conc['enrols_per_second']:.0f}/s, errors {conc['errors']}", flush=True)
+                print(f"  16 concurrent enrols: {conc['enrols_per_second']:.0f}/s, errors {conc['errors']}, "
+                      f"cores: server {conc['server_cores']:.2f}, client {conc['client_cores']:.2f}, database "
+                      f"{conc['database_cores']:.2f}", flush=True)
                 # a second worker; then SIGKILL the first while 16 clients enrol through both
                 proc2, url2 = start(recnet, target, args.threads)
                 row["cross_worker_identified"] = cross_check(url, url2, shape, 20)
-                one = asyncio.run(identify_load([url], shape, args.identify_requests, 8))
-                two = asyncio.run(identify_load([url, url2], shape, args.identify_requests, 8))
+                db = database_pids(cluster)
+                rounds: dict[str, list[dict]] = {"one": [], "two": []}
+                for r in range(4):  # alternating, so a burst of other jobs does not land on one side only
+                    for side in (("one", "two") if r % 2 == 0 else ("two", "one")):
+                        urls, pids = ([url], [proc.pid]) if side == "one" else ([url, url2], [proc.pid, proc2.pid])
+                        rounds[side].append(asyncio.run(identify_load(urls, pids, shape, args.identify_requests, 8,
+                                                                      db)))
+                one, two = (middle(rounds[k]) for k in ("one", "two"))
                 row["identify_one_worker"], row["identify_two_workers"] = one, two
+                row["identify_rounds_rps"] = {k: [round(x["throughput_rps"], 1) for x in v] for k, v in rounds.items()}
                 row["two_over_one_worker_throughput"] = two["throughput_rps"] / one["throughput_rps"]
-                print(f"  two workers / one: {row['two_over_one_worker_throughput']:.2f}", flush=True)
+                row["two_workers_cpu_note"] = scaling_note(one, two)
+                print(f"  two workers / one: {row['two_over_one_worker_throughput']:.2f} "
+                      f"({row['two_workers_cpu_note']})", flush=True)
                 killed = asyncio.run(concurrent_enrols([url, url2], shape, args.concurrent_enrols, 16, "kill",
                                                        kill=functools.partial(os.kill, proc.pid, signal.SIGKILL)))
                 killed["acknowledged_in_database"] = names_in(target, killed["acknowledged"])

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 
 from tests.conftest import LFW, needs_lfw
+from veil.attacks.base import AttackResult
 from veil.data.splits import SplitSpec
 from veil.demo import Preset, run_xnn
+from veil.models.dlib_resnet import DEFAULT_CUT
 from veil.report.collect import collect
 from veil.train.cloud import CloudTrainConfig
 
@@ -26,8 +28,8 @@ def test_default_extnet_flow_on_real_faces(tmp_path, monkeypatch):
     run = tmp_path / "run"
     summary = run_xnn(LFW, run, SMALL, show_progress=False, log=lambda *_: None)
     ext = summary["extractor_info"]
-    assert ext["name"] == "dlib-resnet-cut4" and ext["kind"] == "dlib-resnet" and ext["cut"] == 4
-    assert ext["token_shape"] == [16, 256] and len(ext["weights_sha256"]) == 64
+    assert ext["name"] == f"dlib-resnet-cut{DEFAULT_CUT}" and ext["kind"] == "dlib-resnet" and ext["cut"] == 5
+    assert ext["token_shape"] == [4, 256] and len(ext["weights_sha256"]) == 64
     u = summary["utility"]
     chance = u["XNN"]["chance"]
     assert chance == 1 / 40
@@ -37,11 +39,15 @@ def test_default_extnet_flow_on_real_faces(tmp_path, monkeypatch):
     kp = json.loads((run / "attacks" / "known_plaintext_xnn.json").read_text())
     assert [p["k"] for p in kp["points"]] == [0]  # key-free pooled cosine on the owner-keyed gallery
     assert all(p["n"] == u["XNN"]["n"] and p["chance"] == chance for p in kp["points"])
-    lp = json.loads((run / "attacks" / "leaked_pairs_xnn.json").read_text())  # the clean gallery: the key matters
-    assert [p["k"] for p in lp["points"]] == [0, 4, 16, 64] and lp["gallery_kind"] == "clean"
-    assert lp["points"][0]["rate"] < kp["points"][0]["rate"]  # without pairs a clean gallery sees far less
+    lp = AttackResult.from_dict(json.loads((run / "attacks" / "leaked_pairs_xnn.json").read_text()))
+    assert lp.attack == "leaked_pairs" and lp.details["gallery_kind"] == "clean"  # the clean gallery: the key matters
+    envelope = [p for p in lp.details["curve"] if p["attack"].startswith("strongest")]
+    assert [p["k"] for p in envelope] == [0, 4, 16, 64]
+    assert envelope[0]["rate"] < kp["points"][0]["rate"]  # without pairs a clean gallery sees far less
     report = collect(run)
     assert {r.method for r in report.attacks} >= {"XNN", "Vanilla+PE"}
+    (curve,) = [c for c in report.curves if c.source == "leaked_pairs_xnn.json"]
+    assert [p.k for p in curve.points] == [0, 4, 16, 64]
     blob = b"".join(p.read_bytes() for p in (run / "store_xnn").iterdir())
     split = json.loads((run / "split.json").read_text())
     assert not [n for n in split["groups"]["owner_train"] if n.encode() in blob]

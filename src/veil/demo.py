@@ -203,8 +203,7 @@ def run_attacks(out: Path, data: Path, ext, device, log=print) -> dict:
     command = f"veil attack leaked-pairs --run {out} --k {','.join(map(str, ks))}"
     lp = harness.leaked_pairs_attack("xnn", ks, FAST_ESTIMATORS, command=command).to_dict()
     strongest = [p for p in lp["curve"] if p["attack"].startswith("strongest") and p["rate"] is not None]
-    lp.update({"identifier": "dlib head" if harness.identifier() else "pooled", "gallery_kind": "clean",
-               "points": [{**p, "estimator": p["attack"].split(":")[1]} for p in strongest]})
+    lp["identifier"] = "dlib head" if harness.identifier() else "pooled"  # veil report draws the curve's envelope
     path = write_json(out / "attacks" / "leaked_pairs_xnn.json", lp)
     written["xnn, clean gallery"] = {"file": str(path), "points": [
         {"label": f"leaked pairs, clean gallery, k={p['k']} ({p['attack'].split(':')[1]})",

@@ -7,6 +7,7 @@ rates measured on the same probes gets a percentile bootstrap interval, resampli
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import asdict, dataclass
 
@@ -63,6 +64,29 @@ def top1(gallery: torch.Tensor, gallery_labels: torch.Tensor, probes: torch.Tens
     """Top-1 identification rate and the per-probe hit vector (for paired bootstraps)."""
     hits = identify(gallery, gallery_labels, probes) == probe_labels
     return Rate(int(hits.sum()), len(hits)), hits
+
+
+def pack_hits(hits: torch.Tensor) -> dict:
+    """A per-probe hit vector in a few bytes for a JSON file: its length and its bits packed (first probe in the
+    high bit of the first byte) and base64-encoded. 1,094 probes take 184 characters, so a result on disk keeps
+    what a paired comparison (:func:`bootstrap_ratio`, McNemar) needs, not only the count."""
+    bits = np.asarray(hits.detach().cpu(), dtype=bool).reshape(-1)
+    return {"length": int(len(bits)), "bits": base64.b64encode(np.packbits(bits).tobytes()).decode("ascii")}
+
+
+def unpack_hits(packed: dict) -> torch.Tensor:
+    """The bool vector :func:`pack_hits` wrote; a ``ValueError`` if the record is malformed or its length wrong."""
+    try:
+        length = int(packed["length"])
+        raw = base64.b64decode(str(packed["bits"]), validate=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"packed hits need 'length' and base64 'bits' ({exc})") from None
+    if length < 0 or len(raw) != (length + 7) // 8:
+        raise ValueError(f"packed hits: {len(raw)} bytes cannot hold exactly {length} probes")
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
+    if bits[length:].any():
+        raise ValueError("packed hits: bits set past the stated length")
+    return torch.from_numpy(bits[:length].astype(bool))
 
 
 def bootstrap_ratio(hits_a: torch.Tensor, hits_b: torch.Tensor, groups: torch.Tensor, samples: int = 2000,

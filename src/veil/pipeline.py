@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from veil import io
-from veil.data.faceset import FaceSet, count_images
+from veil.data.faceset import FaceSet, count_images, load_npz
 from veil.data.loaders import load_faces, preprocess_record, stream_faces
 from veil.data.splits import Split, SplitSpec, make_split
 from veil.errors import VeilError
@@ -32,7 +32,7 @@ from veil.train.pretrain import PretrainConfig, pretrain_backbone
 def dataset_counts(data: str | Path) -> dict[str, int]:
     data = Path(data)
     if data.suffix == ".npz":
-        return load_faces(data).counts()
+        return load_npz(data).counts()  # every image counts, as in a folder, whether a face is found or not
     return count_images(data)
 
 

@@ -40,13 +40,12 @@ class Preset:
 # for ``--fit sgd``.
 STRONG_EXTNET_CLOUD = CloudTrainConfig(epochs=5, depth=0, init="identity", lr=0.01, head_init="centroids", fit="lda")
 
-# Where the owner cuts dlib's network on aligned chips: after level 5 (4 tokens x 256); cut 4, the default
-# before alignment, is 1.3 points lower on Vanilla+PE with the same recipe (same README section).
-ALIGNED_CUT_EXTRACTOR = "dlib-resnet-cut5"
-
+# Where the owner cuts dlib's network on aligned chips: after level 5 (4 tokens x 256), the registry's default
+# (``DEFAULT_EXTRACTOR``, cut set in veil.models.dlib_resnet); cut 4, the default before alignment, is 1.3 points
+# lower on Vanilla+PE with the same recipe (same README section).
 PRESETS = {
-    "demo": Preset("demo", extractor_name=ALIGNED_CUT_EXTRACTOR, cloud=STRONG_EXTNET_CLOUD),
-    "bench": Preset("bench", extractor_name=ALIGNED_CUT_EXTRACTOR, cloud=STRONG_EXTNET_CLOUD),
+    "demo": Preset("demo", extractor_name=DEFAULT_EXTRACTOR, cloud=STRONG_EXTNET_CLOUD),
+    "bench": Preset("bench", extractor_name=DEFAULT_EXTRACTOR, cloud=STRONG_EXTNET_CLOUD),
     "hybrid-demo": Preset("hybrid-demo", extractor_name="hybrid", pretrain=PretrainConfig(epochs=12),
                           cloud=CloudTrainConfig(epochs=20, dim=128)),
     "hybrid-bench": Preset("hybrid-bench", extractor_name="hybrid", pretrain=PretrainConfig(epochs=30),

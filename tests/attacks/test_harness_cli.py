@@ -25,11 +25,13 @@ def run_dir(workspace, tmp_path_factory) -> Path:
     shutil.copy(workspace["key"], run / "owner.key")
     split = Split.load(run / "split.json")
     for tag, key in (("xnn", OwnerKey.load(run / "owner.key")), ("vanilla", None)):
-        obfuscate(workspace["data"], split, workspace["extractor"], run / f"store_{tag}", key, show_progress=False)
+        stats = obfuscate(workspace["data"], split, workspace["extractor"], run / f"store_{tag}", key,
+                          show_progress=False)
     tiny = CloudTrainConfig(epochs=1, batch_size=16, dim=32, depth=1, num_heads=2, emb_dim=16)
     train_to_file(run / "store_vanilla", run / "recnet_vanilla.safetensors", tiny, "cpu", show_progress=False)
     (run / "results.json").write_text(json.dumps({"data": str(workspace["data"]),
-                                                  "extractor": str(workspace["extractor"])}))
+                                                  "extractor": str(workspace["extractor"]),
+                                                  "preprocess": {"owner_train": stats["preprocess"]}}))
     return run
 
 

@@ -103,3 +103,21 @@ def test_strongest_never_falls_as_k_grows():
     env = {p.k: p for p in LeakedPairsResult(pts, 0.0).strongest()}
     assert env[4].rate.hits == 30 and env[4].estimator == "strongest:identity" and "k = 0" in env[4].note
     assert env[16].rate.hits == 50
+
+
+def test_draws_on_one_store_share_its_pca(data, monkeypatch):
+    """The store's SVD is made once per store, not once per draw of the pairs (time and peak memory of the bench)."""
+    import veil.attacks.leaked_pairs as lp
+
+    train, *_ = data
+    obf = XNNHardened.random(6, 12, block=8, generator=torch.Generator().manual_seed(1))
+    store = obf(train)
+    calls = []
+    real = lp.store_pca
+    monkeypatch.setattr(lp, "store_pca", lambda *a: calls.append(1) or real(*a))
+    attack = LeakedPairsAttack((0, 4), ("identity", "ridge"), inverse=FAST)
+    first = attack.run(train[:8], store[:8], target_for(obf, data), store)
+    again = attack.run(train[8:16], store[8:16], target_for(obf, data), store)
+    assert len(calls) == 1 and rates(first, "ridge")[4].rate is not None and rates(again, "ridge")[4].rate is not None
+    attack.run(train[:8], store[:8], target_for(obf, data), store.clone())  # another store: its own PCA
+    assert len(calls) == 2

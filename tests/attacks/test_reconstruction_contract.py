@@ -159,3 +159,30 @@ def test_both_attacks_are_registered_and_listed():
     assert out.exit_code == 0, out.output
     for name in known:
         assert name in out.output
+
+
+def _budget_run(**budget):  # noqa: ANN003, ANN202
+    enclave = _enclave()
+    aux, victims = _images(32, 5), _images(4, 6)  # SYNTHETIC
+    with torch.no_grad():
+        exposed = enclave(victims.float() / 255)
+    return ReconstructionAttack("regression", epochs=6, batch_size=16, keep=4, **budget).on(
+        View(query=lambda x: enclave(x.float() / 255), aux_images=aux, exposed=exposed, truth=victims))
+
+
+def test_budgets_stop_the_decoder_and_say_whether_it_converged():
+    """Every learned attack records its loss curve; a plateau stops it (converged), a time budget may stop it while
+    it is still improving (then not converged: its figures are not determined)."""
+    full = _budget_run()
+    assert full.details["epochs"] == 6 and len(full.details["loss_curve"]) == 6
+    flat = _budget_run(plateau=10.0)  # any epoch "improves by less than 10x": a plateau as soon as allowed (3 epochs)
+    assert flat.details["epochs"] == 3 and flat.details["converged"] is True
+    timed = _budget_run(max_seconds=1e-9)  # the budget ends after the first epoch
+    assert timed.details["epochs"] == 1 and timed.details["converged"] is False
+
+
+def test_a_smaller_decoder_is_scored_at_the_victims_size():
+    small = _budget_run(size=8)
+    assert small.raw.samples.shape == (4, 3, SIZE, SIZE) and small.n == 4
+    with pytest.raises(AttackParameterError, match="size"):
+        ReconstructionAttack(size=0)

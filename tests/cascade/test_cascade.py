@@ -41,6 +41,8 @@ def test_four_phases_match_local_training(cluster) -> None:
         # one packet length for the whole run (init, loop, forward, backward, state, test), chosen from the model
         assert des.cell == 64 * 1024 and set(sent) == set(received) == {C.packet_size(des.cell)}
         assert len(sent) > 4 * D.steps_per_epoch(len(ds.x_train), spec.batch)
+        # every step after the first sent forwards whose headers were built while the previous step's travelled
+        assert des.trainer.prepared_used == len(res.losses) - 1
         # the test phase (op 3) through the cascade gives the same outputs as the local model
         ref = local.train_local(spec, ds, 2, seed=0)
         out = des.predict(ds.x_test[:50])
@@ -141,6 +143,7 @@ def test_microbatches_in_flight_match_local_training(cluster, small_model: Path)
     with Designer(pool, spec, dummies=1, seed=4, loop_rate=1, microbatches=4) as des:
         res = des.train(ds, epochs=2)
         assert des.cell == 8 * 1024  # micro-batches of 8 rows fit the smallest class
+        assert des.trainer.prepared_used == len(res.losses) - 1
     ref = local.train_local(spec, ds, 2, seed=4)
     assert len(res.losses) == len(ref.losses)
     assert max(abs(a - b) for a, b in zip(res.losses, ref.losses, strict=True)) <= 1e-5

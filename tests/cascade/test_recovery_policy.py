@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from veil.cascade.checkpoint import Checkpoint
-from veil.cascade.data import Dataset
+from veil.cascade.data import Dataset, batch_at
 from veil.cascade.inbox import CrashDetected
 from veil.cascade.recovery import RecoveryPolicy, train
 from veil.errors import VeilError
@@ -26,6 +26,7 @@ class FakeRun:
         self.crash_at, self.bad_servers = set(crash_at or ()), bad_servers
         self.cascades, self.done, self.resumed_from = 0, 0, []
         self.released: list[str] = []
+        self.upcoming: list[torch.Tensor | None] = []
 
     def servers(self) -> list[str]:
         return [f"server-{self.cascades}"] if self.cascades else []
@@ -35,7 +36,8 @@ class FakeRun:
         self.done = (ckpt or self.initial).step
         self.resumed_from.append(self.done)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def step(self, x: torch.Tensor, y: torch.Tensor, upcoming: torch.Tensor | None = None) -> float:
+        self.upcoming.append(upcoming)
         if self.done + 1 in self.crash_at:
             self.crash_at.discard(self.done + 1)
             raise CrashDetected(f"no answer at step {self.done + 1}")
@@ -69,6 +71,16 @@ def test_a_failed_test_phase_resumes_from_the_last_verified_checkpoint() -> None
     assert [e["event"] for e in events] == ["byzantine", "replaced"]
     assert events[0]["servers"] == ["server-1"] and run.resumed_from == [0, 0]
     assert res.epoch_accuracy == [0.9, 0.9] and res.accuracy == 0.9
+
+
+def test_each_step_is_given_the_next_step_s_labels() -> None:
+    """SYNTHETIC: the trainer builds the next step's headers during a step, from the labels recovery passes."""
+    ds = Dataset("synthetic", torch.zeros(8, 2), torch.arange(8), torch.zeros(2, 2), torch.zeros(2, dtype=torch.long))
+    run = FakeRun()
+    train(run, RecoveryPolicy(), ds, 2, 2, 0, [])
+    assert len(run.upcoming) == 8 and run.upcoming[-1] is None
+    for step, up in enumerate(run.upcoming[:-1]):
+        assert up is not None and torch.equal(up, batch_at(ds, 2, 0, step + 1)[1])
 
 
 def test_recovery_gives_up_after_the_policy_s_replacements() -> None:

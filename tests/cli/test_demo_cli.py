@@ -7,6 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
+from veil.attacks.base import AttackResult
 from veil.cli.app import app
 from veil.cli.common import console
 from veil.data.splits import SplitSpec
@@ -55,8 +56,9 @@ def test_veil_demo_prints_rows_and_writes_results(synthetic_folder, tmp_path, mo
         assert [p["k"] for p in kp["points"]] == [0]
         assert [p["k"] for p in saved["attacks"][method]["points"]] == [0]
     # the clean gallery: leaked pairs at k = 0, 4, 16 (64 is more than this run's 48 training images)
-    lp = json.loads((out / "attacks" / "leaked_pairs_xnn.json").read_text())
-    assert [p["k"] for p in lp["points"]] == [0, 4, 16] and lp["gallery_kind"] == "clean"
+    lp = AttackResult.from_dict(json.loads((out / "attacks" / "leaked_pairs_xnn.json").read_text()))
+    assert [p["k"] for p in lp.details["curve"] if p["attack"].startswith("strongest")] == [0, 4, 16]
+    assert lp.details["gallery_kind"] == "clean" and "points" not in lp.details  # one shape: the attack's curve
     assert [p["k"] for p in saved["attacks"]["xnn, clean gallery"]["points"]] == [0, 4, 16]
     assert "leaked pairs, clean gallery, k=16" in result.output
     assert "pooled cosine, owner-keyed gallery, k=0" in result.output

@@ -59,3 +59,20 @@ def test_a_kind_registered_at_run_time_is_built_by_its_name() -> None:
         assert not ext.train().training  # an Extractor stays frozen
     finally:
         registry.unregister_kind(kind.name)
+
+
+def test_one_default_extractor_for_the_cli_the_demo_and_the_bench() -> None:
+    """`veil obfuscate` without --extractor cuts where the demo and bench presets cut (issue 21: after level 5)."""
+    import inspect
+
+    from veil.cli.evaluate import evaluate
+    from veil.cli.obfuscate import obfuscate
+    from veil.models.dlib_resnet import DEFAULT_CUT
+    from veil.presets import PRESETS
+
+    entries = {e.name: e for e in registry.list_extractors()}
+    cut_of = {name: getattr(e.materialise, "args", (None,))[0] for name, e in entries.items()}
+    assert DEFAULT_CUT == 5 and cut_of[registry.DEFAULT_EXTRACTOR] == DEFAULT_CUT
+    assert {cut_of[PRESETS[p].extractor_name] for p in ("demo", "bench")} == {DEFAULT_CUT}
+    for command in (obfuscate, evaluate):
+        assert inspect.signature(command).parameters["extractor"].default.default == registry.DEFAULT_EXTRACTOR

@@ -126,7 +126,7 @@ class Measure:
         return isinstance(value, dict) and {"what", "mean", "ci95", "n", "std"} <= set(value)
 
 
-LEAKAGE_FIELDS = ("hits", "n", "rate", "ci95", "chance", "gallery")
+LEAKAGE_FIELDS = ("hits", "n", "rate", "ci95", "chance", "gallery", "probe_hits")
 HEAD_FIELDS = ("attack", "holdings", "command")
 
 
@@ -135,7 +135,8 @@ class AttackResult:
     """The one result every consumer reads and writes: ``veil attack --json``, ``bench/attacks.py``, the
     owner-side harness and ``veil report`` all go through :meth:`to_dict` and :meth:`from_dict`.
 
-    On disk: ``attack`` (the registered name), rate, hits, n, ci95, chance, gallery, ``holdings`` and
+    On disk: ``attack`` (the registered name), rate, hits, n, ci95, chance, gallery, the per-probe hits packed
+    (``probe_hits``, absent in files written before they were kept), ``holdings`` and
     ``command``, then the attack's own ``details`` at the top level (method, curves, estimates, timings).
     A reconstruction attack has no ``leakage`` (no identity to name): it has n and one entry per
     :class:`Measure` (mean, ci95, n, baseline) in place of the rate. ``raw`` (the attack's typed result,

@@ -19,7 +19,7 @@ import torch
 
 from veil.data.faceset import FaceSet
 from veil.data.splits import gallery_probe
-from veil.metrics import Rate, top1
+from veil.metrics import Rate, pack_hits, top1, unpack_hits
 
 Embedder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -73,7 +73,9 @@ class Target:
 class LeakageResult:
     """Top-1 rate with its Wilson interval, the chance level, and the per-probe hits (for paired stats).
 
-    ``hits`` is None for a result read back from disk (:meth:`from_dict`): files keep the counts, not each probe.
+    On disk (:meth:`as_dict`) the per-probe hits go under ``probe_hits``, packed (:func:`veil.metrics.pack_hits`),
+    so a result read back still supports a paired bootstrap or McNemar test against another on the same
+    probes. A file written before they were kept reads back with ``hits`` None.
     """
 
     rate: Rate
@@ -82,12 +84,23 @@ class LeakageResult:
     hits: torch.Tensor | None = None
 
     def as_dict(self) -> dict:
-        return {**self.rate.as_dict(), "chance": self.chance, "gallery": self.gallery}
+        d = {**self.rate.as_dict(), "chance": self.chance, "gallery": self.gallery}
+        if self.hits is not None:
+            d["probe_hits"] = pack_hits(self.hits)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> LeakageResult:
-        """The counts :meth:`as_dict` wrote (rate and interval are recomputed from hits and n)."""
-        return cls(Rate(int(d["hits"]), int(d["n"])), float(d["chance"]), int(d["gallery"]))
+        """The counts :meth:`as_dict` wrote (rate and interval recomputed from hits and n), and the per-probe
+        hits when recorded: a ``ValueError`` if they disagree with the counts."""
+        rate = Rate(int(d["hits"]), int(d["n"]))
+        hits = None
+        if d.get("probe_hits") is not None:
+            hits = unpack_hits(d["probe_hits"])
+            if len(hits) != rate.n or int(hits.sum()) != rate.hits:
+                raise ValueError(f"probe_hits hold {int(hits.sum())} of {len(hits)}, the counts say "
+                                 f"{rate.hits} of {rate.n}")
+        return cls(rate, float(d["chance"]), int(d["gallery"]), hits)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +148,15 @@ class LeakedPairsResult:
 
     def curve(self) -> list[dict]:
         return [p.as_dict() for p in self.points + self.strongest()]
+
+    @classmethod
+    def from_curve(cls, curve: Sequence[dict], seconds: float, config: dict | None = None) -> LeakedPairsResult:
+        """A :meth:`curve` read back from disk (no per-probe hits). The strongest envelope is recomputed from the
+        estimators' points, so a file written under an older envelope rule reads alike."""
+        points = [CurvePoint(p["k"], p["attack"], None if p["rate"] is None else Rate(p["hits"], p["n"]),
+                             p["chance"], p.get("note", ""), None, p.get("draws", []))
+                  for p in curve if not p["attack"].startswith("strongest")]
+        return cls(points, seconds, dict(config or {}))
 
 
 def merge_draws(results: Sequence[LeakedPairsResult]) -> LeakedPairsResult:
@@ -288,17 +297,42 @@ class LeakedPairsAttack(Attack):
         if identifier is not None and not callable(identifier):
             raise params.AttackParameterError("identifier", "identifier must map clean tokens to embeddings")
         self.identifier = identifier or (lambda t: t.float().mean(dim=1))
+        self._pca: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None = None
+
+    def _store_projection(self, store: torch.Tensor | None,
+                          fallback: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:func:`store_pca` of the store, computed once per store tensor: draws of the pairs share one store, whose
+        SVD (thousands x N*D, float64) would otherwise be recomputed, with its transient buffers, for every draw."""
+        if store is not None and self._pca is not None and self._pca[0] is store:
+            return self._pca[1]
+        project = store_pca(store, self.inverse.pca, fallback)
+        self._pca = (store, project) if store is not None else None
+        return project
 
     def on(self, view: View, command: str | None = None) -> AttackResult:
         """Run on a view whose target was made with a clean gallery; the result is the strongest point at max k."""
         (clean, obf), target = view.need("pairs", "target")
         r = self.run(clean, obf, CleanGalleryTarget.from_target(target), view.store_features, view.recnet)
-        strongest = r.strongest()
-        last = strongest[-1] if strongest else None
-        if last is None or last.rate is None or last.hits is None:
+        result = self.curve_result(r, len(target.gallery), command)
+        if result.leakage is None:
             raise ValueError("no estimator was determined at any k")
-        leak = LeakageResult(last.rate, last.chance, len(target.gallery), last.hits)
-        return self.result(leak, command, r, curve=r.curve(), seconds=r.seconds, config=r.config)
+        result.raw = r
+        return result
+
+    @classmethod
+    def curve_result(cls, r: LeakedPairsResult, gallery: int, command: str | None = None,
+                     **details: Any) -> AttackResult:
+        """A curve (one run, or merged over draws of the pairs) as this attack's result: its rate is the strongest
+        estimator at the largest k (none if no estimator was determined), the curve, seconds and config are its
+        details. The per-probe hits go with the rate only where it is one draw's: a mean over draws has no
+        single hit vector."""
+        strongest = r.strongest()
+        top = strongest[-1] if strongest else None
+        leakage = None
+        if top is not None and top.rate is not None:
+            leakage = LeakageResult(top.rate, top.chance, gallery, top.hits if len(top.draws) <= 1 else None)
+        return AttackResult(cls.name, leakage, cls.holdings, command,
+                            {**details, "curve": r.curve(), "seconds": r.seconds, "config": r.config})
 
     def run(self, clean: torch.Tensor, obfuscated: torch.Tensor, target: CleanGalleryTarget,
             store_features: torch.Tensor | None = None, recnet: torch.nn.Module | None = None,
@@ -321,7 +355,7 @@ class LeakedPairsAttack(Attack):
         probes = target.probes.float()
         gal_emb = _batched(self.identifier, target.gallery.float())
         pair_emb = _batched(self.identifier, clean.float())
-        project = store_pca(store_features, self.inverse.pca, obfuscated) if (
+        project = self._store_projection(store_features, obfuscated) if (
             {"ridge", "learned"} & set(self.estimators)) else None
         unused = torch.empty(0)  # the store-PCA inputs, computed only for the estimators that read them
         probe_feats = project(probes) if project else unused

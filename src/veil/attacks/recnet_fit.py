@@ -9,7 +9,7 @@ as the cloud's RecNet (``veil.models.recnet``), so leakage is measured with the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,22 @@ def strong_attack_recipe(epochs: int = 5, seed: int = 0) -> AttackRecNetConfig:
     initialised). Why the default: the transformer recipe from scratch under-fits a few thousand faces and
     understates leakage (Table 2's XNN aux_a: 7.77% with it, 62.34% with this one)."""
     return AttackRecNetConfig(epochs=epochs, seed=seed, depth=0, init="identity")
+
+
+def owner_recipe(recipe: dict, epochs: int | None = None, seed: int = 0) -> AttackRecNetConfig:
+    """The owner's recorded cloud recipe (a run's ``results.json`` ``config.cloud``) as the attacker's, every
+    field of it (``lr``, ``head_init``, ``depth``, ...): "the same recipe as the owner" means all of it, so an
+    attacker is not weakened by a field a hand-written copy left at its default. ``epochs`` replaces the
+    recorded number when given; fields this version does not know are refused by name."""
+    known = {f.name for f in fields(AttackRecNetConfig)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise params.AttackParameterError(unknown[0], f"the recorded recipe has fields this Veil does not know: "
+                                                      f"{', '.join(unknown)}")
+    values = {**recipe, "seed": seed}
+    if epochs is not None:
+        values["epochs"] = epochs
+    return AttackRecNetConfig(**values)
 
 
 def fit_recnet(tokens: torch.Tensor, labels: torch.Tensor, cfg: AttackRecNetConfig,

@@ -14,6 +14,14 @@ The c-GAN follows pix2pix: the generator maps a feature map to an image, the dis
 *conditioned on* the feature map, and the generator's loss is adversarial + ``l1_weight`` x L1. The regression
 decoder is the same generator trained on MSE alone: a weaker baseline, and a second opinion (a c-GAN that fails
 is weak evidence of privacy; see PRIOR_ART.md).
+
+Budgets that converge (issue 22): ``epochs`` is the most epochs; with ``plateau`` the training stops once an
+epoch lowered the mean training loss by less than that fraction of the epoch before's (the same rule the
+planner uses to call a learned attack converged), and ``max_seconds`` stops it at a time budget, when it may
+still be improving: the caller then reports its figures as not determined. ``size`` trains the decoder to a
+smaller output side (a CPU budget: a 150 px decoder step costs 3-6 s on one core, a 75 px one 0.6-3.4 s); its
+reconstructions are brought back to the victims' side (bilinear) before they are scored or identified, so they
+compare with the other attacks' and the prior's at the same resolution.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from veil.attacks.base import Attack, AttackResult, Measure, View
 from veil.errors import VeilError
 
 KINDS = ("cgan", "regression")
+PLATEAU = 0.02  # a learned decoder converged when its last epoch lowered its loss by less than 2%
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -110,7 +119,16 @@ class ReconstructionResult:
 
         return {"attack": self.kind, "n": self.n, "ssim": stat(self.ssim), "psnr_db": stat(self.psnr),
                 "aux_images": self.aux_images, "epochs": self.epochs, "train_seconds": self.train_seconds,
-                "feature_shape": list(self.feature_shape), "ci": "normal approximation over victim images"}
+                "feature_shape": list(self.feature_shape), "loss_curve": [float(v) for v in self.history],
+                "ci": "normal approximation over victim images"}
+
+
+def plateaued(curve: list[float], window: int, tol: float) -> bool:
+    """True when the last ``window`` losses' mean fell by less than ``tol`` (relative) from the window before."""
+    if len(curve) < 2 * window:
+        return False
+    prev, cur = np.mean(curve[-2 * window:-window]), np.mean(curve[-window:])
+    return bool(prev - cur < tol * abs(prev))
 
 
 def _to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -130,13 +148,16 @@ def reconstruction_attack(enclave: Callable[[torch.Tensor], torch.Tensor], aux_i
                           batch_size: int = 32, lr: float = 1e-3, d_lr: float = 2e-4, l1_weight: float = 100.0,
                           seed: int = 0,
                           keep: int = 8, aux_features: torch.Tensor | None = None,
-                          on_epoch: Callable[[int, float], None] | None = None) -> ReconstructionResult:
+                          on_epoch: Callable[[int, float], None] | None = None, plateau: float | None = None,
+                          max_seconds: float | None = None, size: int | None = None,
+                          min_epochs: int = 3) -> ReconstructionResult:
     """Train a reconstructor on (query(aux), aux) pairs, then reconstruct the victim from its exposed features.
 
     ``enclave`` is the black box (any callable: an :class:`~veil.partition.enclave.Enclave` works).
     ``aux_images``/``victim_images``: uint8 (n, 3, S, S) or float in [0, 1]. ``victim_features`` are what the
     untrusted side saw; ``victim_images`` only score the result. ``aux_features`` skips the queries if the caller
-    already made them (the planner shares them between the two attacks).
+    already made them (the planner shares them between the two attacks). ``plateau``, ``max_seconds`` and
+    ``size``: see the module's docstring (``min_epochs`` epochs run before a plateau may stop the training).
     """
     if kind not in KINDS:
         raise VeilError(f"attack kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -148,7 +169,10 @@ def reconstruction_attack(enclave: Callable[[torch.Tensor], torch.Tensor], aux_i
     torch.manual_seed(seed)
     aux = _to_unit(aux_images)
     victims = _to_unit(victim_images)
-    size = aux.shape[-1]
+    native = aux.shape[-1]
+    size = size or native
+    if size != native:
+        aux = F.interpolate(aux, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     feats = aux_features if aux_features is not None else query(enclave, aux_images, preprocess)
     mean = feats.mean(dim=(0, 2, 3), keepdim=True)
     std = feats.std(dim=(0, 2, 3), keepdim=True) + 1e-5  # the adversary normalises with its own aux statistics
@@ -189,19 +213,25 @@ def reconstruction_attack(enclave: Callable[[torch.Tensor], torch.Tensor], aux_i
         history.append(total / max(steps, 1))
         if on_epoch:
             on_epoch(epoch + 1, history[-1])
+        if plateau is not None and len(history) >= min_epochs and plateaued(history, 1, plateau):
+            break
+        if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+            break
     train_s = time.perf_counter() - t0
     gen.eval()
     with torch.no_grad():
         vf = (victim_features.float() - mean) / std
         recon = torch.cat([gen(vf[i:i + 128]) for i in range(0, len(vf), 128)])
+        if recon.shape[-1] != native:
+            recon = F.interpolate(recon, size=(native, native), mode="bilinear", align_corners=False).clamp(0, 1)
     target = victims
     if target.shape[-1] != recon.shape[-1]:
         target = F.interpolate(target, size=recon.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
     ssim = structural_similarity_index_measure(recon, target, data_range=1.0, reduction="none")
     assert isinstance(ssim, torch.Tensor)  # a tuple only with return_full_image
     psnr = peak_signal_noise_ratio(recon, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return ReconstructionResult(kind, ssim.numpy(), psnr.numpy(), recon[:keep].clone(), train_s, len(aux), epochs,
-                                tuple(victim_features.shape[1:]), history)
+    return ReconstructionResult(kind, ssim.numpy(), psnr.numpy(), recon[:keep].clone(), train_s, len(aux),
+                                len(history), tuple(victim_features.shape[1:]), history)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -243,7 +273,8 @@ class ReconstructionAttack(Attack):
     reports = "input reconstruction: SSIM and PSNR means over victims, n, 95% CI, mean-image baseline"
 
     def __init__(self, kind: str = "cgan", epochs: int = 8, batch_size: int = 32, lr: float = 1e-3,
-                 d_lr: float = 2e-4, l1_weight: float = 100.0, seed: int = 0, keep: int = 8) -> None:
+                 d_lr: float = 2e-4, l1_weight: float = 100.0, seed: int = 0, keep: int = 8,
+                 plateau: float | None = None, max_seconds: float | None = None, size: int | None = None) -> None:
         self.kind = params.choice("kind", kind, KINDS)
         self.epochs = params.positive_int("epochs", epochs)
         self.batch_size = params.positive_int("batch_size", batch_size)
@@ -252,6 +283,9 @@ class ReconstructionAttack(Attack):
         self.l1_weight = params.non_negative_float("l1_weight", l1_weight)
         self.seed = params.non_negative_int("seed", seed)
         self.keep = params.non_negative_int("keep", keep)
+        self.plateau = None if plateau is None else params.positive_float("plateau", plateau)
+        self.max_seconds = None if max_seconds is None else params.positive_float("max_seconds", max_seconds)
+        self.size = None if size is None else params.positive_int("size", size)
 
     def run(self, enclave: Callable[[torch.Tensor], torch.Tensor], aux_images: torch.Tensor,
             victim_features: torch.Tensor, victim_images: torch.Tensor,
@@ -261,7 +295,8 @@ class ReconstructionAttack(Attack):
         return reconstruction_attack(enclave, aux_images, victim_features, victim_images, preprocess, kind=self.kind,
                                      epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, d_lr=self.d_lr,
                                      l1_weight=self.l1_weight, seed=self.seed, keep=self.keep,
-                                     aux_features=aux_features, on_epoch=on_epoch)
+                                     aux_features=aux_features, on_epoch=on_epoch, plateau=self.plateau,
+                                     max_seconds=self.max_seconds, size=self.size)
 
     def on(self, view: View, command: str | None = None) -> AttackResult:
         enclave, aux, exposed, truth = view.need("query", "aux_images", "exposed", "truth")
@@ -271,6 +306,8 @@ class ReconstructionAttack(Attack):
                     "psnr_db": Measure.of("PSNR (dB) of reconstruction vs victim image", r.psnr,
                                           float(prior_psnr.mean()))}
         return self.measured(measures, command, r, kind=r.kind, aux_images=r.aux_images, epochs=r.epochs,
+                             loss_curve=[float(v) for v in r.history],
+                             converged=plateaued(r.history, 1, self.plateau or PLATEAU),
                              train_seconds=r.train_seconds, feature_shape=list(r.feature_shape),
                              baseline="adversary's mean auxiliary image, no features used",
                              ci="normal approximation over victim images")

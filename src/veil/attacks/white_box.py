@@ -29,7 +29,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from veil.attacks import params
 from veil.attacks.base import Attack, AttackResult, Measure, View
-from veil.attacks.reconstruction import prior_scores
+from veil.attacks.reconstruction import plateaued, prior_scores
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -76,14 +76,6 @@ class InversionResult:
                 "loss_last": self.loss_curve[-1] if self.loss_curve else None,
                 "loss_curve": self.loss_curve[::max(1, len(self.loss_curve) // 50)], **self.config,
                 "ci": "normal approximation over victim images"}
-
-
-def plateaued(curve: list[float], window: int, tol: float) -> bool:
-    """True when the last ``window`` losses' mean fell by less than ``tol`` (relative) from the window before."""
-    if len(curve) < 2 * window:
-        return False
-    prev, cur = np.mean(curve[-2 * window:-window]), np.mean(curve[-window:])
-    return bool(prev - cur < tol * abs(prev))
 
 
 class WhiteBoxInversionAttack(Attack):

@@ -18,7 +18,9 @@ composes them the way ``trainer.Trainer.step`` runs a step:
   every CPU term, and a step can be no shorter than its CPU work spread over those k processes. With a core per
   party (the deployed set-up) neither applies.
 
-``step_s = headers + max(round + (m - 1) * stage, work / k)`` and an epoch is ``steps_per_epoch * step_s``; the
+``step_s = headers + max(round + (m - 1) * stage, work / k)``, where ``headers`` is 0 because the trainer builds a
+step's forward headers during the previous step (``prepared_headers=False``: m headers before the first send, as
+before that change), and an epoch is ``steps_per_epoch * step_s``; the
 ratio divides by the local epoch (also measured alone on one core). The model ignores what it cannot measure in
 isolation (scheduler wake-up latency beyond fair sharing, cache effects between processes), so its error against
 measured runs is the test of whether those matter.
@@ -90,7 +92,7 @@ class Projection:
 
 
 def project(costs: HopCosts, link: Link, microbatches: int, steps_per_epoch: int, cores: float | None = None,
-            local_epoch_s: float | None = None, other_load: float = 0.0) -> Projection:
+            local_epoch_s: float | None = None, other_load: float = 0.0, prepared_headers: bool = True) -> Projection:
     """The projected step and epoch time, and the ratio to local training, for ``costs`` at ``link``.
 
     ``cores``: CPUs the designer and the N servers share (None: one each, the deployed set-up). ``costs`` must be
@@ -117,7 +119,10 @@ def project(costs: HopCosts, link: Link, microbatches: int, steps_per_epoch: int
     stage_s = max([f * (fw + bw + 2 * costs.crypto_s) for fw, bw in zip(costs.node_forward_s, costs.node_backward_s,
                                                                        strict=True)]
                   + [designer + f * costs.designer_headers_s, 2 * wire])
-    headers = m * f * costs.designer_headers_s  # the forward routes, before the first packet leaves
+    # the forward routes: built during the previous step's backward trip (``Trainer`` prepares them), so off the
+    # critical path; without that (``prepared_headers=False``: the first step, or the trainer before it prepared
+    # them) all m were built before the first packet left
+    headers = 0.0 if prepared_headers else m * f * costs.designer_headers_s
     # every CPU second of the step (transfers included: kernel copies and wake-ups), at the shared speed
     work_s = m * (designer + nodes_f + nodes_b + f * (2 * costs.designer_headers_s + links * costs.transfer_fixed_s))
     pipeline = round_s + (m - 1) * stage_s

@@ -196,9 +196,10 @@ class Designer:
         hops = self._pool_hops()
         self.inbox.send_loops(self.inbox.build_loops(hops, self.loop_rate if k is None else k, self._rng))
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def step(self, x: torch.Tensor, y: torch.Tensor, upcoming: torch.Tensor | None = None) -> float:
+        """One training step; ``upcoming`` (the next batch's labels) lets its headers be built during this one."""
         assert self.cascade is not None
-        return self.trainer.step(self.cascade, x, y)
+        return self.trainer.step(self.cascade, x, y, upcoming)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         assert self.cascade is not None

@@ -41,8 +41,9 @@ class CascadeRun(Protocol):
     def setup(self, ckpt: Checkpoint | None = None) -> object:
         """Select a fresh cascade and deploy the layers from ``ckpt`` (the initial weights if None)."""
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One training step through the cascade; its loss. Raises CrashDetected past the time bound."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, upcoming: torch.Tensor | None = None) -> float:
+        """One training step through the cascade; its loss. Raises CrashDetected past the time bound.
+        ``upcoming``: the next step's labels (its headers may be built while this step's backwards travel)."""
 
     def test(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Held-out accuracy of the deployed layers."""
@@ -104,7 +105,7 @@ def train(run: CascadeRun, policy: RecoveryPolicy, ds: D.Dataset, epochs: int, b
     while step < total:
         try:
             x, y = D.batch_at(ds, batch, seed, step)
-            loss = run.step(x, y)
+            loss = run.step(x, y, D.batch_at(ds, batch, seed, step + 1)[1] if step + 1 < total else None)
             step += 1
             res.losses.append(loss)
             if on_step:

@@ -5,7 +5,14 @@ nodes work on different micro-batches at the same time; each returning loss is a
 backward, whose gradient seed is ``b_j / B`` (micro-batch size over batch size), so the summed gradients are
 the full batch's mean-loss gradient. Every backward packet tells each layer ``m``; a layer accumulates and
 takes one optimiser step after the m-th, so the update is local training's, up to floating-point summation
-order (m = 1 is bit for bit the same). The next batch is sent only after every backward came back.
+order (m = 1 is bit for bit the same). The next batch is sent only after every backward came back: its forward
+at a layer needs that layer's update, and only the last backward reply says the first layer has made it.
+
+Headers cost no data, only labels and fresh tags, so they are built off the critical path: each forward leaves
+as soon as its own header is sealed (not after all m), and while the backwards travel the designer builds the
+*next* step's forward headers when the caller passes the next labels (``upcoming``). A prepared header is used
+only for the same cascade (same hops, sessions and order) and the same labels, else dropped and built afresh;
+its tags are fresh random bytes either way and it is never used twice, so the wire sees the same packets, earlier.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from veil.cascade.routing import Routing
 from veil.cascade.selection import Cascade, answering
 from veil.errors import VeilError
 
+# A prepared header carries the replay window it was built in; hops accept a window for about CLOCK_SKEW_S, so an
+# older one is dropped well before then (and after any pause, e.g. a test phase, rather than risk a stale packet).
+PREPARED_MAX_AGE_S = 10.0
+
 
 class Trainer:
     """Steps and predictions through one cascade; cover traffic is built while the forwards travel."""
@@ -44,28 +55,56 @@ class Trainer:
         self.loop_hops: list[Hop] = []  # servers cover traffic may cross (the usable pool)
         self.steps = 0
         self.step_seconds = 0.0
+        self._prepared: tuple[tuple[object, bytes], float, list[tuple[Route, list[Routing]]]] | None = None
+        self.prepared_used = 0  # steps whose forward headers were built during the previous step
 
-    def step(self, cascade: Cascade, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Forward then backward of one batch in m micro-batches; returns the batch's mean loss."""
+    def _forward_route(self, hops: list[Hop], layer_of: list[int | None], yj: torch.Tensor,
+                       m: int) -> tuple[Route, list[Routing]]:
+        """One micro-batch's forward header (fresh tags; the labels only in the loss layer's slot) and the
+        routing of its backward, which reuses those tags in reverse order."""
+        tags = [os.urandom(C.STEP_TAG_SIZE) for _ in hops]
+        labels = bytes(yj.to(torch.uint8).tolist())
+        fwd = [Routing(op=C.OP_FORWARD, tag=tags[k],
+                       extra=labels if li is not None and self.spec.layers[li]["kind"] == "nll" else b"")
+               for k, li in enumerate(layer_of)]
+        return (self.inbox.route(hops, fwd),
+                [Routing(op=C.OP_BACKWARD, tag=tags[k], frag=m) for k in range(len(hops))][::-1])
+
+    def _prepare(self, cascade: Cascade, y: torch.Tensor) -> None:
+        """Build the forward headers of a coming batch with labels ``y`` (used by the next ``step`` if it is on
+        the same cascade with the same labels)."""
+        hops, ys = cascade.hops, [c for c in torch.tensor_split(y, self.microbatches) if len(c)]
+        key = (_cascade_key(cascade), bytes(y.to(torch.uint8).tolist()))
+        routes = [self._forward_route(hops, cascade.layer_of, yj, len(ys)) for yj in ys]
+        self._prepared = (key, time.monotonic(), routes)
+
+    def _take_prepared(self, cascade: Cascade, y: torch.Tensor) -> list[tuple[Route, list[Routing]]]:
+        """The prepared headers if they were made for this cascade and these labels; dropped either way."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None or prepared[0] != (_cascade_key(cascade), bytes(y.to(torch.uint8).tolist())):
+            return []
+        if time.monotonic() - prepared[1] > PREPARED_MAX_AGE_S:  # e.g. a long test phase came in between
+            return []
+        self.prepared_used += 1
+        return prepared[2]
+
+    def step(self, cascade: Cascade, x: torch.Tensor, y: torch.Tensor,
+             upcoming: torch.Tensor | None = None) -> float:
+        """Forward then backward of one batch in m micro-batches; returns the batch's mean loss. ``upcoming``:
+        the next batch's labels, whose forward headers are then built while this step's backwards travel."""
         t_step = time.perf_counter()
         hops, layer_of = cascade.hops, cascade.layer_of
         xs = [c for c in torch.tensor_split(x, self.microbatches) if len(c)]
         ys = [c for c in torch.tensor_split(y, self.microbatches) if len(c)]
         m, total = len(xs), len(x)
-        routes_f: list[Route] = []
+        prepared = self._take_prepared(cascade, y)
         bwd_routes: list[list[Routing]] = []
-        for yj in ys:
-            tags = [os.urandom(C.STEP_TAG_SIZE) for _ in hops]
-            labels = bytes(yj.to(torch.uint8).tolist())
-            fwd = [Routing(op=C.OP_FORWARD, tag=tags[k],
-                           extra=labels if li is not None and self.spec.layers[li]["kind"] == "nll" else b"")
-                   for k, li in enumerate(layer_of)]
-            routes_f.append(self.inbox.route(hops, fwd))
-            bwd_routes.append([Routing(op=C.OP_BACKWARD, tag=tags[k], frag=m) for k in range(len(hops))][::-1])
         bound = self.bound.seconds()
         t0 = time.perf_counter()
         fwd_tags = {}
-        for j, r in enumerate(routes_f):
+        for j in range(m):  # each forward leaves as soon as its header exists
+            r, back = prepared[j] if prepared else self._forward_route(hops, layer_of, ys[j], m)
+            bwd_routes.append(back)
             t = time.perf_counter()
             body = message.encode({}, {"x": xs[j]})
             self.inbox.timing["pack"] += time.perf_counter() - t
@@ -97,6 +136,8 @@ class Trainer:
                 body = message.encode({}, {"g": grad})
                 self.inbox.timing["pack"] += time.perf_counter() - t
                 bwd_tags.add(self.inbox.push(routes_b[j], body, timeout=min(bound, C.SEND_TIMEOUT_S)))
+            if upcoming is not None:  # the designer is idle until the backwards return: the next headers now
+                self._prepare(cascade, upcoming)
             for _ in range(m):
                 tag, _ = self.inbox.wait(bwd_tags, bound, "backward", alive)
                 bwd_tags.discard(tag)
@@ -130,6 +171,11 @@ class Trainer:
         n = max(self.steps, 1)
         return {"steps": self.steps, "step_s": self.step_seconds / n, "designer_pack_s": self.inbox.timing["pack"] / n,
                 "designer_wait_s": self.inbox.timing["wait"] / n}
+
+
+def _cascade_key(cascade: Cascade) -> object:
+    """What a header depends on: every hop (address, public key, session secret) in order, and the layers."""
+    return (tuple(cascade.hops), tuple(cascade.layer_of))
 
 
 def _tensor(body: bytes, name: str) -> torch.Tensor:

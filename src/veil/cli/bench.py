@@ -12,6 +12,7 @@ from veil.cli.common import console, friendly
 from veil.device import configure_threads, pick_device
 from veil.errors import VeilError
 from veil.evaluation.table2 import METHODS, Table2Config, publish, run_table2
+from veil.models.registry import DEFAULT_EXTRACTOR
 from veil.presets import PRESETS
 
 app = typer.Typer(help="Reproduce the papers' tables (Table 2 + Table 5: methods, expectation attack, ablations).",
@@ -94,7 +95,7 @@ def table4(data: Path = typer.Option(None, help="Face dataset (default: ../share
            encoder_depth: int = typer.Option(0, help="Token noise encoder: transformer blocks before its MLP."),
            budgets: str = typer.Option("200", help="Black-box query budgets below the full aux group."),
            ks: str = typer.Option("4,16,64,256", help="Known-plaintext numbers of leaked pairs."),
-           extractor: str = typer.Option("dlib-resnet", help="Public ExtNet (name or file)."),
+           extractor: str = typer.Option(DEFAULT_EXTRACTOR, help="Public ExtNet (name or file)."),
            results: Path = typer.Option(Path("bench/results/table4.json"), help="Where the JSON (+ .md, .png) go."),
            seed: int = typer.Option(0), device: str = typer.Option(None, help="cpu, cuda (default: auto)."),
            merge: list[Path] = typer.Option(None, "--merge", help="Join finished pieces of a sweep (table4.json, "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -11,7 +13,13 @@ from rich.console import Console
 
 from veil.errors import VeilError
 
-console = Console(stderr=True)
+# A log file or a pipe has no width; rich would then assume 80 columns and cut the demo's attack table to
+# "t…" and "9…". Off a terminal (and unless COLUMNS says otherwise) print tables at a width that fits them.
+_PIPE_WIDTH = 160
+console = Console(
+    stderr=True,
+    width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else _PIPE_WIDTH,
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -16,6 +16,7 @@ from veil.data.splits import Split
 from veil.device import configure_threads, pick_device
 from veil.faces.config import face_config
 from veil.keys import OwnerKey
+from veil.models.registry import DEFAULT_EXTRACTOR
 from veil.paths import default_data
 from veil.pipeline import evaluate as evaluate_step
 from veil.pipeline import owner_model
@@ -23,7 +24,7 @@ from veil.pipeline import owner_model
 
 @friendly
 def evaluate(split: Path = typer.Option(..., help="Split file."),
-             extractor: str = typer.Option("dlib-resnet", help="ExtNet: a name (`veil extractor list`) or a file."),
+             extractor: str = typer.Option(DEFAULT_EXTRACTOR, help="ExtNet: a name (`veil extractor list`) or a file."),
              recnet: Path = typer.Option(..., help="RecNet returned by the cloud."),
              key: Path = typer.Option(None, help="Owner key (omit for a vanilla RecNet)."),
              group: str = typer.Option("owner_test", help="Split group of held-out persons."),
@@ -42,7 +43,7 @@ def evaluate(split: Path = typer.Option(..., help="Split file."),
 @friendly
 def identify(images: list[Path] = typer.Argument(..., help="Probe image files (photos or face crops)."),
              gallery: Path = typer.Option(..., help="Folder with one sub-folder of images per enrolled person."),
-             extractor: str = typer.Option("dlib-resnet", help="ExtNet: a name or a file."),
+             extractor: str = typer.Option(DEFAULT_EXTRACTOR, help="ExtNet: a name or a file."),
              recnet: Path = typer.Option(...),
              key: Path = typer.Option(None, help="Owner key (omit for a vanilla RecNet)."),
              align: str = align_option(), on_no_face: str = on_no_face_option(),

@@ -12,6 +12,7 @@ from veil.data.splits import Split
 from veil.device import configure_threads, pick_device
 from veil.faces.config import face_config
 from veil.keys import OwnerKey
+from veil.models.registry import DEFAULT_EXTRACTOR
 from veil.obfuscation.xnn import MATRIX_KINDS
 from veil.paths import default_data
 from veil.pipeline import obfuscate as obfuscate_step
@@ -19,7 +20,7 @@ from veil.pipeline import obfuscate as obfuscate_step
 
 @friendly
 def obfuscate(split: Path = typer.Option(..., help="Split file."),
-              extractor: str = typer.Option("dlib-resnet", help="ExtNet: a name (`veil extractor list`) or a file."),
+              extractor: str = typer.Option(DEFAULT_EXTRACTOR, help="ExtNet: a name (`veil extractor list`) or file."),
               out: Path = typer.Option(..., "--out", "-o", help="Store directory to create."),
               key: Path = typer.Option(None, help="Owner key; omit with --vanilla."),
               vanilla: bool = typer.Option(False, help="No obfuscation (the Vanilla+PE baseline)."),

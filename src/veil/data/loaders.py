@@ -4,8 +4,10 @@ Every folder loader runs :mod:`veil.faces` by default (dlib HOG detector, 5 land
 at the extractor's input size, padding 0.25), so a photo and a tight crop give the chip dlib's face ResNet
 expects; ``align=None`` (``--align none``) keeps the old behaviour, the whole image resized, for data
 already aligned some other way. A folder written by ``veil data align`` holds :data:`ALIGNED_MARKER` and is
-never aligned twice. Images without a face are left out under the default ``skip`` policy: identities keep
-their labels (a person may end up with fewer images, or none), and ``FaceSet.preprocess`` lists them.
+never aligned twice. An ``.npz`` dataset is aligned the same way, in memory (one process, no geometry cache),
+unless it holds an ``aligned`` entry (its images are chips already) or ``align=None``. Images without a face
+are left out under the default ``skip`` policy: identities keep their labels (a person may end up with fewer
+images, or none), and ``FaceSet.preprocess`` lists them.
 
 Kept apart from :mod:`veil.data.faceset` so the attacks and the cloud side, which share the FaceSet type,
 never import the face pipeline.
@@ -22,7 +24,7 @@ import torch
 
 from veil.data.faceset import FaceSet, count_images, list_identity_files, load_npz, read_images
 from veil.errors import VeilError
-from veil.faces.bulk import AlignReport, FaceAligner
+from veil.faces.bulk import AlignReport, FaceAligner, align_arrays
 from veil.faces.config import ALIGNED_MARKER, DEFAULT_FACES, FaceConfig
 
 
@@ -39,6 +41,43 @@ def folder_alignment(root: str | Path, align: FaceConfig | None) -> tuple[FaceCo
     if align is None:
         return None, {"align": "none (whole image resized)"}
     return align, {}
+
+
+NPZ_ALIGNED = "aligned"  # an .npz entry saying its images are face chips already (the folder marker's counterpart)
+
+
+def npz_alignment(path: str | Path, align: FaceConfig | None) -> tuple[FaceConfig | None, dict]:
+    """As :func:`folder_alignment`, for an ``.npz``: none when it says it holds chips (an ``aligned`` entry)."""
+    if align is None:
+        return None, {"align": "none (npz, whole image resized)"}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            marked = NPZ_ALIGNED in z.files
+    except (OSError, ValueError) as exc:
+        raise VeilError(f"cannot read {path} as an image npz: {exc}") from None
+    if marked:
+        return None, {"align": "none (npz holds aligned chips)"}
+    return align, {}
+
+
+def load_npz_faces(path: str | Path, image_size: int, identities: Sequence[str] | None = None,
+                   align: FaceConfig | None = DEFAULT_FACES, report: AlignReport | None = None) -> FaceSet:
+    """An ``.npz`` dataset as ``image_size`` px chips: its images aligned in memory (detected at their own
+    resolution), or resized as given when it holds chips already or ``align`` is None."""
+    config, preprocess = npz_alignment(path, align)
+    if config is None:
+        faces = load_npz(path, image_size)
+        faces = faces.subset(identities) if identities is not None else faces
+        faces.preprocess = preprocess
+        return faces
+    faces = load_npz(path)
+    faces = faces.subset(identities) if identities is not None else faces
+    aligned = align_arrays(faces.images.permute(0, 2, 3, 1).numpy(), config, image_size)
+    if report is not None:
+        report.add(aligned.report)
+    keep = torch.tensor(aligned.kept, dtype=torch.long)
+    return FaceSet(_to_tensor(aligned.chips), faces.labels[keep], faces.names, faces.synthetic, str(path),
+                   preprocess=aligned.report.as_dict(config, image_size))
 
 
 def _to_tensor(chips: np.ndarray) -> torch.Tensor:
@@ -76,11 +115,10 @@ def load_image_folder(root: str | Path, image_size: int = 64, identities: Sequen
 
 def load_faces(path: str | Path, image_size: int = 64, identities: Sequence[str] | None = None,
                align: FaceConfig | None = DEFAULT_FACES) -> FaceSet:
-    """Dispatch on the path: a folder of identity sub-folders (aligned), or an ``.npz`` (arrays, used as given)."""
+    """Dispatch on the path: a folder of identity sub-folders or an ``.npz`` of arrays, both aligned by ``align``."""
     path = Path(path)
     if path.suffix == ".npz":
-        faces = load_npz(path, image_size)
-        return faces.subset(identities) if identities is not None else faces
+        return load_npz_faces(path, image_size, identities, align)
     return load_image_folder(path, image_size, identities, align=align)
 
 
@@ -99,7 +137,8 @@ def stream_faces(faces_or_root: FaceSet | str | Path, identities: Sequence[str] 
         return
     root = Path(faces_or_root)
     if root.suffix == ".npz":
-        yield from stream_faces(load_npz(root, image_size), identities, image_size, batch_size)
+        yield from stream_faces(load_npz_faces(root, image_size, identities, align, report), None, image_size,
+                                batch_size)
         return
     if identities is None:
         identities = sorted(count_images(root))
@@ -123,7 +162,7 @@ def stream_faces(faces_or_root: FaceSet | str | Path, identities: Sequence[str] 
 def preprocess_record(root: str | Path, align: FaceConfig | None, report: AlignReport | None,
                       image_size: int) -> dict:
     """The run JSON's ``preprocess`` entry for a streamed folder (see :func:`stream_faces`)."""
-    config, info = folder_alignment(root, align) if Path(root).suffix != ".npz" else (None, {"align": "none (npz)"})
+    config, info = npz_alignment(root, align) if Path(root).suffix == ".npz" else folder_alignment(root, align)
     if config is None or report is None:
         return info
     return report.as_dict(config, image_size, root)

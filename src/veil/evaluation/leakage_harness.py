@@ -7,17 +7,24 @@ auxiliary group, leaked pairs, the store. With the key it then scores what the a
 (permutation accuracy, matrix error), which no attack can see.
 
 A run directory is what ``veil demo`` / ``bench/xnn.py`` write: ``split.json``, ``owner.key``,
-``results.json`` (with the ``extractor`` and ``data`` paths) and one store per method, in the folder the
+``results.json`` (with the ``extractor`` and ``data`` paths, and under ``preprocess`` how each group's images
+became face chips) and one store per method, in the folder the
 obfuscation registry names (``store_xnn``, ``store_vanilla``; ``veil obfuscate --method xnnh --out
 RUN/store_xnnh`` adds XNN-H). A method is named as the registry knows it (``xnn``, ``none`` or ``vanilla``
 or ``Vanilla+PE``, ``xnnh``). Every attack runs through its ``on(view)``: the harness builds the
 :class:`~veil.attacks.base.View`, then adds the owner-side facts (method, utility, estimate scores) to the
 :class:`~veil.attacks.base.AttackResult`'s details.
+
+Images are read as the run read them: the face settings recorded under ``preprocess`` (detector, no-face
+policy, chip size, padding; or no alignment for a run made with ``--align none``), so an attack sees the
+features the owner's store and utility came from. A run recorded before ``preprocess`` existed is read with
+the pipeline's default, with a warning saying so.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -37,10 +44,12 @@ from veil.attacks import (
     View,
     extract_tokens,
 )
+from veil.attacks.recnet_fit import owner_recipe
 from veil.data.faceset import FaceSet
 from veil.data.loaders import load_faces
 from veil.data.splits import Split, gallery_probe
 from veil.errors import VeilError
+from veil.faces.config import DEFAULT_FACES, FaceConfig, recorded_faces
 from veil.keys import OwnerKey
 from veil.models.extractor import Extractor, load_extnet
 from veil.models.recnet import load_recnet
@@ -78,6 +87,8 @@ class LeakageHarness:
         self.key = OwnerKey.load(self.run / "owner.key")
         self.device = torch.device(device)
         self.log = log
+        self.preprocess = self._recorded_preprocess()
+        self._warned: set[str] = set()
         self._faces: dict[str, FaceSet] = {}
         self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -85,6 +96,38 @@ class LeakageHarness:
     @cached_property
     def ext(self) -> Extractor:
         return load_extnet(self.extractor)
+
+    def _recorded_preprocess(self) -> dict[str, dict]:
+        """``results.json``'s ``preprocess``, per group (a single record stands for every group); an old run
+        without it gets an empty map, and :meth:`face_settings` then warns and assumes the default."""
+        raw = self.results.get("preprocess")
+        if not isinstance(raw, dict) or not raw:
+            return {}
+        if "align" in raw:  # one record for the whole run
+            return {"*": raw}
+        return {str(g): r for g, r in raw.items() if isinstance(r, dict)}
+
+    def face_settings(self, group: str) -> tuple[FaceConfig | None, int]:
+        """(face pipeline, chip size) for ``group``'s images, as the run recorded them. A group the run did not
+        read itself (an adversary's aux group) is read like the owner's test images; a run that recorded
+        nothing is read with the pipeline's default, with a warning naming that assumption."""
+        size = self.ext.cfg.img_size
+        record = (self.preprocess.get(group) or self.preprocess.get("owner_test") or self.preprocess.get("*")
+                  or next(iter(self.preprocess.values()), None))
+        if record is None:
+            message = (f"{self.run / 'results.json'} records no face pipeline ('preprocess'): assuming the default "
+                       f"({DEFAULT_FACES.detector} alignment, no-face policy {DEFAULT_FACES.on_no_face}, "
+                       f"{size} px chips, padding {DEFAULT_FACES.padding}); a run made with other settings "
+                       "(e.g. --align none) is then attacked on other images than its own")
+            if group not in self._warned:
+                self._warned.add(group)
+                warnings.warn(message, stacklevel=2)
+                self.log(message)
+            return DEFAULT_FACES, size
+        config, chip = recorded_faces(record)
+        if chip is not None and chip != size:
+            raise VeilError(f"the run recorded {chip} px face chips for {group}, its extractor takes {size} px")
+        return config, size
 
     def store_dir(self, method: str) -> Path:
         """The run's store of ``method`` (any registered name or label), in the folder the registry names."""
@@ -113,13 +156,22 @@ class LeakageHarness:
         key = self.key if registry.get(name).keyed else None
         return make_obfuscation(self.ext, key, self.matrix_kind(method), name)
 
+    def owner_recipe(self, epochs: int | None = None, seed: int = 0) -> AttackRecNetConfig:
+        """The cloud's training recipe this run recorded (``config.cloud``), whole, as an attacker's recipe: what
+        "the same recipe as the owner" means (``head_init`` and ``lr`` included). ``epochs`` replaces its own."""
+        recipe = (self.results.get("config") or {}).get("cloud")
+        if not isinstance(recipe, dict):
+            raise VeilError(f"{self.run / 'results.json'} records no cloud recipe (config.cloud)")
+        return owner_recipe(recipe, epochs, seed)
+
     def utility(self, method: str) -> dict | None:
         return (self.results.get("utility") or {}).get(registry.lookup(method).display())
 
     def faces(self, group: str) -> FaceSet:
         if group not in self._faces:
             self.log(f"loading {group} images")
-            self._faces[group] = load_group(self.data, self.split, group, self.ext.cfg.img_size)
+            align, size = self.face_settings(group)
+            self._faces[group] = load_group(self.data, self.split, group, size, align)
         return self._faces[group]
 
     def clean_tokens(self, group: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,7 +309,8 @@ class LeakageHarness:
             return torch.cat([tokens, mirrored])
         names = self.split.groups[group]
         pick = np.random.default_rng(seed).permutation(len(names))[:max_identities]
-        faces = load_faces(self.data, self.ext.cfg.img_size, [names[i] for i in sorted(pick)])
+        align, size = self.face_settings(group)
+        faces = load_faces(self.data, size, [names[i] for i in sorted(pick)], align)
         self.log(f"ExtNet over {len(faces)} {group} images (and mirrors)")
         return torch.cat([extract_tokens(self.ext, faces.images, device=self.device),
                           extract_tokens(self.ext, faces.images, flip=True, device=self.device)])

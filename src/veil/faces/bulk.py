@@ -197,6 +197,34 @@ class FaceAligner:
         self.close()
 
 
+def align_arrays(images: np.ndarray, config: FaceConfig, size: int, names: Sequence[str] | None = None) -> Aligned:
+    """Chips of in-memory RGB images (n, H, W, 3) uint8, e.g. an ``.npz`` dataset's, under the same policy as
+    files: one process and no geometry cache (the cache is keyed by a file's digest), ``names`` (default ``#i``)
+    in the report."""
+    t = time.time()
+    pipeline = FacePipeline(config)
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(images))]
+    report = AlignReport(images=len(images))
+    chips: list[np.ndarray] = []
+    kept: list[int] = []
+    for i, array in enumerate(images):
+        image = np.ascontiguousarray(array, dtype=np.uint8)  # dlib takes only C-contiguous uint8 arrays
+        geometry = pipeline.geometry(image)
+        report.computed += 1
+        report.several_faces += len(geometry.faces) > 1
+        found = pipeline.chips(image, geometry, size)
+        if not found:
+            report.no_face.append(names[i])
+            continue
+        if not geometry.faces:
+            report.whole_image.append(names[i])
+        chips.append(found[0].chip)
+        kept.append(i)
+    report.seconds = time.time() - t
+    stacked = np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
+    return Aligned(stacked, kept, report)
+
+
 def align_files(paths: Sequence[str | Path], config: FaceConfig, size: int, workers: int | None = None) -> Aligned:
     """One-shot :meth:`FaceAligner.align`."""
     with FaceAligner(config, size, workers) as aligner:

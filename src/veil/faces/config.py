@@ -8,7 +8,7 @@ cached geometry, so they are not part of it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from veil.errors import VeilError
 from veil.faces.models import CNN, CNN_DETECTOR_DAT, HOG, LANDMARKS_5_DAT
@@ -74,6 +74,24 @@ class FaceConfig:
 
 
 DEFAULT_FACES = FaceConfig()
+
+
+def recorded_faces(record: dict) -> tuple[FaceConfig | None, int | None]:
+    """The face settings a run recorded for one group (its ``preprocess`` entry: :meth:`FaceConfig.describe`
+    under ``align``, or a note such as ``"none (whole image resized)"``), as (config, chip size).
+
+    None for a run that aligned nothing: whole images resized, an ``.npz``, or a folder of chips already (that
+    folder's marker makes the loaders skip alignment anyway). A ``VeilError`` names a record it cannot read.
+    """
+    align = record.get("align") if isinstance(record, dict) else None
+    if isinstance(align, str) and align.startswith(NO_ALIGNMENT):
+        return None, None
+    if not isinstance(align, dict):
+        raise VeilError(f"unreadable face pipeline record {record!r}: expected 'align' settings or 'none (...)'")
+    known = {f.name for f in fields(FaceConfig)}
+    config = FaceConfig(**{k: v for k, v in align.items() if k in known})
+    chip = align.get("chip_size")
+    return config, int(chip) if chip is not None else None
 
 
 def face_config(align: str = HOG, on_no_face: str = SKIP) -> FaceConfig | None:

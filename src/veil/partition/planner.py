@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from veil.attacks.reconstruction import PLATEAU as LEARNED_PLATEAU
 from veil.attacks.reconstruction import prior_scores
 from veil.attacks.reconstruction_identity import IdentityProbe
 from veil.attacks.white_box import InversionResult, WhiteBoxInversionAttack, plateaued
@@ -30,8 +31,6 @@ from veil.partition.cost_model import SGXCostModel, measure_part
 from veil.partition.models import ModelSpec, preprocess
 from veil.partition.sequence import LayerSequence, SplitPoint, candidate_splits, resolve_split, to_sequence
 from veil.partition.split import Part
-
-LEARNED_PLATEAU = 0.02  # a learned decoder converged when its last epoch improved its loss by less than 2%
 
 
 def converged(result: ReconstructionResult | InversionResult) -> bool:
@@ -105,7 +104,7 @@ def plan(model: nn.Module, spec: ModelSpec, aux_images: torch.Tensor, victim_ima
          epochs: int = 8, cost_model: SGXCostModel | None = None, seed: int = 0, timing_batch: int = 16,
          log: Callable[[str], None] | None = None, over_prior: float | None = None,
          white_box: dict | None = None, identity: IdentityProbe | None = None,
-         max_identity: float | None = None) -> Plan:
+         max_identity: float | None = None, learned: dict | None = None) -> Plan:
     """Attack and cost every candidate split of ``model`` (block boundaries unless ``splits`` names some).
 
     ``over_prior`` replaces the absolute bound by one relative to what the adversary gets with no features
@@ -116,7 +115,9 @@ def plan(model: nn.Module, spec: ModelSpec, aux_images: torch.Tensor, victim_ima
     :class:`~veil.attacks.white_box.WhiteBoxInversionAttack`'s parameters, checked before any work).
     ``identity``: score every reconstruction by a face recogniser against a clean gallery of the victims
     (``victim_images`` in the probe's order). ``max_identity`` (needs ``identity``): the bound, a multiple of
-    chance, replacing the SSIM rule.
+    chance, replacing the SSIM rule. ``learned``: budget keywords for the learned attacks (``plateau``,
+    ``max_seconds``, ``size`` of :func:`~veil.attacks.reconstruction.reconstruction_attack`): ``epochs`` is then
+    the most epochs, and an attack stopped by its time budget while still improving is not converged.
     """
     if not 0.0 < max_ssim <= 1.0:
         raise VeilError(f"--max-ssim must be in (0, 1], got {max_ssim}")
@@ -164,7 +165,9 @@ def plan(model: nn.Module, spec: ModelSpec, aux_images: torch.Tensor, victim_ima
                 log(f"{spec.arch} split {p.label}: {kind} attack on {tuple(victim_features.shape[1:])}")
             results[kind] = reconstruction_attack(head, aux_images, victim_features, victim_images, prep, kind=kind,
                                                   epochs=epochs, seed=seed, aux_features=aux_features,
-                                                  keep=len(victim_images) if identity is not None else 8)
+                                                  keep=len(victim_images) if identity is not None else 8,
+                                                  on_epoch=_epoch_log(log, spec.arch, p.label, kind),
+                                                  **(learned or {}))
         if white_box is not None:
             if log:
                 log(f"{spec.arch} split {p.label}: white-box inversion (public weights)")
@@ -201,6 +204,17 @@ def plan(model: nn.Module, spec: ModelSpec, aux_images: torch.Tensor, victim_ima
                     if max_identity is not None and identity is not None else rep.worst_ssim <= max_ssim)
     return Plan(spec.arch, max_ssim, reports, choice, full_model, cost_model.as_dict(),
                 time.perf_counter() - t0, {"prior_baseline": baseline, **bound})
+
+
+def _epoch_log(log: Callable[[str], None] | None, arch: str, label: str,
+               kind: str) -> Callable[[int, float], None] | None:
+    if log is None:
+        return None
+
+    def report(epoch: int, loss: float) -> None:
+        log(f"{arch} split {label}: {kind} epoch {epoch} loss {loss:.5f}")
+
+    return report
 
 
 def _composed(head: nn.Module, prep: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:

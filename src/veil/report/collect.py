@@ -6,6 +6,12 @@ is absent becomes a note in ``RunData.missing`` and the rest still renders; a fi
 not valid JSON is an error (a ``VeilError`` naming it), because a half-written result must not be
 silently dropped from a report.
 
+An attack result is read through ``AttackResult.from_dict`` wherever it comes from: one file per result
+(``veil attack --json``, ``bench/attacks.py``'s RUN/attacks/NAME.json, ``bench/leaked_pairs.py``'s
+RUN/attacks/leaked_pairs_METHOD.json) or a bench result holding several (``bench/results/attacks.json``,
+``leaked_pairs.json``) copied into a run's attacks/ folder. A result with a curve over k leaked pairs (the
+known-plaintext ``points``, the leaked-pairs ``curve``) also becomes a curve on the page.
+
 Only the summary files listed here are read. The owner's key file (``owner.key``) is never opened,
 and fields whose name mentions a key (e.g. ``key_fingerprint``) are dropped from every dump.
 """
@@ -116,7 +122,8 @@ class KPPoint:
 
 @dataclass(frozen=True)
 class KPCurve:
-    """A known-plaintext leakage curve over k leaked pairs (one attacks/known_plaintext_*.json)."""
+    """A leakage curve over k leaked pairs: known-plaintext (its ``points``) or leaked pairs (the strongest
+    estimator of its ``curve`` at each k); ``title`` is the attack's."""
 
     method: str
     identifier: str
@@ -124,6 +131,7 @@ class KPCurve:
     utility: RateView | None
     chance: float | None
     source: str
+    title: str = "known plaintext"
 
 
 @dataclass(frozen=True)
@@ -240,6 +248,9 @@ def _load_results(data: RunData) -> None:
 def _variant(d: dict) -> str:
     """Short description of what distinguishes one result from another of the same attack."""
     parts = []
+    options = d.get("options")
+    if isinstance(options, dict) and options:  # e.g. XNN-H's chaff, a one-token Vanilla+PE
+        parts.append(", ".join(f"{k}={v}" for k, v in options.items()))
     if d.get("attack") == "alignment" and d.get("public"):
         rows = d.get("public_rows")
         parts.append(f"moments of {d['public']}" + (f" ({rows} rows)" if rows is not None else ""))
@@ -252,14 +263,71 @@ def _variant(d: dict) -> str:
     return ", ".join(parts)
 
 
+def bench_attack_results(payload: dict) -> list[AttackResult]:
+    """The attack results a bench JSON holds (``methods`` of bench/leaked_pairs.py, one result each; ``methods``
+    of bench/invariants.py, several results per method row; ``figures.results`` of bench/attacks.py), each read
+    through ``AttackResult.from_dict`` (a ``ValueError`` names a bad one)."""
+    figures = payload.get("figures")
+    figures = figures if isinstance(figures, dict) else {}
+    entries: list[Any] = []
+    rows = payload.get("methods")
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and "attack" not in row:  # a method's row holding one result per attack
+            entries += [v for v in row.values() if isinstance(v, dict) and "attack" in v]
+        else:
+            entries.append(row)
+    if isinstance(figures.get("results"), dict):
+        entries += list(figures["results"].values())
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(AttackResult.from_dict(entry))
+        except ValueError as exc:
+            raise ValueError(f"{payload.get('benchmark', 'bench')} result {i}: {exc}") from None
+    return out
+
+
 def _attack_file(path: Path, data: RunData) -> None:
     raw = read_json(path, data)
     name = path.name
+    if "benchmark" in raw and "attack" not in raw:  # a bench result holding several attack results
+        try:
+            results = bench_attack_results(raw)
+        except ValueError as exc:
+            data.missing.append(f"attacks/{name}: {exc}; skipped")
+            return
+        if not results:
+            data.missing.append(f"attacks/{name}: a {raw['benchmark']} bench result without attack results")
+        for result in results:
+            _attack_result(result, name, data)
+        return
     try:  # the one on-disk format (AttackResult.to_dict); a file without a name is named by its file
         result = AttackResult.from_dict({"attack": path.stem.split("_")[0], **raw})
     except ValueError as exc:
         data.missing.append(f"attacks/{name}: {exc}; skipped")
         return
+    _attack_result(result, name, data)
+
+
+def _curve_points(d: dict, name: str, data: RunData) -> list[KPPoint]:
+    """Known-plaintext ``points``, or the strongest estimator at each k of a leaked-pairs ``curve`` (a k where no
+    estimator was determined has no point)."""
+    if isinstance(d.get("curve"), list) and not isinstance(d.get("points"), list):
+        raw = [p for p in d["curve"] if isinstance(p, dict) and str(p.get("attack", "")).startswith("strongest")]
+    else:
+        raw = d.get("points") or []
+    points = []
+    for p in raw:
+        view = RateView.parse(p) if isinstance(p, dict) else None
+        k = _int(p.get("k")) if isinstance(p, dict) else None
+        if view is None or k is None:
+            data.missing.append(f"attacks/{name}: a point without k or rate was skipped")
+            continue
+        points.append(KPPoint(k, view, _finite(p.get("permutation_accuracy")), _finite(p.get("matrix_rel_error"))))
+    return sorted(points, key=lambda p: p.k)
+
+
+def _attack_result(result: AttackResult, name: str, data: RunData) -> None:
     d = result.to_dict()
     attack = result.attack
     method = method_name(result.method)
@@ -268,21 +336,14 @@ def _attack_file(path: Path, data: RunData) -> None:
     data.attack_meta.append({"file": name, "attack": attack, "method": method, "seconds": seconds,
                              "config": scrub(d.get("config")), "command": d.get("command")})
     label = attack_registry.title(attack)
-    if attack == "known_plaintext" or isinstance(d.get("points"), list):
-        points = []
-        for p in d.get("points") or []:
-            view = RateView.parse(p) if isinstance(p, dict) else None
-            k = _int(p.get("k")) if isinstance(p, dict) else None
-            if view is None or k is None:
-                data.missing.append(f"attacks/{name}: a point without k or rate was skipped")
-                continue
-            points.append(KPPoint(k, view, _finite(p.get("permutation_accuracy")), _finite(p.get("matrix_rel_error"))))
-        points.sort(key=lambda p: p.k)
+    if attack == "known_plaintext" or isinstance(d.get("points"), list) or isinstance(d.get("curve"), list):
+        points = _curve_points(d, name, data)
         if not points:
             data.missing.append(f"attacks/{name}: no points")
             return
         chance = next((p.leakage.chance for p in points if p.leakage.chance is not None), None)
-        curve = KPCurve(method, str(d.get("identifier") or "?"), points, utility, chance, name)
+        identifier = str(d.get("identifier") or ("strongest estimator" if "curve" in d else "?"))
+        curve = KPCurve(method, identifier, points, utility, chance, name, label)
         data.curves.append(curve)
         last = points[-1]
         data.attacks.append(AttackRow(method, label, f"{_variant(d)}, k = {last.k} (largest)".lstrip(", "),

@@ -134,14 +134,14 @@ Below the dotted diagonal the adversary does worse than the owner; the dashed li
 
 {% if curves %}
 <section id="known-plaintext-section">
-<h2>Known-plaintext attack over k</h2>
+<h2>Attacks over k leaked pairs</h2>
 {% if kp_plot %}<figure id="kp-figure"><img id="kp-plot" alt="known-plaintext leakage over k" src="{{ kp_plot }}">
 <figcaption>Left: leakage with k leaked (clean, obfuscated) training pairs, 95% CI bands, beside the owner's utility
 and chance. Right: how much of the key (permutation P, matrix M) the pairs reveal, scored by the owner-side harness.
 </figcaption></figure>{% endif %}
 {% for c in curves %}
 <table class="kp-table" id="kp-table-{{ loop.index }}">
-<caption>Known-plaintext, {{ c.method }}, identifier {{ c.identifier }} ({{ c.source }})</caption>
+<caption>{{ c.title }}, {{ c.method }}, identifier {{ c.identifier }} ({{ c.source }})</caption>
 <tr><th>k</th><th>leakage</th><th>95% CI</th><th>hits / n</th><th>chance</th><th>P recovered</th><th>‖M̂ − M‖ / ‖M‖</th></tr>
 {% for p in c.points %}
 <tr><td class="num">{{ p.k }}</td><td class="num">{{ p.leakage.rate|pct }}</td><td class="num">{{ p.leakage|ci }}</td>

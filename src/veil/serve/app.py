@@ -41,8 +41,9 @@ from starlette.requests import ClientDisconnect
 from veil.models.recnet import load_recnet
 from veil.serve.auth import ANONYMOUS, Credentials, DatabaseCredentials, FileCredentials, Principal
 from veil.serve.config import DEFAULT_MAX_ABS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, ServerConfig, check_exposure
+from veil.serve.embedder import Embedder
 from veil.serve.gallery import Gallery
-from veil.serve.names import NAME_RULE, BadName, canonical
+from veil.serve.names import NAME_RULE, BadName, canonical, skeletons
 from veil.serve.protocol import CONTENT_TYPE, BadRequest, decode
 from veil.serve.store import GalleryUnavailable, NameOwned
 from veil.serve.throttle import AuthThrottle
@@ -128,6 +129,7 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
     digest = file_digest(recnet_path)
     tokens, dim = recnet.cfg.in_tokens, recnet.cfg.in_dim
     gallery = Gallery(gallery_path, recnet.cfg.emb_dim, digest)
+    skeletons(canonical("warm"))  # loads the confusables table now (0.4 s), not in the first enrol
     authority = credentials if credentials is not None else DatabaseCredentials(gallery.store)
     app = FastAPI(title="Veil XNN-d recognition server", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json",
@@ -157,7 +159,7 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
         return who
 
     def requires(right: str):
-        def check(who: Principal = Depends(principal)) -> Principal:
+        async def check(who: Principal = Depends(principal)) -> Principal:  # no I/O: no thread hop
             if not who.can(right):
                 raise BadRequest(403, f"client {who.client!r} lacks the right {right!r}")
             return who
@@ -185,18 +187,12 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(exc).__name__})")
 
-    @torch.no_grad()
-    def embed(features: torch.Tensor, flipped: torch.Tensor | None) -> torch.Tensor:
-        emb = recnet(features)
-        emb = emb + recnet(flipped) if flipped is not None else emb
-        if not torch.isfinite(emb).all():  # checked after the model, whatever passed the input bound
-            raise BadRequest(422, "the features give a non-finite embedding; nothing was stored")
-        return emb
+    embedder = Embedder(recnet)  # concurrent requests share one RecNet forward (veil.serve.embedder)
+    app.state.embedder = embedder
 
-    async def embedded(request: Request) -> torch.Tensor:
+    async def features_of(request: Request) -> tuple[torch.Tensor, torch.Tensor | None]:
         body = await read_capped(request, max_body, body_timeout)
-        features, flipped = decode(body, tokens, dim, max_batch, max_abs)
-        return await run_in_threadpool(embed, features, flipped)
+        return decode(body, tokens, dim, max_batch, max_abs)
 
     @app.get("/health", summary="Model shape, limits and gallery size")
     async def health() -> dict:
@@ -225,21 +221,24 @@ def create_app(recnet_path: str | Path, gallery_path: str | Path, max_body: int 
                 if not who.can("admin") and (client is None or owner != client):
                     raise NameOwned(name, owner)
 
+        def embed_and_enrol(features: torch.Tensor, flipped: torch.Tensor | None) -> tuple[str, int]:
+            return gallery.enrol(name, embedder(features, flipped), client, admin=who.can("admin"))
+
         try:
             await run_in_threadpool(may_enrol)  # before the body is read and the model run
-            emb = await embedded(request)
-            stored, size = await run_in_threadpool(gallery.enrol, name, emb, client, admin=who.can("admin"))
+            features, flipped = await features_of(request)
+            stored, size = await run_in_threadpool(embed_and_enrol, features, flipped)  # one thread hop for both
         except NameOwned as exc:
             raise BadRequest(403, str(exc)) from None
         except ValueError as exc:
             raise BadRequest(422, str(exc)) from None
-        return {"enrolled": len(emb), "name": stored, "gallery": size}
+        return {"enrolled": len(features), "name": stored, "gallery": size}
 
     @app.post("/v1/identify", summary="Nearest enrolled name for each feature row (right: identify)",
               openapi_extra={"requestBody": FEATURES_BODY}, responses=ERRORS)
     async def identify(request: Request, _who: Principal = Depends(requires("identify"))) -> dict:
-        emb = await embedded(request)
-        results = await run_in_threadpool(gallery.identify, emb)
+        features, flipped = await features_of(request)
+        results = await run_in_threadpool(lambda: gallery.identify(embedder(features, flipped)))
         return {"results": results, "gallery": len(gallery)}
 
     @app.get("/v1/gallery", summary="Enrolled names (right: admin)", responses=ERRORS)

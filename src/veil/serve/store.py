@@ -152,7 +152,7 @@ class Store:
             cur = conn.cursor()
             cur.execute(self._sql(sql), args)
             rows = cur.fetchall()
-            conn.commit()  # end the read transaction (PostgreSQL) so the next read sees new commits
+            conn.commit()  # a no-op on the autocommit reader; ends a transaction on any other connection
             return rows
 
     # --- schema --------------------------------------------------------------------------------------------
@@ -360,13 +360,14 @@ class PostgresStore(Store):
         self._conns: dict[str, Any] = {}
         self._next_try: dict[str, float] = {}
         try:
-            self._conns["w"], self._conns["r"] = self._connect(), self._connect()
+            self._conns["w"], self._conns["r"] = self._connect(), self._connect(autocommit=True)
         except psycopg.Error as exc:
             raise VeilError(f"cannot connect to the gallery database {self.where}: "
                             f"{str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
-    def _connect(self) -> Any:
-        return self._psycopg.connect(self.url, connect_timeout=5)
+    def _connect(self, autocommit: bool = False) -> Any:
+        """The writer runs transactions; the reader autocommits, so a read is one round trip and sees every commit."""
+        return self._psycopg.connect(self.url, connect_timeout=5, autocommit=autocommit)
 
     def _conn(self, role: str) -> Any:
         conn = self._conns.get(role)
@@ -374,7 +375,7 @@ class PostgresStore(Store):
             if time.monotonic() < self._next_try.get(role, 0.0):
                 raise self._psycopg.OperationalError("connection lost; retrying at most once a second")
             self._next_try[role] = time.monotonic() + 1.0
-            conn = self._conns[role] = self._connect()
+            conn = self._conns[role] = self._connect(autocommit=role == "r")
         return conn
 
     def _writer(self) -> Any:

@@ -28,6 +28,7 @@ from veil.errors import VeilError
 from veil.io import save_figure, write_text
 from veil.models.extractor import extnet_digest, load_extnet
 from veil.models.recnet import save_recnet
+from veil.models.registry import DEFAULT_EXTRACTOR
 from veil.xnnd.generator import FeatureGenerator, save_generator
 from veil.xnnd.sweep import Shared, SweepConfig, curve_row, measure, prepare_shared, run_setting, verdict
 from veil.xnnd.token_cache import DEFAULT_ROOT, load_tokens
@@ -57,7 +58,7 @@ def write_setting_files(out: Path, ext, encoder, server, teacher, info: dict) ->
 
 
 def run_table4(data: Path, split, run: Path, cfg: SweepConfig, sweep: bool, eps: float, adversary: str,
-               extractor: str = "dlib-resnet", device: torch.device | str = "cpu", show_progress: bool = False,
+               extractor: str = DEFAULT_EXTRACTOR, device: torch.device | str = "cpu", show_progress: bool = False,
                log=print, command: str = "", token_root: Path = DEFAULT_ROOT) -> dict:
     """The baseline and every setting, measured; the result in the common bench envelope (:mod:`veil.bench`)."""
     envelope = Envelope("table4", seed=cfg.seed, device=torch.device(device), command=command)
