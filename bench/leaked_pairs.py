@@ -179,8 +179,9 @@ def main() -> None:
                              f"{args.seed}..{args.seed + args.draws - 1}); rates are the mean hits over the draws "
                              "(Wilson 95% interval at n probes), each draw's rate in 'draws'",
                     "format": FORMAT, "load_average": list(os.getloadavg()),
-                    "reproduce": "python bench/leaked_pairs.py --epochs 8 --inverse-steps 150 --threads 1 (every "
-                                 "method in one process, OMP_NUM_THREADS=1)"})
+                    "reproduce": f"python bench/leaked_pairs.py --recipe {args.recipe} --epochs {cloud['epochs']} "
+                                 f"--inverse-steps {args.inverse_steps} --draws {args.draws} --threads {args.threads} "
+                                 "(every method in one process)"})
     payload = env.finish(figures, methods=methods)
     for m in methods:  # beside the run, where `veil report RUN` finds attack results
         write_json(args.run / "attacks" / f"leaked_pairs_{slugify(m['name'])}.json", m)
