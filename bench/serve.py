@@ -174,12 +174,7 @@ def main() -> None:
     envelope = Envelope("serve", seed=args.seed, device="cpu", versions=serving_versions())
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        recnet_path = args.recnet or (DEFAULT_RECNET if DEFAULT_RECNET.exists() else None)
-        weights = "trained (bench/table4.py)" if recnet_path else "random init, same architecture"
-        if recnet_path is None:
-            recnet_path = save_recnet(RecNet(RecNetConfig(17, 256, 128, 2, 4, 128)), Path(tmp) / "r.safetensors",
-                                      {"synthetic": True})
-        rec, _ = load_recnet(recnet_path)
+        recnet_path, weights, rec = bench_recnet(args.recnet, Path(tmp))
         shape = (rec.cfg.in_tokens, rec.cfg.in_dim)
         for r in range(args.rounds):
             order = ("plain", "tls_auth") if r % 2 == 0 else ("tls_auth", "plain")
@@ -222,6 +217,17 @@ def main() -> None:
     publish(args.out, result, "\n".join(md) + "\n")
 
 
+def bench_recnet(given: Path | None, tmp: Path) -> tuple[Path, str, RecNet]:
+    """The served RecNet: the one given, else table4's trained one, else a SYNTHETIC random one of its shape
+    (latency does not depend on the weights). Returns its path, a description of its weights, and the model."""
+    path = given or (DEFAULT_RECNET if DEFAULT_RECNET.exists() else None)
+    weights = "trained (bench/table4.py)" if path else "random init, same architecture"
+    if path is None:
+        path = save_recnet(RecNet(RecNetConfig(17, 256, 128, 2, 4, 128)), tmp / "r.safetensors", {"synthetic": True})
+    rec, _ = load_recnet(path)
+    return Path(path), weights, rec
+
+
 def scheduling() -> str:
     """This process's autogroup and its nice: with autogroup scheduling (Linux's default for sessions) another session's
     ``nice 19`` jobs compete as one group of equal weight, so the figures depend on this line as much as on the load."""
@@ -241,12 +247,7 @@ def gallery_part(args: argparse.Namespace) -> None:
 
     envelope = Envelope("serve", seed=args.seed, device="cpu", versions=serving_versions())
     with tempfile.TemporaryDirectory() as tmp:
-        recnet_path = args.recnet or (DEFAULT_RECNET if DEFAULT_RECNET.exists() else None)
-        weights = "trained (bench/table4.py)" if recnet_path else "random init, same architecture"
-        if recnet_path is None:
-            recnet_path = save_recnet(RecNet(RecNetConfig(17, 256, 128, 2, 4, 128)), Path(tmp) / "r.safetensors",
-                                      {"synthetic": True})
-        rec, _ = load_recnet(recnet_path)
+        recnet_path, weights, rec = bench_recnet(args.recnet, Path(tmp))
         shape = (rec.cfg.in_tokens, rec.cfg.in_dim)
         sizes = [int(x) for x in args.sizes.split(",")]
         backends = [run_backend(b, recnet_path, rec.cfg.emb_dim, file_digest(recnet_path), shape, Path(tmp), sizes,
