@@ -1,14 +1,15 @@
 """The deployment model's composition on SYNTHETIC costs: one micro-batch's round is the sum along the critical
 path, micro-batches add one bottleneck stage each, shared cores bound a step by its CPU work, links add their
-serialisation and delay."""
+serialisation and delay; with costs measured after idle gaps, each hop is costed at the idle the step leaves it."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from veil.cascade.deployment_model import HopCosts, Link, error, other_load_from, project
+from veil.cascade.deployment_model import CostsByGap, HopCosts, Link, error, other_load_from, project, project_cold
 from veil.errors import VeilError
 
 MS = 1e-3
@@ -84,5 +85,67 @@ def test_other_load_stretches_cpu_terms_but_not_the_wire_or_the_delay() -> None:
     assert base.terms["cpu_stretch"] == 1.0 and slow.terms["cpu_stretch"] == 2.0
     assert slow.round_s - base.round_s == pytest.approx(cpu)
     assert slow.step_s - base.step_s == pytest.approx(cpu)
-    assert other_load_from(2.0, 2) == 3.0 and other_load_from(0.8, 2) == pytest.approx(0.6)
-    assert other_load_from(0.4, 2) == 0.0
+    assert other_load_from(2.0, 2) == 3.0 and other_load_from(1.5, 2) == pytest.approx(2.0)
+    # at full speed one process cannot tell 0 other processes from cores - 1: the quiet reading is taken
+    assert other_load_from(1.05, 2) == 0.0 and other_load_from(0.8, 2) == 0.0 and other_load_from(0.4, 2) == 0.0
+
+
+def scaled(c: HopCosts, k: float) -> HopCosts:
+    """``c`` with every CPU cost times ``k`` (a cold hop: same work, slower after idle)."""
+    return dataclasses.replace(c, crypto_s=k * c.crypto_s, node_forward_s=[k * v for v in c.node_forward_s],
+                               node_backward_s=[k * v for v in c.node_backward_s],
+                               designer_headers_s=k * c.designer_headers_s, designer_send_s=k * c.designer_send_s,
+                               designer_turn_s=k * c.designer_turn_s, designer_final_s=k * c.designer_final_s)
+
+
+def test_costs_by_gap_interpolate_between_gaps_and_hold_beyond_them() -> None:
+    c = costs()
+    by_gap = CostsByGap(((0.0, c), (10 * MS, scaled(c, 3.0))))
+    assert by_gap.at(0.0) == c and by_gap.at(-1.0) == c
+    mid = by_gap.at(5 * MS)
+    assert mid.node_forward_s == pytest.approx([2 * MS] * 3) and mid.crypto_s == pytest.approx(0.2 * MS)
+    assert mid.transfer_fixed_s == c.transfer_fixed_s and mid.local_step_s == c.local_step_s  # not CPU-after-idle
+    assert by_gap.at(1.0).node_backward_s == pytest.approx([6 * MS] * 3)  # saturated: held at the last gap
+    with pytest.raises(VeilError):
+        CostsByGap(((5 * MS, c), (0.0, c)))
+    with pytest.raises(VeilError):
+        CostsByGap(((0.0, c), (0.0, c)))
+    with pytest.raises(VeilError):
+        CostsByGap(((0.0, c), (1 * MS, costs(n=4))))
+
+
+def test_hot_costs_alone_give_the_plain_model() -> None:
+    c = costs(n=6)
+    for m, cores in ((1, None), (4, None), (8, 2)):
+        plain = project(c, Link("dc", 0.25 * MS, 1e9), m, 10, cores)
+        cold = project_cold(CostsByGap(((0.0, c),)), Link("dc", 0.25 * MS, 1e9), m, 10, cores)
+        assert cold.step_s == pytest.approx(plain.step_s) and cold.bound == plain.bound
+
+
+def test_each_hop_is_costed_at_the_idle_its_step_leaves_it() -> None:
+    c = costs()
+    by_gap = CostsByGap(((0.0, c), (50 * MS, scaled(c, 3.0))))
+    link = Link("far", delay_s=1 * MS)
+    p = project_cold(by_gap, link, 1, 10)
+    g = p.terms["gap_before_burst_s"]
+    assert p.terms["gap_residual_s"] < 1e-6 and 0 < g < 50 * MS
+    at = by_gap.at(g)
+    again = project(at, link, 1, 10)
+    assert p.step_s == pytest.approx(again.step_s)  # the step is the one its own gap's costs give
+    busy = [fw + bw + 2 * at.crypto_s for fw, bw in zip(at.node_forward_s, at.node_backward_s, strict=True)]
+    busy.append(at.designer_send_s + at.designer_turn_s + at.designer_final_s + 2 * at.designer_headers_s)
+    assert g == pytest.approx(sum(p.step_s - b for b in busy) / len(busy) / 2, rel=1e-4)  # its own idle per packet
+    hot, cold = project(c, link, 1, 10), project(scaled(c, 3.0), link, 1, 10)
+    assert hot.step_s < p.step_s < cold.step_s
+    # a longer link leaves more idle, so colder hops: the CPU part of the step grows with the delay
+    far = project_cold(by_gap, Link("farther", delay_s=20 * MS), 1, 10)
+    assert far.terms["gap_before_burst_s"] > g
+    assert far.step_s - 8 * 20 * MS > p.step_s - 8 * 1 * MS
+
+
+def test_microbatches_inside_a_burst_wait_one_stage_apart() -> None:
+    c = costs()
+    by_gap = CostsByGap(((0.0, c), (20 * MS, scaled(c, 3.0))))
+    p = project_cold(by_gap, Link("far", delay_s=5 * MS), 4, 10)
+    assert p.terms["gap_residual_s"] < 1e-6
+    assert p.terms["gap_in_burst_s"] < p.terms["gap_before_burst_s"]  # a stage apart is less than the rest of a step
