@@ -604,6 +604,14 @@ def deployment_rows(deployment: dict, emulated: dict) -> list[tuple[str, str]]:
                      f"[{v['ratio_ci95'][0]:.1f}, {v['ratio_ci95'][1]:.1f}], accuracy gap {v['accuracy_gap']:.4f}, "
                      f"T = {v['timeout_s']:.2f} s, one-way delay {pr['measured_one_way_s'] * 1e3:.3f} ms measured vs "
                      f"{pr['configured_one_way_s'] * 1e3:.2f} configured, load {v['load_average_start'][0]:.1f}"))
+    by_gap = deployment.get("inputs", {}).get("1", {})
+    if by_gap and "gaps_s" in deployment:
+        rows.append(("hop costs by idle before each operation (m = 1; six nodes' forwards / backwards summed, one "
+                     "hop's crypto, the designer's send + turn + final)", "; ".join(
+                         f"{float(g) * 1e3:g} ms idle: {sum(h['node_forward_s']) * 1e3:.2f} / "
+                         f"{sum(h['node_backward_s']) * 1e3:.2f} / {h['crypto_s'] * 1e3:.3f} / "
+                         f"{(h['designer_send_s'] + h['designer_turn_s'] + h['designer_final_s']) * 1e3:.2f} ms"
+                         for g, h in by_gap.items())))
     for r in deployment["predictions"]:
         t = r["terms"]
         rows.append((f"model vs {r['run']}", f"measured {r['measured_epoch_s']:.3f} s per epoch; cold hops "
