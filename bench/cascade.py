@@ -427,6 +427,9 @@ def main() -> None:
                  f"{bd['node_send_s'] * 1e3:.2f}, transport + waiting {bd['transport_and_waiting_s'] * 1e3:.2f} ms; "
                  f"local step {bd['local_step_s'] * 1e3:.2f} ms"))
     rows.append(("per-step floor (2(n+1) sequential links x (transfer + one hop's crypto))", f"{floor_s * 1e3:.2f} ms"))
+    rows.append(("loopback main run: hop costs in the run, by the nodes' own clocks (per packet)",
+                 f"crypto {per_pkt['crypto'] * 1e3:.3f} ms, layer {per_pkt['layer'] * 1e3:.3f} ms "
+                 f"({node_pkts} packets)"))
     rows.append((f"Poisson mixing delay, mean {args.mix_delay_ms} ms per hop", f"epoch {mix_epoch:.3f} s vs "
                  f"{no_mix_epoch:.3f} s = {mix_epoch / no_mix_epoch:.1f}x slower (accuracy {mix_res.accuracy:.4f})"))
     for size, v in hop.items():

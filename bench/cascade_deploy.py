@@ -294,7 +294,7 @@ def probed_link(run: dict) -> dict:
     the held delay's real one-way value, and the rest of a one-way trip (transport, veth, the rate) as the fixed
     per-message cost minus the wire time the rate accounts for."""
     profile, pr = PROFILES[run["key"]], run["probe"]
-    link = Link(profile.name, pr["measured_one_way_s"], profile.rate_bps)
+    link = Link(profile.name, pr["measured_one_way_s"], profile.rate_bps, profile.burst_bytes)
     rest = pr["one_way_without_delay_s"] - link.wire_s(pr["message_bytes"])
     return {"link": link, "transfer_fixed_s": max(0.0, rest)}
 
@@ -408,12 +408,14 @@ def run_emulated(profile: LinkProfile, servers: int, epochs: int, microbatches: 
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        holds = {}
+        holds, timing = {}, {}
         for log in sorted(tmp.glob("node*.log")):
             for line in log.read_text().splitlines():
                 if "link delay hold " in line:
                     holds[log.stem] = json.loads(line.split("link delay hold ", 1)[1])
-        run.update(probe=probe, node_holds=holds, pinned=plan,
+                if "session timing " in line:  # the run's training packets, by the node's own clock
+                    timing[log.stem] = json.loads(line.split("session timing ", 1)[1])
+        run.update(probe=probe, node_holds=holds, node_timing=timing, pinned=plan,
                    addresses=[net.ip(i) for i in range(servers + 1)], mtu=net.mtu,
                    profile={"name": profile.name, "delay_s": profile.delay_s, "rate_bps": profile.rate_bps,
                             "tbf_burst_bytes": profile.burst_bytes})
@@ -604,6 +606,13 @@ def deployment_rows(deployment: dict, emulated: dict) -> list[tuple[str, str]]:
                      f"[{v['ratio_ci95'][0]:.1f}, {v['ratio_ci95'][1]:.1f}], accuracy gap {v['accuracy_gap']:.4f}, "
                      f"T = {v['timeout_s']:.2f} s, one-way delay {pr['measured_one_way_s'] * 1e3:.3f} ms measured vs "
                      f"{pr['configured_one_way_s'] * 1e3:.2f} configured, load {v['load_average_start'][0]:.1f}"))
+    for key, v in emulated.items():
+        t = v.get("node_timing") if isinstance(v, dict) else None
+        if t:
+            pkts = sum(x.get("packets", 0) for x in t.values()) or 1
+            rows.append((f"emulated {key}: hop costs in the run, by the nodes' own clocks (per packet)",
+                         f"crypto {sum(x.get('crypto', 0.0) for x in t.values()) / pkts * 1e3:.3f} ms, layer "
+                         f"{sum(x.get('layer', 0.0) for x in t.values()) / pkts * 1e3:.3f} ms ({pkts} packets)"))
     by_gap = deployment.get("inputs", {}).get("1", {})
     if by_gap and "gaps_s" in deployment:
         rows.append(("hop costs by idle before each operation (m = 1; six nodes' forwards / backwards summed, one "

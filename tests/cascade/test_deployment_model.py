@@ -43,6 +43,9 @@ def test_links_add_serialisation_and_delay_per_crossing() -> None:
     wire = 125_000 * 8 * 1.03 / 100e6
     assert far.round_s - near.round_s == pytest.approx(8 * (wire + 10 * MS))
     assert Link("x").wire_s(10**9) == 0.0 and math.isinf(Link("x").rate_bps)
+    shaped = Link("tbf", rate_bps=1e9, burst_bytes=125_000)  # a token bucket passes its burst at once
+    assert shaped.wire_s(267_208) == pytest.approx((267_208 - 125_000) * 8 * 1.03 / 1e9)
+    assert shaped.wire_s(100_000) == 0.0
 
 
 def test_each_extra_microbatch_adds_one_bottleneck_stage() -> None:

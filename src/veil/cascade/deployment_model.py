@@ -44,15 +44,22 @@ from veil.errors import VeilError
 
 @dataclass(frozen=True)
 class Link:
-    """A link profile: one-way delay (s) and rate (bit/s; ``math.inf`` for loopback, a memory copy)."""
+    """A link profile: one-way delay (s), rate (bit/s; ``math.inf`` for loopback, a memory copy) and the burst a
+    token-bucket shaper lets through at line speed (bytes; 0 for a real link, whose wire runs at its rate)."""
 
     name: str
     delay_s: float = 0.0
     rate_bps: float = math.inf
+    burst_bytes: int = 0
 
     def wire_s(self, packet_bytes: int) -> float:
-        """Serialisation time of one packet at the rate (TCP/IP framing adds ~3% at a 1,500-byte MTU)."""
-        return 0.0 if math.isinf(self.rate_bps) else packet_bytes * 8 * 1.03 / self.rate_bps
+        """Serialisation time of one packet at the rate (TCP/IP framing adds ~3% at a 1,500-byte MTU), after an
+        idle link: a token bucket (the emulation's ``tbf``) refills while the link idles and passes its burst at
+        once, so only the rest waits for the rate. (Packets of one step are spaced by the hops' work, milliseconds
+        on these links, long enough to refill the emulated buckets: 125 KB at 1 Gbit/s in 1 ms.)"""
+        if math.isinf(self.rate_bps):
+            return 0.0
+        return max(0, packet_bytes - self.burst_bytes) * 8 * 1.03 / self.rate_bps
 
 
 @dataclass(frozen=True)
