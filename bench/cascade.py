@@ -58,6 +58,9 @@ from veil.cascade.routing import Routing
 OUT = Path(__file__).parent / "results"
 
 
+LOCAL_TIMING_EPOCHS = 11  # local epochs timed beside each short run (the first dropped: warm-up)
+
+
 def vm_hwm_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -257,13 +260,16 @@ def main() -> None:
             chain: dict[str, float] = {}  # per-link cost along n + 1 processes on these cores, beside each run
             for m in ms:
                 loc = local.train_local(spec, ds, args.sweep_epochs, args.seed)  # same run, right beside it
+                # the denominator: the local epoch's median over LOCAL_TIMING_EPOCHS (a 20 ms epoch is cheap, and
+                # the median of 2 moved 30% between runs on a quiet machine)
+                loc_t = local.train_local(spec, ds, LOCAL_TIMING_EPOCHS, args.seed).epoch_seconds[1:]
                 chain[str(m)] = chain_probe(spec, m, n)
                 r, f = cascade_run(pool, spec, ds, args.sweep_epochs, args, m)
-                c_ep, l_ep = statistics.median(r.epoch_seconds), statistics.median(loc.epoch_seconds)
+                c_ep, l_ep = statistics.median(r.epoch_seconds), statistics.median(loc_t)
                 sweep[str(m)] = {"cascade_epoch_s": c_ep, "local_epoch_s": l_ep, "ratio": c_ep / l_ep,
                                  "cell_bytes": f["cell"], "max_loss_diff": max(abs(a - b) for a, b in
                                                                                zip(r.losses, loc.losses, strict=True)),
-                                 "breakdown": f["breakdown"]}
+                                 "breakdown": f["breakdown"], "local_epochs_s": loc_t}
                 print(f"m={m}: {c_ep:.3f} s / {l_ep:.4f} s = {c_ep / l_ep:.2f}x", flush=True)
             best = min(ms, key=lambda m: sweep[str(m)]["ratio"])
             # the ratio's denominator right beside the main run (load changes over minutes); accuracy: ``ref``
