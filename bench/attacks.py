@@ -97,6 +97,8 @@ def main() -> None:
         "expectation_vanilla_aux_a": lambda: h.expectation("vanilla", "aux_a", cfg, args.seed),
         "expectation_vanilla_aux_b": lambda: h.expectation("vanilla", "aux_b", cfg, args.seed),
         "known_plaintext_xnn_pooled": lambda: h.known_plaintext("xnn", identifier="pooled", seed=args.seed),
+        "known_plaintext_xnn_pooled_uncentred": lambda: h.known_plaintext("xnn", identifier="pooled-uncentred",
+                                                                          seed=args.seed),
         "known_plaintext_xnn_recnet": lambda: h.known_plaintext("xnn", identifier="recnet", recnet=cfg,
                                                                 seed=args.seed),
         "alignment_xnn_aux_a": lambda: h.alignment("xnn", "aux_a", "pooled", recnet=cfg),

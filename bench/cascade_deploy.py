@@ -480,8 +480,8 @@ def deployment_section(spec: ModelSpec, ds: D.Dataset, layer_of: list[int | None
             "steps_per_epoch": spe, "cascade_order": layer_of, "local_epoch_alone_s": local_alone,
             "local_step_alone_s": local_step,
             "local_note": "local_epoch_alone_s = median epoch of the local baseline run alone (batching included, "
-                          "first epoch dropped), the denominator of every projection and the reference for each "
-                          "run's slowdown",
+                          "first epoch dropped); local_epoch_reference_s = the median of it and every run's local "
+                          "epoch: the denominator of every projection and the reference for each run's slowdown",
             "measured_on": {"threads": 1, "pinned": False, "load_average_before": load_start,
                             "load_average_after": os.getloadavg(), "reps": reps},
             **model_section(costs, chain_s, local_alone, spe, len(layer_of), measured)}
@@ -500,11 +500,15 @@ def model_section(costs: dict[int, CostsByGap], chain: dict[str, float], local_a
     """The model's predictions of the measured runs, the projection of the paper's set-up and the grid around it,
     from measured inputs (``costs`` by micro-batches; ``chain``: the shared-core link cost by packet bytes)."""
     ms = sorted(costs)
+    # the local epoch on this machine: the median over every local measurement of the bench (alone, and beside
+    # each run); one measurement at one moment moved up to 1.7x on a quiet machine
+    locals_s = [local_alone] + [run["local_epoch_s"] for run in measured]
+    local_ref = statistics.median(locals_s)
     rows = []
     for run in measured:
-        # how much slower one process ran beside this run than alone: the local baseline's epoch beside it over
-        # the same epoch measured alone; fair sharing turns that into the other work's runnable processes
-        slowdown = run["local_epoch_s"] / local_alone
+        # how much slower one process ran beside this run than the machine's usual: the local baseline's epoch
+        # beside it over the reference; fair sharing turns that into the other work's runnable processes
+        slowdown = run["local_epoch_s"] / local_ref
         other = other_load_from(slowdown, run["cores"])
         c, args = costs[run["m"]], (run["link"], run["m"], spe, run["cores"])
         if "transfer_fixed_s" in run:  # a link as probed beside the run (loopback chain, emulated delay probe)
@@ -530,7 +534,7 @@ def model_section(costs: dict[int, CostsByGap], chain: dict[str, float], local_a
                      "within_20pct": abs(err) <= 0.2, "bound": p.bound, "terms": p.terms})
 
     def best(link: Link, cost_of: dict[int, CostsByGap]) -> tuple[Projection, dict[str, float]]:
-        options = [project_cold(cost_of[m], link, m, spe, None, local_epoch_s=local_alone) for m in ms]
+        options = [project_cold(cost_of[m], link, m, spe, None, local_epoch_s=local_ref) for m in ms]
         return min(options, key=lambda q: q.ratio), {str(q.microbatches): q.ratio for q in options}
 
     def deployed(c: CostsByGap) -> CostsByGap:  # one machine per party: a link costs the two-process transfer
@@ -560,7 +564,8 @@ def model_section(costs: dict[int, CostsByGap], chain: dict[str, float], local_a
         r["within_20pct_hot"] = abs(r["relative_error_hot"]) <= 0.2
         r["within_20pct_no_other_load"] = abs(r["relative_error_no_other_load"]) <= 0.2
         r["measured_between_hot_and_cold"] = lo <= r["measured_epoch_s"] <= hi
-    return {"predictions": rows, "all_within_20pct": all(r["within_20pct"] for r in rows),
+    return {"local_epoch_reference_s": local_ref, "local_epochs_measured_s": locals_s,
+            "predictions": rows, "all_within_20pct": all(r["within_20pct"] for r in rows),
             "within_20pct": {"cold": sum(r["within_20pct"] for r in rows),
                              "cold_no_other_load": sum(r["within_20pct_no_other_load"] for r in rows),
                              "hot": sum(r["within_20pct_hot"] for r in rows),

@@ -66,6 +66,9 @@ def _row(table: Table, label: str, r: dict) -> None:
                   _pct(r["chance"]))
 
 
+IDENTIFIER_HELP = "pooled (no training, centred on the target set), pooled-uncentred, or recnet (trained on aux)."
+
+
 def _table(title: str, first: str = "attack") -> Table:
     table = Table(title=title)
     for col in (first, "top-1 leakage", "95% CI", "n probes", "chance"):
@@ -143,7 +146,7 @@ def expectation(run: Path = RUN, method: str = METHOD,
 @_bad_value_is_user_error
 def known_plaintext(run: Path = RUN, method: str = METHOD,
                     k: str = typer.Option("0,1,2,4,8,16,32,64", help="Numbers of leaked pairs, comma-separated."),
-                    identifier: str = typer.Option("pooled", help="pooled (no training) or recnet (trained on aux)."),
+                    identifier: str = typer.Option("pooled", help=IDENTIFIER_HELP),
                     aux: str = typer.Option("aux_a", help="Auxiliary group for the recnet identifier."),
                     epochs: int = typer.Option(20, help="Identifier RecNet epochs (recnet only)."),
                     seed: int = typer.Option(0, help="Which owner images leak, and training seed."),
@@ -184,7 +187,7 @@ def leaked_pairs(run: Path = RUN, method: str = METHOD,
 @_bad_value_is_user_error
 def alignment(run: Path = RUN, method: str = METHOD,
               aux: str = typer.Option("aux_a", help="Adversary's public images: an aux group."),
-              identifier: str = typer.Option("pooled", help="pooled (no training) or recnet (trained on aux)."),
+              identifier: str = typer.Option("pooled", help=IDENTIFIER_HELP),
               axes: int = typer.Option(4, help="Principal axes per position used as rotation anchors."),
               max_store_rows: int = typer.Option(0, help="Use at most this many store rows (0: all)."),
               public: str = typer.Option(None, help="Split group of the adversary's unlabelled public images for "
