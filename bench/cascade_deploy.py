@@ -537,13 +537,9 @@ def model_section(costs: dict[int, CostsByGap], chain: dict[str, float], local_a
         options = [project_cold(cost_of[m], link, m, spe, None, local_epoch_s=local_ref) for m in ms]
         return min(options, key=lambda q: q.ratio), {str(q.microbatches): q.ratio for q in options}
 
-    def deployed(c: CostsByGap) -> CostsByGap:  # one machine per party: a link costs the two-process transfer
-        return CostsByGap(tuple((g, dataclasses.replace(h, transfer_fixed_s=c.points[0][1].transfer_fixed_s))
-                                for g, h in c.points))
-
     projections = []
     for link in PAPER_LINKS:
-        q, by_m = best(link, {m: deployed(c) for m, c in costs.items()})
+        q, by_m = best(link, costs)  # one machine per party: the two-process transfer
         hot, _ = best(link, {m: CostsByGap(c.points[:1]) for m, c in costs.items()})
         floor, _ = best(link, {m: CostsByGap(((0.0, _zero_cpu(c.points[0][1])),)) for m, c in costs.items()})
         projections.append({"link": link.name, "servers": parties, "best_microbatches": q.microbatches,
@@ -555,7 +551,7 @@ def model_section(costs: dict[int, CostsByGap], chain: dict[str, float], local_a
     for delay in GRID_DELAYS:
         for rate in GRID_RATES:
             link = Link(f"{delay * 1e3:g} ms one-way, {rate / 1e9:g} Gbit/s", delay, rate)
-            q, _ = best(link, {m: deployed(c) for m, c in costs.items()})
+            q, _ = best(link, costs)  # one machine per party: the two-process transfer
             floor, _ = best(link, {m: CostsByGap(((0.0, _zero_cpu(c.points[0][1])),)) for m, c in costs.items()})
             grid.append({"delay_s": delay, "rate_bps": rate, "ratio": q.ratio, "best_microbatches": q.microbatches,
                          "gap_before_burst_s": q.terms["gap_before_burst_s"], "ratio_links_alone": floor.ratio})
