@@ -96,28 +96,25 @@ def node_costs(node: Node, layer: dict, optimizer: dict, rows: int, width_in: in
     labels = bytes(torch.randint(0, 10, (rows,), dtype=torch.uint8).tolist()) if nll else b""
     fwd_t, bwd_t, crypto = [], [], []
     m = microbatches
+
+    def layer_seconds(route: Routing, tensors: dict[str, torch.Tensor]) -> float:
+        """One packet through ``node.process`` after the idle gap: its layer seconds (its crypto to ``crypto``)."""
+        pkt, _ = build_packet([me, sink], [route] * 2, message.encode({}, tensors), cell)
+        if gap_s:
+            time.sleep(gap_s)
+        before = dict(node.timing)
+        node.process(pkt)
+        crypto.append(node.timing["crypto"] - before.get("crypto", 0.0))
+        return node.timing["layer"] - before.get("layer", 0.0)
+
     for _ in range(max(3, reps // m)):
         tags = [os.urandom(C.STEP_TAG_SIZE) for _ in range(m)]
         for tag in tags:
-            pkt, _ = build_packet([me, sink], [Routing(op=C.OP_FORWARD, tag=tag, extra=labels)] * 2,
-                                  message.encode({}, {"x": x}), cell)
-            if gap_s:
-                time.sleep(gap_s)
-            before = dict(node.timing)
-            node.process(pkt)
-            fwd_t.append(node.timing["layer"] - before.get("layer", 0.0))
-            crypto.append(node.timing["crypto"] - before.get("crypto", 0.0))
+            fwd_t.append(layer_seconds(Routing(op=C.OP_FORWARD, tag=tag, extra=labels), {"x": x}))
         total = 0.0
         for tag in tags:
             g = torch.ones(()) if nll else torch.randn(rows, _out_width(layer, width_in))
-            pkt, _ = build_packet([me, sink], [Routing(op=C.OP_BACKWARD, tag=tag, frag=m)] * 2,
-                                  message.encode({}, {"g": g}), cell)
-            if gap_s:
-                time.sleep(gap_s)
-            before = dict(node.timing)
-            node.process(pkt)
-            total += node.timing["layer"] - before.get("layer", 0.0)
-            crypto.append(node.timing["crypto"] - before.get("crypto", 0.0))
+            total += layer_seconds(Routing(op=C.OP_BACKWARD, tag=tag, frag=m), {"g": g})
         bwd_t.append(total / m)
     k = max(1, len(bwd_t) // 10)
     return statistics.median(crypto[2 * k * m:]), statistics.median(fwd_t[k * m:]), statistics.median(bwd_t[k:])
