@@ -25,12 +25,13 @@ ratio divides by the local epoch (also measured alone on one core).
 
 Cold hops (``project_cold``). A hop's cost depends on what its core did just before. Measured back to back (the
 same operation in a hot loop) one forward of the first layer took 0.33 ms on this machine; measured after 2 ms of
-sleep 0.53 ms, after 15 ms 1.09 ms (a virtual CPU that idles is halted and its caches refilled by others; the
-cascade's parties idle for most of a step, waiting for the other hops). Hot costs under-predicted the quiet
-loopback run by half. So costs are measured at several idle gaps before each operation (``CostsByGap``), and the
-step is the fixed point of: step time -> each party's idle time per packet, ``(step - its busy time) / 2m`` ->
-costs at that gap -> step time. The model still ignores what it cannot measure in isolation (scheduler wake-up
-latency beyond fair sharing), so its error against measured runs is the test of whether that matters.
+sleep 0.53 ms, after 15 ms 1.09 ms (one scratch run; the core's caches and state are refilled by whatever ran
+while it waited, and the cascade's parties idle for most of a step, waiting for the other hops). Hot costs
+under-predicted the quiet loopback runs by half. So costs are measured at several idle gaps before each operation
+(``CostsByGap``), and the step is the fixed point of: step time -> the idle each party's packets see (a burst's
+first packet: the rest of the step; the others: one pipeline stage) -> costs at those gaps -> step time. The
+model still ignores what it cannot measure in isolation (scheduler wake-up latency beyond fair sharing), so its
+error against measured runs is the test of whether that matters.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class CostsByGap:
     def at(self, gap_s: float) -> HopCosts:
         pts = self.points
         if gap_s <= pts[0][0] or len(pts) == 1:
-            return pts[0][1] if gap_s <= pts[0][0] else pts[-1][1]
+            return pts[0][1]
         if gap_s >= pts[-1][0]:
             lo = hi = pts[-1]
             w = 0.0
