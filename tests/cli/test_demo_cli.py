@@ -51,10 +51,12 @@ def test_veil_demo_prints_rows_and_writes_results(synthetic_folder, tmp_path, mo
     assert r["identities"] == 8 and r["ci95"][0] <= r["ratio"] <= r["ci95"][1]
     assert f"{100 * r['ratio']:.1f}%" in result.output
     # the cheap attacks ran and sit where `veil report` reads them
-    for method in ("xnn", "vanilla"):  # the owner-keyed gallery: key-free pooled cosine
-        kp = json.loads((out / "attacks" / f"known_plaintext_{method}.json").read_text())
-        assert [p["k"] for p in kp["points"]] == [0]
+    for method in ("xnn", "vanilla"):  # the owner-keyed gallery: key-free pooled cosine, centred and uncentred
+        for suffix, identifier in (("", "pooled"), ("_uncentred", "pooled-uncentred")):
+            kp = json.loads((out / "attacks" / f"known_plaintext_{method}{suffix}.json").read_text())
+            assert [p["k"] for p in kp["points"]] == [0] and kp["identifier"] == identifier
         assert [p["k"] for p in saved["attacks"][method]["points"]] == [0]
+        assert [p["k"] for p in saved["attacks"][f"{method}, uncentred"]["points"]] == [0]
     # the clean gallery: leaked pairs at k = 0, 4, 16 (64 is more than this run's 48 training images)
     lp = AttackResult.from_dict(json.loads((out / "attacks" / "leaked_pairs_xnn.json").read_text()))
     assert [p["k"] for p in lp.details["curve"] if p["attack"].startswith("strongest")] == [0, 4, 16]
@@ -62,6 +64,7 @@ def test_veil_demo_prints_rows_and_writes_results(synthetic_folder, tmp_path, mo
     assert [p["k"] for p in saved["attacks"]["xnn, clean gallery"]["points"]] == [0, 4, 16]
     assert "leaked pairs, clean gallery, k=16" in result.output
     assert "pooled cosine, owner-keyed gallery, k=0" in result.output
+    assert "pooled cosine uncentred, owner-keyed gallery, k=0" in result.output
     assert f"veil report {out}" in result.output and str(out / "results.json") in result.output
     # the stores the cloud saw and both RecNets are there
     assert (out / "store_xnn" / "manifest.json").is_file() and (out / "recnet_xnn.safetensors").is_file()
