@@ -40,6 +40,7 @@ from cascade_deploy import (
     one_core,
     probed_link,
     ratio_ci,
+    timed_local_epochs,
 )
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -56,9 +57,6 @@ from veil.cascade.packet import Hop, Peeler, build_packet, reseal
 from veil.cascade.routing import Routing
 
 OUT = Path(__file__).parent / "results"
-
-
-LOCAL_TIMING_EPOCHS = 11  # local epochs timed beside each short run (the first dropped: warm-up)
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -260,9 +258,9 @@ def main() -> None:
             chain: dict[str, float] = {}  # per-link cost along n + 1 processes on these cores, beside each run
             for m in ms:
                 loc = local.train_local(spec, ds, args.sweep_epochs, args.seed)  # same run, right beside it
-                # the denominator: the local epoch's median over LOCAL_TIMING_EPOCHS (a 20 ms epoch is cheap, and
-                # the median of 2 moved 30% between runs on a quiet machine)
-                loc_t = local.train_local(spec, ds, LOCAL_TIMING_EPOCHS, args.seed).epoch_seconds[1:]
+                # the denominator: the median of 10 timed local epochs (a 20 ms epoch is cheap, and the median of
+                # the run's own 2 moved 30% between runs on a quiet machine)
+                loc_t = timed_local_epochs(spec, ds, args.seed)
                 chain[str(m)] = chain_probe(spec, m, n)
                 r, f = cascade_run(pool, spec, ds, args.sweep_epochs, args, m)
                 c_ep, l_ep = statistics.median(r.epoch_seconds), statistics.median(loc_t)

@@ -124,10 +124,19 @@ def _out_width(layer: dict, width_in: int) -> int:
     return int(layer["out"]) if layer.get("kind") == "linear" else width_in
 
 
+LOCAL_TIMING_EPOCHS = 11  # local epochs timed beside each short run (the first dropped: warm-up)
+
+
+def timed_local_epochs(spec: ModelSpec, ds: D.Dataset, seed: int, epochs: int = LOCAL_TIMING_EPOCHS) -> list[float]:
+    """Seconds of each local-baseline epoch after the first (warm-up), batching included: the ratio's
+    denominator beside a run (its median), and the epochs its bootstrap draws from."""
+    return local.train_local(spec, ds, epochs, seed).epoch_seconds[1:]
+
+
 def local_epoch_alone(spec: ModelSpec, ds: D.Dataset, seed: int, epochs: int = 31) -> float:
-    """Median epoch of the local baseline measured alone, the way the runs measure it beside them (batching
-    included): what a run's local epoch is compared with to tell how much other work slowed that run."""
-    return statistics.median(local.train_local(spec, ds, epochs, seed).epoch_seconds[1:])
+    """Median epoch of the local baseline measured alone, the way the runs measure it beside them: what a run's
+    local epoch is compared with to tell how much other work slowed that run."""
+    return statistics.median(timed_local_epochs(spec, ds, seed, epochs))
 
 
 def local_step_median(spec: ModelSpec, ds: D.Dataset, seed: int, steps: int) -> float:
@@ -323,7 +332,7 @@ def designer_main(args_path: str) -> None:
         res = des.train(ds, a["epochs"])
         assert des.cascade is not None
         # the ratio's denominator: 10 local epochs right after the run (the run's own 2 give the accuracy and losses)
-        timed = local.train_local(spec, ds, 11, a["seed"]).epoch_seconds[1:]
+        timed = timed_local_epochs(spec, ds, a["seed"])
         out = {"epoch_s": res.epoch_seconds, "local_epoch_s": timed, "accuracy": res.accuracy,
                "accuracy_local": loc.accuracy, "losses_max_diff": max(abs(x - y) for x, y in
                                                                        zip(res.losses, loc.losses, strict=True)),
